@@ -1,0 +1,517 @@
+//! Password hashing: argon2id with a pepper for every new hash; legacy argon2
+//! PHC strings and bcrypt verified as they are and flagged for rehash.
+//!
+//! The current scheme hashes the NFKC form of the password with the pepper as
+//! argon2's secret input. Legacy hashes were made by other systems from the raw
+//! bytes, without a pepper, so they are verified that way; bcrypt reads only the
+//! first 72 bytes, as the systems that made those hashes did.
+
+use std::cell::RefCell;
+use std::fmt;
+
+use argon2::{Algorithm, Argon2, Block, PasswordHash, Version};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
+use super::policy::normalize;
+use crate::error::{Error, InputError, StorageError};
+use crate::model::Password;
+
+/// How a stored hash must be verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum HashScheme {
+    /// argon2id over the NFKC password with the store's pepper: every new hash.
+    Argon2idPeppered,
+    /// An argon2 (i, d or id) PHC string from another system, no pepper.
+    LegacyArgon2,
+    /// bcrypt `$2a$`, `$2b$`, `$2x$` or `$2y$` from another system.
+    LegacyBcrypt,
+}
+
+/// Argon2 cost parameters for new hashes, validated against sane bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    m_cost: u32,
+    t_cost: u32,
+    p_cost: u32,
+}
+
+impl Argon2Params {
+    /// Smallest memory cost in KiB (argon2's own minimum for p = 1).
+    pub const MIN_M_COST: u32 = 8;
+    /// Largest memory cost in KiB accepted, for new and legacy hashes (256 MiB).
+    pub const MAX_M_COST: u32 = 256 * 1024;
+    /// Largest number of passes accepted.
+    pub const MAX_T_COST: u32 = 16;
+    /// Largest parallelism accepted.
+    pub const MAX_P_COST: u32 = 16;
+    /// Largest memory × passes product accepted (the work a verification costs).
+    pub const MAX_WORK: u64 = 1024 * 1024;
+    /// The argon2 crate's defaults (RFC 9106 / OWASP): m = 19456 KiB, t = 2, p = 1.
+    pub const DEFAULT: Self = Self {
+        m_cost: argon2::Params::DEFAULT_M_COST,
+        t_cost: argon2::Params::DEFAULT_T_COST,
+        p_cost: argon2::Params::DEFAULT_P_COST,
+    };
+
+    /// Validated parameters: memory in KiB, passes, lanes.
+    pub fn new(m_cost: u32, t_cost: u32, p_cost: u32) -> Result<Self, InputError> {
+        check_bounds(m_cost, t_cost, p_cost).map_err(InputError::InvalidParams)?;
+        Ok(Self {
+            m_cost,
+            t_cost,
+            p_cost,
+        })
+    }
+
+    /// Cheap parameters for tests only (m = 8 KiB, t = 1): never in production.
+    pub fn insecure_for_tests() -> Self {
+        Self {
+            m_cost: 8,
+            t_cost: 1,
+            p_cost: 1,
+        }
+    }
+
+    /// Memory cost in KiB.
+    pub fn m_cost(&self) -> u32 {
+        self.m_cost
+    }
+    /// Passes.
+    pub fn t_cost(&self) -> u32 {
+        self.t_cost
+    }
+    /// Lanes.
+    pub fn p_cost(&self) -> u32 {
+        self.p_cost
+    }
+
+    fn to_argon2(self) -> Result<argon2::Params, Error> {
+        argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(OUTPUT_LEN))
+            .map_err(|_| Error::InvalidInput(InputError::InvalidParams("rejected by argon2")))
+    }
+}
+
+impl Default for Argon2Params {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+fn check_bounds(m: u32, t: u32, p: u32) -> Result<(), &'static str> {
+    if p == 0 || p > Argon2Params::MAX_P_COST {
+        return Err("parallelism must be 1 to 16");
+    }
+    if t == 0 || t > Argon2Params::MAX_T_COST {
+        return Err("time cost must be 1 to 16");
+    }
+    if m < 8 * p || m > Argon2Params::MAX_M_COST {
+        return Err("memory cost must be 8*p KiB to 256 MiB");
+    }
+    if u64::from(m) * u64::from(t) > Argon2Params::MAX_WORK {
+        return Err("memory cost times time cost exceeds 1 GiB of passes");
+    }
+    Ok(())
+}
+
+const OUTPUT_LEN: usize = 32;
+const SALT_LEN: usize = 16;
+const PHC_B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
+/// bcrypt costs above this are refused (2^16 rounds is already ~5 s).
+const MAX_BCRYPT_COST: u32 = 16;
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Verification {
+    pub matched: bool,
+    /// The hash is not the current scheme with the current parameters.
+    pub needs_rehash: bool,
+}
+
+/// Hashes and verifies; holds the pepper, so its `Debug` shows nothing of it.
+pub(crate) struct Hasher {
+    params: Argon2Params,
+    pepper: [u8; 32],
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hasher")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        self.pepper.zeroize();
+    }
+}
+
+thread_local! {
+    // Argon2 memory reused across hashes on one thread (the allocation and
+    // page faults are a measurable part of a hash).
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_blocks<R>(count: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
+    if count > keep {
+        let mut tmp = vec![Block::default(); count];
+        return f(&mut tmp);
+    }
+    BLOCKS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < count {
+                v.resize(count, Block::default());
+            }
+            f(&mut v[..count])
+        }
+        Err(_) => f(&mut vec![Block::default(); count]),
+    })
+}
+
+impl Hasher {
+    pub fn new(params: Argon2Params, pepper: [u8; 32]) -> Self {
+        Self { params, pepper }
+    }
+
+    fn compute(
+        &self,
+        algorithm: Algorithm,
+        version: Version,
+        params: argon2::Params,
+        pepper: Option<&[u8]>,
+        pwd: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), Error> {
+        let ctx = match pepper {
+            Some(p) => Argon2::new_with_secret(p, algorithm, version, params.clone())
+                .map_err(|_| Error::InvalidInput(InputError::InvalidParams("pepper")))?,
+            None => Argon2::new(algorithm, version, params.clone()),
+        };
+        let keep = self.params.to_argon2()?.block_count();
+        with_blocks(params.block_count(), keep, |blocks| {
+            ctx.hash_password_into_with_memory(pwd, salt, out, blocks)
+        })
+        .map_err(|e| Error::Storage(StorageError::new("computing argon2", e.to_string())))
+    }
+
+    /// A new hash of an already policy-checked, normalised password.
+    pub fn hash_normalized(&self, normalized: &str) -> Result<String, Error> {
+        let mut salt = [0u8; SALT_LEN];
+        super::random::fill(&mut salt)?;
+        let mut out = [0u8; OUTPUT_LEN];
+        let p = self.params;
+        self.compute(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            p.to_argon2()?,
+            Some(&self.pepper),
+            normalized.as_bytes(),
+            &salt,
+            &mut out,
+        )?;
+        let phc = format!(
+            "$argon2id$v=19$m={},t={},p={}${}${}",
+            p.m_cost,
+            p.t_cost,
+            p.p_cost,
+            PHC_B64.encode(salt),
+            PHC_B64.encode(out)
+        );
+        out.zeroize();
+        Ok(phc)
+    }
+
+    /// Spends the same work as a verification, for unknown accounts (no user
+    /// enumeration by timing).
+    pub fn dummy_verify(&self, password: &Password) {
+        let normalized = normalize(password);
+        let mut out = [0u8; OUTPUT_LEN];
+        if let Ok(params) = self.params.to_argon2() {
+            let _ = self.compute(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                params,
+                Some(&self.pepper),
+                normalized.as_bytes(),
+                b"credstore-dummy-salt",
+                &mut out,
+            );
+        }
+    }
+
+    /// Checks `password` against a stored hash of the given scheme.
+    pub fn verify(
+        &self,
+        scheme: HashScheme,
+        stored: &str,
+        password: &Password,
+    ) -> Result<Verification, Error> {
+        match scheme {
+            HashScheme::Argon2idPeppered | HashScheme::LegacyArgon2 => {
+                let parsed = parse_argon2(stored)?;
+                let peppered = scheme == HashScheme::Argon2idPeppered;
+                let normalized;
+                let pwd: &[u8] = if peppered {
+                    normalized = normalize(password);
+                    normalized.as_bytes()
+                } else {
+                    password.expose_secret().as_bytes()
+                };
+                let expected = parsed.hash.as_slice();
+                let mut out = vec![0u8; expected.len()];
+                self.compute(
+                    parsed.algorithm,
+                    parsed.version,
+                    parsed.params.clone(),
+                    peppered.then_some(&self.pepper[..]),
+                    pwd,
+                    &parsed.salt,
+                    &mut out,
+                )?;
+                let matched = super::ct_eq(&out, expected);
+                out.zeroize();
+                let current = peppered
+                    && parsed.algorithm == Algorithm::Argon2id
+                    && parsed.version == Version::V0x13
+                    && parsed.params.m_cost() == self.params.m_cost
+                    && parsed.params.t_cost() == self.params.t_cost
+                    && parsed.params.p_cost() == self.params.p_cost
+                    && expected.len() == OUTPUT_LEN;
+                Ok(Verification {
+                    matched,
+                    needs_rehash: !current,
+                })
+            }
+            HashScheme::LegacyBcrypt => {
+                check_bcrypt(stored).map_err(Error::InvalidInput)?;
+                // bcrypt::verify reads the first 72 bytes, like PHP and the C libraries.
+                let matched = bcrypt::verify(password.expose_secret().as_bytes(), stored)
+                    .map_err(|_| Error::InvalidInput(InputError::MalformedHash("bcrypt")))?;
+                Ok(Verification {
+                    matched,
+                    needs_rehash: true,
+                })
+            }
+        }
+    }
+}
+
+struct ParsedArgon2 {
+    algorithm: Algorithm,
+    version: Version,
+    params: argon2::Params,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+fn parse_argon2(s: &str) -> Result<ParsedArgon2, InputError> {
+    let h = PasswordHash::new(s).map_err(|_| InputError::MalformedHash("not a PHC string"))?;
+    let algorithm = Algorithm::try_from(h.algorithm.as_str())
+        .map_err(|_| InputError::MalformedHash("not an argon2 algorithm"))?;
+    let version = match h.version {
+        Some(v) => {
+            Version::try_from(v).map_err(|_| InputError::MalformedHash("unknown argon2 version"))?
+        }
+        None => Version::V0x10,
+    };
+    // Bounds first, from the raw parameter string, before argon2 sees them.
+    let get = |name: &str| h.params.get_decimal(name);
+    let (m, t, p) = match (get("m"), get("t"), get("p")) {
+        (Some(m), Some(t), Some(p)) => (m, t, p),
+        _ => return Err(InputError::MalformedHash("missing m, t or p")),
+    };
+    check_bounds(m, t, p).map_err(InputError::HashParamsOutOfBounds)?;
+    let params =
+        argon2::Params::try_from(&h).map_err(|_| InputError::MalformedHash("argon2 parameters"))?;
+    let salt = h
+        .salt
+        .as_ref()
+        .ok_or(InputError::MalformedHash("no salt"))?;
+    let hash = h
+        .hash
+        .as_ref()
+        .ok_or(InputError::MalformedHash("no hash"))?;
+    if salt.len() < 8 || salt.len() > 64 || hash.len() < 4 || hash.len() > 64 {
+        return Err(InputError::MalformedHash("salt or hash length"));
+    }
+    Ok(ParsedArgon2 {
+        algorithm,
+        version,
+        params,
+        salt: salt.to_vec(),
+        hash: hash.as_bytes().to_vec(),
+    })
+}
+
+fn check_bcrypt(s: &str) -> Result<(), InputError> {
+    let b = s.as_bytes();
+    if b.len() != 60 || !s.is_ascii() || b[0] != b'$' || b[3] != b'$' || b[6] != b'$' {
+        return Err(InputError::MalformedHash(
+            "bcrypt strings are 60 characters",
+        ));
+    }
+    if !matches!(&s[1..3], "2a" | "2b" | "2x" | "2y") {
+        return Err(InputError::MalformedHash("unknown bcrypt prefix"));
+    }
+    let cost: u32 = s[4..6]
+        .parse()
+        .map_err(|_| InputError::MalformedHash("bcrypt cost"))?;
+    if !(4..=MAX_BCRYPT_COST).contains(&cost) {
+        return Err(InputError::HashParamsOutOfBounds(
+            "bcrypt cost must be 4 to 16",
+        ));
+    }
+    Ok(())
+}
+
+/// Classifies a hash given for import, refusing malformed strings and
+/// parameters that would make verification a memory or time bomb.
+pub(crate) fn classify_import(s: &str) -> Result<HashScheme, InputError> {
+    if s.len() > 512 {
+        return Err(InputError::MalformedHash("longer than 512 bytes"));
+    }
+    if s.starts_with("$2") {
+        check_bcrypt(s)?;
+        return Ok(HashScheme::LegacyBcrypt);
+    }
+    if s.starts_with("$argon2") {
+        parse_argon2(s)?;
+        return Ok(HashScheme::LegacyArgon2);
+    }
+    Err(InputError::MalformedHash("neither argon2 nor bcrypt"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hasher() -> Hasher {
+        Hasher::new(Argon2Params::insecure_for_tests(), [3u8; 32])
+    }
+
+    #[test]
+    fn new_hashes_verify_and_are_current() {
+        let h = hasher();
+        let phc = h.hash_normalized("correct horse").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=8,t=1,p=1$"));
+        let ok = h
+            .verify(
+                HashScheme::Argon2idPeppered,
+                &phc,
+                &Password::new("correct horse").unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            ok,
+            Verification {
+                matched: true,
+                needs_rehash: false
+            }
+        );
+        let bad = h
+            .verify(
+                HashScheme::Argon2idPeppered,
+                &phc,
+                &Password::new("correct horsf").unwrap(),
+            )
+            .unwrap();
+        assert!(!bad.matched);
+    }
+
+    #[test]
+    fn pepper_matters() {
+        let phc = hasher().hash_normalized("pw12345678").unwrap();
+        let other = Hasher::new(Argon2Params::insecure_for_tests(), [4u8; 32]);
+        let v = other
+            .verify(
+                HashScheme::Argon2idPeppered,
+                &phc,
+                &Password::new("pw12345678").unwrap(),
+            )
+            .unwrap();
+        assert!(!v.matched);
+    }
+
+    #[test]
+    fn changed_params_need_rehash() {
+        let phc = hasher().hash_normalized("pw12345678").unwrap();
+        let other = Hasher::new(Argon2Params::new(16, 1, 1).unwrap(), [3u8; 32]);
+        let v = other
+            .verify(
+                HashScheme::Argon2idPeppered,
+                &phc,
+                &Password::new("pw12345678").unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            v,
+            Verification {
+                matched: true,
+                needs_rehash: true
+            }
+        );
+    }
+
+    #[test]
+    fn memory_bombs_are_refused_before_hashing() {
+        let bomb = "$argon2id$v=19$m=4294967295,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        assert_eq!(
+            classify_import(bomb),
+            Err(InputError::HashParamsOutOfBounds(
+                "memory cost must be 8*p KiB to 256 MiB"
+            ))
+        );
+        let slow = "$argon2id$v=19$m=1024,t=100000,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        assert!(matches!(
+            classify_import(slow),
+            Err(InputError::HashParamsOutOfBounds(_))
+        ));
+        let lanes = "$argon2id$v=19$m=65536,t=1,p=255$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        assert!(matches!(
+            classify_import(lanes),
+            Err(InputError::HashParamsOutOfBounds(_))
+        ));
+        let slow_bcrypt = "$2b$31$A8o/DQoaiuvDHQavS99ueOBOwn7p1ikJcPxbWRJvq./25vWNMu3wS";
+        assert!(matches!(
+            classify_import(slow_bcrypt),
+            Err(InputError::HashParamsOutOfBounds(_))
+        ));
+        // and verification re-checks, should such a record exist
+        let h = hasher();
+        assert!(
+            h.verify(HashScheme::LegacyArgon2, bomb, &Password::new("x").unwrap())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn malformed_hashes_are_refused() {
+        for bad in [
+            "",
+            "plain",
+            "$1$abc",
+            "$argon2id$",
+            "$2b$04$short",
+            "$scrypt$ln=1,r=1,p=1$c2FsdA$aGFzaA",
+        ] {
+            assert!(classify_import(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn params_bounds() {
+        assert!(Argon2Params::new(0, 1, 1).is_err());
+        assert!(Argon2Params::new(19456, 0, 1).is_err());
+        assert!(Argon2Params::new(19456, 2, 0).is_err());
+        assert!(Argon2Params::new(1 << 20, 1, 1).is_err());
+        assert!(Argon2Params::new(19456, 2, 1).is_ok());
+        assert_eq!(
+            Argon2Params::default(),
+            Argon2Params::new(19456, 2, 1).unwrap()
+        );
+    }
+}

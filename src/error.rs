@@ -1,0 +1,289 @@
+//! The crate's one error type, with precise variants.
+//!
+//! Refusals (wrong password, invalid token, conflict, lock-out) and faults
+//! (storage, corruption) share one enum so that a caller handles both with a
+//! single `match`; [`Error::is_fault`] tells them apart. No message here ever
+//! contains a secret.
+
+use std::fmt;
+
+use crate::model::Timestamp;
+
+/// Everything that can go wrong in credstore.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The record does not exist.
+    #[error("{0} not found")]
+    NotFound(Entity),
+    /// A record with that identity already exists.
+    #[error("{0} already exists")]
+    AlreadyExists(Entity),
+    /// The credential presented does not match.
+    #[error("invalid credentials: {0}")]
+    InvalidCredentials(Credential),
+    /// Too many failed logins; try again after `until`.
+    #[error("account locked until {until}")]
+    Locked {
+        /// When the lock ends.
+        until: Timestamp,
+    },
+    /// The password was right, but the customer must change it before logging in.
+    #[error("the password must be changed before logging in")]
+    MustChangePassword,
+    /// The reset token is unknown, expired, used, or issued before the last
+    /// credential change.
+    #[error("invalid, expired or used token")]
+    InvalidToken,
+    /// A new password breaks the policy.
+    #[error("password does not meet the policy: {0}")]
+    Policy(PolicyViolation),
+    /// A request for the same address came too soon after the last one.
+    #[error("too many requests; try again later")]
+    Throttled,
+    /// The record changed between the read and the write (another credential
+    /// change won); re-read and try again.
+    #[error("conflict: the credentials changed concurrently; retry with fresh data")]
+    Conflict,
+    /// The input is malformed.
+    #[error("invalid input: {0}")]
+    InvalidInput(#[from] InputError),
+    /// The store was created with another secret.
+    #[error(
+        "wrong store secret: this store was created with a different secret; \
+         open it with the secret file it was created with"
+    )]
+    WrongSecret,
+    /// The directory holds something that is not a credstore database.
+    #[error(
+        "not a credstore database ({found}); point at a credstore data directory \
+         or at an empty or absent one to create a store"
+    )]
+    UnknownFormat {
+        /// What was found instead.
+        found: String,
+    },
+    /// The database was written by a format version this build does not know.
+    #[error(
+        "unsupported store format version {found} (this build reads version {supported}); \
+         open it with a credstore release that supports it"
+    )]
+    UnsupportedVersion {
+        /// The version on disk.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// A stored record could not be decoded.
+    #[error("corrupt record in tree `{tree}` at key {key}; run the integrity check")]
+    CorruptRecord {
+        /// The tree holding the record.
+        tree: &'static str,
+        /// The record's key, printable.
+        key: String,
+    },
+    /// The storage engine or file system failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl Error {
+    /// `true` for faults of the store itself (storage, corruption, format),
+    /// `false` for refusals and bad input that the caller caused.
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            Error::Storage(_)
+                | Error::CorruptRecord { .. }
+                | Error::UnknownFormat { .. }
+                | Error::UnsupportedVersion { .. }
+                | Error::WrongSecret
+        )
+    }
+}
+
+/// What kind of record an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Entity {
+    /// A customer.
+    Customer,
+    /// A customer's email address.
+    Email,
+    /// A partner app.
+    App,
+    /// A shop key.
+    Shop,
+    /// A password reset.
+    Reset,
+}
+
+impl fmt::Display for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Entity::Customer => "customer",
+            Entity::Email => "email",
+            Entity::App => "app",
+            Entity::Shop => "shop",
+            Entity::Reset => "password reset",
+        })
+    }
+}
+
+/// Which credential was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credential {
+    /// Login email or password (deliberately not told apart).
+    Password,
+    /// The customer's box_id and key.
+    CustomerKey,
+    /// The email presented is not the account's.
+    Email,
+    /// The app's user_code and key, or the app is disabled.
+    App,
+}
+
+impl fmt::Display for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Credential::Password => "wrong email or password",
+            Credential::CustomerKey => "wrong customer box_id or key",
+            Credential::Email => "email is not the account's",
+            Credential::App => "unknown or disabled app, or wrong app key",
+        })
+    }
+}
+
+/// The password rule a new password breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyViolation {
+    /// Fewer characters than the minimum (after NFKC).
+    TooShort {
+        /// Minimum number of characters.
+        min: usize,
+    },
+    /// More characters than the maximum (after NFKC).
+    TooLong {
+        /// Maximum number of characters.
+        max: usize,
+    },
+    /// Contains NUL or another control character.
+    ControlCharacter,
+}
+
+impl fmt::Display for PolicyViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyViolation::TooShort { min } => write!(f, "at least {min} characters"),
+            PolicyViolation::TooLong { max } => write!(f, "at most {max} characters"),
+            PolicyViolation::ControlCharacter => f.write_str("no control characters"),
+        }
+    }
+}
+
+/// Malformed input, refused before anything is read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The email is empty.
+    #[error("email is empty")]
+    EmptyEmail,
+    /// The email is longer than allowed.
+    #[error("email is longer than {max_bytes} bytes")]
+    EmailTooLong {
+        /// Limit in bytes.
+        max_bytes: usize,
+    },
+    /// The email is not an address.
+    #[error("email is not a valid address")]
+    MalformedEmail,
+    /// The password is longer than any password the store accepts.
+    #[error("password is longer than {max_bytes} bytes")]
+    PasswordTooLong {
+        /// Limit in bytes.
+        max_bytes: usize,
+    },
+    /// A text field is not UTF-8.
+    #[error("{field} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// The field.
+        field: &'static str,
+    },
+    /// A text field is too long or contains control characters.
+    #[error("{field} is too long or contains control characters")]
+    MalformedText {
+        /// The field.
+        field: &'static str,
+    },
+    /// A key is empty, too long, or has characters keys cannot have.
+    #[error("{field} is malformed")]
+    MalformedKey {
+        /// The field.
+        field: &'static str,
+    },
+    /// The store secret is not 64 hex characters.
+    #[error("store secret must be 64 hexadecimal characters")]
+    MalformedSecret,
+    /// A password hash for import is not a PHC argon2 or bcrypt string.
+    #[error("password hash is not an argon2 PHC or bcrypt string: {0}")]
+    MalformedHash(&'static str),
+    /// A legacy hash asks for more work or memory than allowed.
+    #[error("password hash parameters out of bounds: {0}")]
+    HashParamsOutOfBounds(&'static str),
+    /// Argon2 parameters in the configuration are invalid.
+    #[error("invalid argon2 parameters: {0}")]
+    InvalidParams(&'static str),
+    /// A reset token is not 64 characters of `[A-Za-z0-9]`.
+    #[error("token must be 64 characters of [A-Za-z0-9]")]
+    MalformedToken,
+    /// A reset id is not 10 characters of `[A-Za-z0-9]`.
+    #[error("reset id must be 10 characters of [A-Za-z0-9]")]
+    MalformedResetId,
+}
+
+/// An opaque failure of the storage engine or the file system.
+///
+/// Only the store layer constructs it, so that replacing the engine breaks no
+/// caller.
+pub struct StorageError {
+    context: &'static str,
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl StorageError {
+    pub(crate) fn new(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Debug for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageError")
+            .field("context", &self.context)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage error while {}: {}", self.context, self.source)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Shorthand for `Result<T, credstore::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

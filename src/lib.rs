@@ -1,0 +1,61 @@
+//! credstore: an embeddable credential store.
+//!
+//! It keeps customer records, (box_id, customer_key) credential pairs, partner
+//! app credentials and expiring password-reset tokens in sled. Every password
+//! change is one atomic, durable transaction that also appends to an event
+//! log. Nothing secret is stored in the clear: passwords are argon2id with a
+//! pepper, customer and app keys are sealed under a key derived from the
+//! host's [`StoreSecret`], reset tokens are kept only as keyed digests.
+//!
+//! # Quick start
+//!
+//! ```
+//! use credstore::{Config, NewCustomer, Password, Store, StoreSecret};
+//!
+//! # fn main() -> Result<(), credstore::Error> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let secret = StoreSecret::generate()?; // keep it outside the data directory
+//! // `Config::default()` uses production argon2 parameters; tests use cheap ones.
+//! let store = Store::open(dir.path().join("data"), &secret, Config::for_tests())?;
+//!
+//! let (customer, key) = store.register(NewCustomer::new(
+//!     "johndoe@email.com", "John", "Doe", Password::new("pass12345")?,
+//! ))?;
+//!
+//! let login = store.login("johndoe@email.com", &Password::new("pass12345")?)?;
+//! assert_eq!(login.customer.box_id, customer.box_id);
+//! assert!(login.key.ct_eq(&key));
+//!
+//! // The Skypostal-style update: box_id + key + current email + new password.
+//! store.update_password(customer.box_id, &key, "johndoe@email.com", &Password::new("new-pass-6789")?)?;
+//! assert!(store.login("johndoe@email.com", &Password::new("pass12345")?).is_err());
+//! assert!(store.login("johndoe@email.com", &Password::new("new-pass-6789")?).is_ok());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layers
+//!
+//! `model` (plain types and secrets) → `crypto` (hashing, sealing, randomness)
+//! → `store` (sled, record encoding, transactions, durability, event log) →
+//! operations (the methods of [`Store`]). Dependencies point downwards only.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod crypto;
+mod error;
+mod model;
+mod ops;
+mod store;
+
+pub use crypto::{Argon2Params, PasswordPolicy};
+pub use error::{Credential, Entity, Error, InputError, PolicyViolation, Result, StorageError};
+pub use model::{
+    App, AppKey, BoxId, Clock, Customer, CustomerFlags, CustomerKey, Email, Event, EventKind,
+    EventOutcome, FlagsUpdate, ImportedCustomer, Login, ManualClock, NewCustomer, Password,
+    StoreSecret, SystemClock, Timestamp, UserCode,
+};
+pub use ops::{Config, FailPoint, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
+pub use store::{Durability, IntegrityReport};

@@ -1,0 +1,160 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::crypto::{Argon2Params, PasswordPolicy};
+use crate::model::{Clock, SystemClock};
+use crate::store::Durability;
+
+/// Lock-out after repeated failed logins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Consecutive failures that lock the account (default 5).
+    pub max_failures: u32,
+    /// How long the lock lasts (default 15 minutes).
+    pub lock_for: Duration,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            lock_for: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// How a store behaves. Build with [`Config::default`] and the `with_*` methods.
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) durability: Durability,
+    pub(crate) argon2: Argon2Params,
+    pub(crate) policy: PasswordPolicy,
+    pub(crate) lockout: LockoutPolicy,
+    pub(crate) token_ttl: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) first_box_id: u64,
+    pub(crate) cache_capacity: u64,
+    pub(crate) fail_point: Option<FailPoint>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("durability", &self.durability)
+            .field("argon2", &self.argon2)
+            .field("policy", &self.policy)
+            .field("lockout", &self.lockout)
+            .field("token_ttl", &self.token_ttl)
+            .field("clock", &self.clock)
+            .field("first_box_id", &self.first_box_id)
+            .field("cache_capacity", &self.cache_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            durability: Durability::default(),
+            argon2: Argon2Params::default(),
+            policy: PasswordPolicy::default(),
+            lockout: LockoutPolicy::default(),
+            token_ttl: Duration::from_secs(60 * 60),
+            clock: Arc::new(SystemClock),
+            first_box_id: 1,
+            cache_capacity: 64 * 1024 * 1024,
+            fail_point: None,
+        }
+    }
+}
+
+impl Config {
+    /// Cheap argon2 parameters and otherwise defaults: for tests only.
+    pub fn for_tests() -> Self {
+        Self::default().with_argon2(Argon2Params::insecure_for_tests())
+    }
+
+    /// How commits reach disk.
+    pub fn with_durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+    /// Argon2 parameters for new hashes; older hashes are rehashed at login.
+    pub fn with_argon2(mut self, p: Argon2Params) -> Self {
+        self.argon2 = p;
+        self
+    }
+    /// The password policy applied when a password is set.
+    pub fn with_password_policy(mut self, p: PasswordPolicy) -> Self {
+        self.policy = p;
+        self
+    }
+    /// Lock-out after failed logins.
+    pub fn with_lockout(mut self, l: LockoutPolicy) -> Self {
+        self.lockout = l;
+        self
+    }
+    /// Lifetime of reset tokens (default 60 minutes).
+    pub fn with_token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = ttl;
+        self
+    }
+    /// The clock (inject a [`crate::ManualClock`] in tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// The first box_id the store assigns (default 1).
+    pub fn with_first_box_id(mut self, id: u64) -> Self {
+        self.first_box_id = id;
+        self
+    }
+    /// sled's page cache size in bytes (default 64 MiB).
+    pub fn with_cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+    /// Test hook: a predicate asked at named points inside transactions; when
+    /// it returns `true` the transaction aborts there with a storage error.
+    #[doc(hidden)]
+    pub fn with_fail_point(mut self, fp: FailPoint) -> Self {
+        self.fail_point = Some(fp);
+        self
+    }
+
+    /// The argon2 parameters in use.
+    pub fn argon2(&self) -> Argon2Params {
+        self.argon2
+    }
+    /// The password policy in use.
+    pub fn password_policy(&self) -> PasswordPolicy {
+        self.policy
+    }
+    /// The reset token lifetime.
+    pub fn token_ttl(&self) -> Duration {
+        self.token_ttl
+    }
+}
+
+/// A test hook: see [`Config::with_fail_point`].
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct FailPoint(Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl FailPoint {
+    /// Fires wherever `f(name)` is true.
+    pub fn new(f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub(crate) fn fires(&self, name: &str) -> bool {
+        (self.0)(name)
+    }
+}
+
+impl fmt::Debug for FailPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FailPoint")
+    }
+}

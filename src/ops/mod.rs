@@ -1,0 +1,162 @@
+//! The operations layer: [`Store`] and its public methods.
+
+mod apps;
+mod config;
+mod customers;
+mod login;
+mod rotation;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use config::{Config, FailPoint, LockoutPolicy};
+
+use crate::crypto::Keys;
+use crate::crypto::password::Hasher;
+use crate::error::{Error, InputError};
+use crate::model::{Event, StoreSecret, Timestamp};
+use crate::store::{Engine, EngineOptions, IntegrityReport, TreeId, encoding};
+
+/// The credential store: a cheap `Clone`, `Send + Sync`; open once per process
+/// and share.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    keys: Keys,
+    hasher: Hasher,
+    config: Config,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A clean close makes everything durable (a checkpoint); errors here
+        // have nowhere to go, and every acknowledged change is durable already.
+        let _ = self.engine.flush();
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("engine", &self.inner.engine)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most events returned by one [`Store::events`] call.
+pub const MAX_EVENTS_PER_READ: usize = 10_000;
+
+impl Store {
+    /// Opens the store at `path`, creating it when the directory is absent or
+    /// empty. Fails with [`Error::WrongSecret`] when the store was created with
+    /// another secret, and with [`Error::UnknownFormat`] /
+    /// [`Error::UnsupportedVersion`] when the directory holds something else.
+    pub fn open(
+        path: impl AsRef<Path>,
+        secret: &StoreSecret,
+        config: Config,
+    ) -> Result<Self, Error> {
+        let keys = Keys::derive(secret);
+        let engine = Engine::open(path.as_ref(), engine_options(&keys, &config))?;
+        Ok(Self::from_parts(engine, keys, config))
+    }
+
+    /// A store that lives in a temporary directory and vanishes on drop; for tests.
+    pub fn temporary(secret: &StoreSecret, config: Config) -> Result<Self, Error> {
+        let keys = Keys::derive(secret);
+        let engine = Engine::temporary(engine_options(&keys, &config))?;
+        Ok(Self::from_parts(engine, keys, config))
+    }
+
+    fn from_parts(engine: Engine, keys: Keys, config: Config) -> Self {
+        let hasher = Hasher::new(config.argon2, keys.pepper);
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                keys,
+                hasher,
+                config,
+            }),
+        }
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub(crate) fn hasher(&self) -> &Hasher {
+        &self.inner.hasher
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.inner.config.clock.now()
+    }
+
+    /// Makes everything written so far durable. Every acknowledged change
+    /// already is (with the default durability); this also runs at close.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.inner.engine.flush()
+    }
+
+    /// Up to `limit` (at most [`MAX_EVENTS_PER_READ`]) event-log entries with
+    /// a sequence number of `from` or more, oldest first.
+    pub fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, Error> {
+        let rows = self.engine().scan(
+            TreeId::Events,
+            &from.to_be_bytes(),
+            limit.min(MAX_EVENTS_PER_READ),
+        )?;
+        rows.iter()
+            .map(|(k, v)| encoding::decode(TreeId::Events, k, v))
+            .collect()
+    }
+
+    /// Removes event-log entries with a sequence number below `before`;
+    /// returns how many were removed.
+    pub fn trim_events(&self, before: u64) -> Result<usize, Error> {
+        self.engine().trim_events(before)
+    }
+
+    /// Checks that every index entry points at its record and every record is
+    /// indexed; the report lists each problem found.
+    pub fn check_integrity(&self) -> Result<IntegrityReport, Error> {
+        self.engine().check_integrity()
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, Error> {
+        self.engine().size_on_disk()
+    }
+}
+
+fn engine_options(keys: &Keys, config: &Config) -> EngineOptions {
+    EngineOptions {
+        durability: config.durability,
+        cache_capacity: config.cache_capacity,
+        fingerprint: keys.fingerprint,
+        first_box_id: config.first_box_id,
+        fail_point: config.fail_point.clone(),
+    }
+}
+
+/// Checks a free-text field: at most 255 bytes, no control characters.
+pub(crate) fn check_text(field: &'static str, text: &str) -> Result<(), Error> {
+    if text.len() > 255 || text.chars().any(char::is_control) {
+        return Err(InputError::MalformedText { field }.into());
+    }
+    Ok(())
+}
