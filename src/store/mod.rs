@@ -27,11 +27,20 @@ pub(crate) enum TreeId {
     Apps,
     Shops,
     Events,
+    /// reset id -> reset record
     Resets,
+    /// keyed token digest -> reset id
+    ResetTokens,
+    /// expires_at (i64 BE, sign-flipped) ++ reset id -> ()
+    ResetExpiry,
+    /// box_id BE ++ reset id -> ()
+    ResetsByCustomer,
+    /// user_code BE ++ salt BE -> expiry (signed change-password nonces)
+    Nonces,
 }
 
 impl TreeId {
-    pub const ALL: [TreeId; 7] = [
+    pub const ALL: [TreeId; 11] = [
         TreeId::Meta,
         TreeId::Customers,
         TreeId::Emails,
@@ -39,6 +48,10 @@ impl TreeId {
         TreeId::Shops,
         TreeId::Events,
         TreeId::Resets,
+        TreeId::ResetTokens,
+        TreeId::ResetExpiry,
+        TreeId::ResetsByCustomer,
+        TreeId::Nonces,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +63,10 @@ impl TreeId {
             TreeId::Shops => "shops",
             TreeId::Events => "events",
             TreeId::Resets => "resets",
+            TreeId::ResetTokens => "reset_tokens",
+            TreeId::ResetExpiry => "reset_expiry",
+            TreeId::ResetsByCustomer => "resets_by_customer",
+            TreeId::Nonces => "nonces",
         }
     }
 
