@@ -50,7 +50,7 @@ mod model;
 mod ops;
 mod store;
 
-pub use crypto::{Argon2Params, PasswordPolicy};
+pub use crypto::{Argon2Params, PasswordHashInfo, PasswordPolicy, PasswordScheme};
 pub use error::{Credential, Entity, Error, InputError, PolicyViolation, Result, StorageError};
 pub use model::{
     App, AppKey, BoxId, Clock, Customer, CustomerFlags, CustomerKey, Email, Event, EventKind,

@@ -12,7 +12,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::model::StoreSecret;
 
-pub use password::Argon2Params;
+pub use password::{Argon2Params, PasswordHashInfo, PasswordScheme};
 pub use policy::PasswordPolicy;
 
 /// Every sub-key the store uses, derived from the store secret with distinct

@@ -176,23 +176,30 @@ impl Hasher {
         Self { params, pepper }
     }
 
-    fn compute(
+    fn context(
         &self,
         algorithm: Algorithm,
         version: Version,
         params: argon2::Params,
-        pepper: Option<&[u8]>,
+        peppered: bool,
+    ) -> Result<Argon2<'_>, Error> {
+        if peppered {
+            Argon2::new_with_secret(&self.pepper, algorithm, version, params)
+                .map_err(|_| Error::InvalidInput(InputError::InvalidParams("pepper")))
+        } else {
+            Ok(Argon2::new(algorithm, version, params))
+        }
+    }
+
+    fn compute(
+        &self,
+        ctx: &Argon2<'_>,
         pwd: &[u8],
         salt: &[u8],
         out: &mut [u8],
     ) -> Result<(), Error> {
-        let ctx = match pepper {
-            Some(p) => Argon2::new_with_secret(p, algorithm, version, params.clone())
-                .map_err(|_| Error::InvalidInput(InputError::InvalidParams("pepper")))?,
-            None => Argon2::new(algorithm, version, params.clone()),
-        };
         let keep = self.params.to_argon2()?.block_count();
-        with_blocks(params.block_count(), keep, |blocks| {
+        with_blocks(ctx.params().block_count(), keep, |blocks| {
             ctx.hash_password_into_with_memory(pwd, salt, out, blocks)
         })
         .map_err(|e| Error::Storage(StorageError::new("computing argon2", e.to_string())))
@@ -204,15 +211,8 @@ impl Hasher {
         super::random::fill(&mut salt)?;
         let mut out = [0u8; OUTPUT_LEN];
         let p = self.params;
-        self.compute(
-            Algorithm::Argon2id,
-            Version::V0x13,
-            p.to_argon2()?,
-            Some(&self.pepper),
-            normalized.as_bytes(),
-            &salt,
-            &mut out,
-        )?;
+        let ctx = self.context(Algorithm::Argon2id, Version::V0x13, p.to_argon2()?, true)?;
+        self.compute(&ctx, normalized.as_bytes(), &salt, &mut out)?;
         let phc = format!(
             "$argon2id$v=19$m={},t={},p={}${}${}",
             p.m_cost,
@@ -230,12 +230,13 @@ impl Hasher {
     pub fn dummy_verify(&self, password: &Password) {
         let normalized = normalize(password);
         let mut out = [0u8; OUTPUT_LEN];
-        if let Ok(params) = self.params.to_argon2() {
+        if let Ok(ctx) = self
+            .params
+            .to_argon2()
+            .and_then(|p| self.context(Algorithm::Argon2id, Version::V0x13, p, true))
+        {
             let _ = self.compute(
-                Algorithm::Argon2id,
-                Version::V0x13,
-                params,
-                Some(&self.pepper),
+                &ctx,
                 normalized.as_bytes(),
                 b"credstore-dummy-salt",
                 &mut out,
@@ -263,15 +264,13 @@ impl Hasher {
                 };
                 let expected = parsed.hash.as_slice();
                 let mut out = vec![0u8; expected.len()];
-                self.compute(
+                let ctx = self.context(
                     parsed.algorithm,
                     parsed.version,
                     parsed.params.clone(),
-                    peppered.then_some(&self.pepper[..]),
-                    pwd,
-                    &parsed.salt,
-                    &mut out,
+                    peppered,
                 )?;
+                self.compute(&ctx, pwd, &parsed.salt, &mut out)?;
                 let matched = super::ct_eq(&out, expected);
                 out.zeroize();
                 let current = peppered
@@ -514,4 +513,45 @@ mod tests {
             Argon2Params::new(19456, 2, 1).unwrap()
         );
     }
+}
+
+/// How a customer's password is currently stored (no hash bytes), so operators
+/// can see who is still on a legacy scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordHashInfo {
+    /// The scheme.
+    pub scheme: PasswordScheme,
+    /// Argon2 (memory KiB, passes, lanes), or the bcrypt cost as `(0, cost, 0)`.
+    pub params: (u32, u32, u32),
+}
+
+/// The public name of a stored hash's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PasswordScheme {
+    /// argon2id with the store's pepper: the current scheme.
+    Argon2idPeppered,
+    /// An imported argon2 hash, not yet replaced.
+    LegacyArgon2,
+    /// An imported bcrypt hash, not yet replaced.
+    LegacyBcrypt,
+}
+
+pub(crate) fn hash_info(scheme: HashScheme, stored: &str) -> PasswordHashInfo {
+    let params = match scheme {
+        HashScheme::LegacyBcrypt => (
+            0,
+            stored.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(0),
+            0,
+        ),
+        _ => parse_argon2(stored)
+            .map(|p| (p.params.m_cost(), p.params.t_cost(), p.params.p_cost()))
+            .unwrap_or((0, 0, 0)),
+    };
+    let scheme = match scheme {
+        HashScheme::Argon2idPeppered => PasswordScheme::Argon2idPeppered,
+        HashScheme::LegacyArgon2 => PasswordScheme::LegacyArgon2,
+        HashScheme::LegacyBcrypt => PasswordScheme::LegacyBcrypt,
+    };
+    PasswordHashInfo { scheme, params }
 }

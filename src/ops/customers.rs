@@ -133,6 +133,16 @@ impl Store {
             .ok_or(Error::NotFound(Entity::Customer))
     }
 
+    /// How the customer's password is stored: scheme and parameters, never
+    /// the hash itself.
+    pub fn password_hash_info(&self, box_id: BoxId) -> Result<crate::PasswordHashInfo, Error> {
+        let rec = self.customer_record(box_id)?;
+        Ok(crate::crypto::password::hash_info(
+            rec.scheme,
+            &rec.password_hash,
+        ))
+    }
+
     /// Checks a customer's (box_id, key) in constant time.
     pub fn authenticate_customer(
         &self,
