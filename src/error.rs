@@ -85,6 +85,12 @@ pub enum Error {
     /// The storage engine or file system failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A signed request's digest does not match the request.
+    #[error("invalid digest")]
+    InvalidDigest,
+    /// A signed request reused a salt the same app sent within the last 24 hours.
+    #[error("salt already used")]
+    ReplayedSalt,
 }
 
 impl Error {
@@ -241,6 +247,9 @@ pub enum InputError {
     /// A reset id is not 10 characters of `[A-Za-z0-9]`.
     #[error("reset id must be 10 characters of [A-Za-z0-9]")]
     MalformedResetId,
+    /// A signed request's salt has fewer than 9 digits (or is negative).
+    #[error("salt must be a number of at least 9 digits")]
+    ShortSalt,
 }
 
 /// An opaque failure of the storage engine or the file system.

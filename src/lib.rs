@@ -44,18 +44,34 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod codec;
 mod crypto;
+pub mod demo;
 mod error;
+pub mod gateway;
+#[cfg(feature = "server")]
+pub mod http;
+#[doc(hidden)]
+pub mod internal;
+pub mod mail;
 mod model;
 mod ops;
 mod store;
 
+pub use crypto::change_password_digest;
 pub use crypto::{Argon2Params, PasswordHashInfo, PasswordPolicy, PasswordScheme};
 pub use error::{Credential, Entity, Error, InputError, PolicyViolation, Result, StorageError};
+pub use gateway::{Gateway, GatewaySettings, Headers, Request, Response};
+pub use mail::{MailError, Mailer, RecordingMailer, ResetMail};
 pub use model::{
     App, AppKey, BoxId, Clock, Customer, CustomerFlags, CustomerKey, Email, Event, EventKind,
     EventOutcome, FlagsUpdate, ImportedCustomer, Login, ManualClock, NewCustomer, Password,
     StoreSecret, SystemClock, Timestamp, UserCode,
 };
+pub use model::{
+    IssuedReset, MAX_METADATA_BYTES, MAX_OUTSTANDING_RESETS, MAX_REFERENCE_BYTES, RESET_ID_LEN,
+    RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, parse_reset_id, parse_token,
+};
 pub use ops::{Config, FailPoint, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
+pub use ops::{MIN_SALT, NONCE_TTL, SignedPasswordChange};
 pub use store::{Durability, IntegrityReport};

@@ -3,6 +3,7 @@
 //!
 //! Randomness comes only from [`random`]; sub-keys only from [`Keys`].
 
+pub(crate) mod digest;
 pub(crate) mod password;
 pub(crate) mod policy;
 pub(crate) mod random;
@@ -12,6 +13,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::model::StoreSecret;
 
+pub use digest::change_password_digest;
 pub use password::{Argon2Params, PasswordHashInfo, PasswordScheme};
 pub use policy::PasswordPolicy;
 

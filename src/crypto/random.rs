@@ -17,7 +17,6 @@ pub(crate) fn fill(buf: &mut [u8]) -> Result<(), Error> {
 
 const ALNUM: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-#[allow(dead_code)] // reset tokens and ids use it
 /// `N` characters of `[A-Za-z0-9]`, uniformly, by rejection sampling over as
 /// few OS-RNG fills as possible (one in the common case): a byte is kept only
 /// when below 248 = 4 * 62, then reduced mod 62.

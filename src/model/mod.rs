@@ -3,6 +3,7 @@
 mod clock;
 mod email;
 mod event;
+mod reset;
 pub(crate) mod secret;
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,11 @@ use serde::{Deserialize, Serialize};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::Email;
 pub use event::{Event, EventKind, EventOutcome};
+pub use reset::{
+    IssuedReset, MAX_METADATA_BYTES, MAX_OUTSTANDING_RESETS, MAX_REFERENCE_BYTES, RESET_ID_LEN,
+    RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, parse_reset_id, parse_token,
+};
+pub(crate) use reset::{check_reference, metadata_text};
 pub use secret::{AppKey, CustomerKey, Password, StoreSecret};
 
 /// A customer's number, assigned by the store or given on import.

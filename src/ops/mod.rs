@@ -4,12 +4,15 @@ mod apps;
 mod config;
 mod customers;
 mod login;
+mod resets;
 mod rotation;
+mod signed;
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{Config, FailPoint, LockoutPolicy};
+pub use signed::{MIN_SALT, NONCE_TTL, SignedPasswordChange};
 
 use crate::crypto::Keys;
 use crate::crypto::password::Hasher;

@@ -8,9 +8,9 @@ use super::customers::load;
 use crate::crypto::password::HashScheme;
 use crate::error::{Credential, Error};
 use crate::model::{
-    BoxId, Customer, CustomerKey, Email, EventKind, EventOutcome, Password, Timestamp,
+    BoxId, Customer, CustomerKey, Email, EventKind, EventOutcome, Password, Timestamp, UserCode,
 };
-use crate::store::records::CustomerRecord;
+use crate::store::records::{CustomerRecord, ResetRecord};
 use crate::store::{TreeId, Tx, TxError};
 
 /// Marks a credential change on `rec`: version + 1, every outstanding reset
@@ -25,7 +25,13 @@ pub(crate) fn bump_credentials(
     rec.locked_until = None;
     rec.updated_at = now;
     for id in std::mem::take(&mut rec.resets) {
-        tx.remove(TreeId::Resets, id.as_bytes())?;
+        // The record and all three of its index entries go; a list entry
+        // naming nothing (or another customer's reset) is simply dropped.
+        if let Some(r) = tx.get_record::<ResetRecord>(TreeId::Resets, id.as_bytes())?
+            && r.box_id == rec.box_id
+        {
+            super::resets::delete_reset(tx, &r)?;
+        }
     }
     Ok(())
 }
@@ -94,6 +100,39 @@ impl Store {
             tx.put_record(TreeId::Customers, &box_id.to_be_bytes(), &rec)?;
             tx.fail_point("rotation:before-event")?;
             tx.append_event(now, kind, EventOutcome::Granted, Some(box_id), None)?;
+            Ok(rec)
+        })
+    }
+
+    /// [`Store::rotate`] with more work in the same transaction: `extra` runs
+    /// first, with the transaction's time (it may refuse, say a replayed
+    /// nonce, and then nothing is written), and the event names the app on
+    /// whose behalf it happened.
+    /// `extra` follows the transaction rules: no I/O, no hashing, no side
+    /// effects outside the [`Tx`].
+    pub(crate) fn rotate_with(
+        &self,
+        box_id: BoxId,
+        expected_version: u64,
+        hash: &str,
+        kind: EventKind,
+        user_code: Option<UserCode>,
+        extra: impl Fn(&Tx<'_>, Timestamp) -> Result<(), TxError>,
+    ) -> Result<CustomerRecord, Error> {
+        let now = self.now();
+        self.engine().transact(|tx| {
+            extra(tx, now)?;
+            let mut rec = load(tx, box_id)?;
+            if rec.credential_version != expected_version {
+                return Err(Error::Conflict.into());
+            }
+            rec.scheme = HashScheme::Argon2idPeppered;
+            rec.password_hash = hash.to_owned();
+            rec.flags.must_change_password = false;
+            bump_credentials(tx, &mut rec, now)?;
+            tx.put_record(TreeId::Customers, &box_id.to_be_bytes(), &rec)?;
+            tx.fail_point("rotation:before-event")?;
+            tx.append_event(now, kind, EventOutcome::Granted, Some(box_id), user_code)?;
             Ok(rec)
         })
     }

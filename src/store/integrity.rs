@@ -1,13 +1,14 @@
 //! The integrity check: every record decodes, every index entry points at its
 //! record, and every record is indexed.
 
-use super::records::{AppRecord, CustomerRecord};
+use super::records::{AppRecord, CustomerRecord, ResetRecord};
 use super::{Engine, TreeId, encoding, storage};
 use crate::error::Error;
 use crate::model::{Email, Event};
 
 /// What the integrity check found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct IntegrityReport {
     /// Customers checked.
     pub customers: u64,
@@ -15,6 +16,8 @@ pub struct IntegrityReport {
     pub apps: u64,
     /// Events checked.
     pub events: u64,
+    /// Password resets checked.
+    pub resets: u64,
     /// One line per problem found; empty when the store is sound.
     pub problems: Vec<String>,
 }
@@ -114,5 +117,148 @@ pub(super) fn check(engine: &Engine) -> Result<IntegrityReport, Error> {
             Err(e) => r.problems.push(e.to_string()),
         }
     }
+    check_resets(engine, &mut r)?;
+    check_nonces(engine, &mut r)?;
     Ok(r)
+}
+
+/// Resets: every record decodes, sits under its id, has its three index
+/// entries, belongs to an existing customer and (while unused) is listed in
+/// that customer's record; every index entry and list entry points back at a
+/// matching record.
+fn check_resets(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
+    let reset = |key: &[u8]| engine.get_record::<ResetRecord>(TreeId::Resets, key);
+    for item in engine.tree(TreeId::Resets).iter() {
+        let (k, v) = item.map_err(storage("scanning resets"))?;
+        r.resets += 1;
+        let rec: ResetRecord = match encoding::decode(TreeId::Resets, &k, &v) {
+            Ok(rec) => rec,
+            Err(e) => {
+                r.problems.push(e.to_string());
+                continue;
+            }
+        };
+        let id = &rec.id;
+        if k.as_ref() != id.as_bytes() || crate::model::parse_reset_id(id.as_bytes()).is_err() {
+            r.problems.push(format!(
+                "reset {id:?} stored under another key or malformed"
+            ));
+        }
+        if rec.metadata.as_deref().is_some_and(|m| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(m).is_err()
+        }) {
+            r.problems.push(format!(
+                "reset {id:?} has metadata that is not a JSON object"
+            ));
+        }
+        match engine.get(TreeId::ResetTokens, &rec.token_digest)? {
+            Some(v) if v.as_ref() == id.as_bytes() => {}
+            _ => r
+                .problems
+                .push(format!("reset {id:?} is not in the token index")),
+        }
+        if engine
+            .get(TreeId::ResetExpiry, &rec.expiry_key())?
+            .is_none()
+        {
+            r.problems
+                .push(format!("reset {id:?} is not in the expiry index"));
+        }
+        if engine
+            .get(TreeId::ResetsByCustomer, &rec.customer_key())?
+            .is_none()
+        {
+            r.problems
+                .push(format!("reset {id:?} is not in the customer index"));
+        }
+        match engine.get_record::<CustomerRecord>(TreeId::Customers, &rec.box_id.to_be_bytes()) {
+            Ok(Some(c)) => {
+                let listed = c.resets.contains(id);
+                if rec.used_at.is_none() && !listed {
+                    r.problems.push(format!(
+                        "unused reset {id:?} is not listed by customer {}",
+                        rec.box_id
+                    ));
+                }
+                if rec.used_at.is_some() && listed {
+                    r.problems.push(format!(
+                        "used reset {id:?} is still listed by customer {}",
+                        rec.box_id
+                    ));
+                }
+            }
+            _ => r.problems.push(format!(
+                "reset {id:?} belongs to no readable customer ({})",
+                rec.box_id
+            )),
+        }
+    }
+    for item in engine.tree(TreeId::ResetTokens).iter() {
+        let (k, v) = item.map_err(storage("scanning the reset token index"))?;
+        if !matches!(reset(&v), Ok(Some(rec)) if rec.token_digest[..] == k[..]) {
+            r.problems.push(format!(
+                "token index entry {} points at no matching reset",
+                encoding::printable_key(&k)
+            ));
+        }
+    }
+    for item in engine.tree(TreeId::ResetExpiry).iter() {
+        let (k, _) = item.map_err(storage("scanning the reset expiry index"))?;
+        let id = k.get(8..).unwrap_or_default();
+        if !matches!(reset(id), Ok(Some(rec)) if rec.expiry_key()[..] == k[..]) {
+            r.problems.push(format!(
+                "expiry index entry {} points at no matching reset",
+                encoding::printable_key(&k)
+            ));
+        }
+    }
+    for item in engine.tree(TreeId::ResetsByCustomer).iter() {
+        let (k, _) = item.map_err(storage("scanning the reset customer index"))?;
+        let id = k.get(8..).unwrap_or_default();
+        if !matches!(reset(id), Ok(Some(rec)) if rec.customer_key()[..] == k[..]) {
+            r.problems.push(format!(
+                "customer index entry {} points at no matching reset",
+                encoding::printable_key(&k)
+            ));
+        }
+    }
+    for item in engine.tree(TreeId::Customers).iter() {
+        let (k, v) = item.map_err(storage("scanning customers"))?;
+        // Undecodable customers are reported by the customer check.
+        let Ok(c) = encoding::decode::<CustomerRecord>(TreeId::Customers, &k, &v) else {
+            continue;
+        };
+        for id in &c.resets {
+            let ok = matches!(
+                reset(id.as_bytes()),
+                Ok(Some(rec)) if rec.box_id == c.box_id && rec.used_at.is_none()
+            );
+            if !ok {
+                r.problems.push(format!(
+                    "customer {} lists {id:?}, which is no unused reset of theirs",
+                    c.box_id
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Nonces of the signed change-password format: each keyed by
+/// user_code BE ++ salt BE (12 bytes), each holding its expiry.
+fn check_nonces(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
+    for item in engine.tree(TreeId::Nonces).iter() {
+        let (k, v) = item.map_err(storage("scanning nonces"))?;
+        if k.len() != 12 {
+            r.problems.push(format!(
+                "nonce {} has a key of {} bytes, not 12",
+                encoding::printable_key(&k),
+                k.len()
+            ));
+        }
+        if let Err(e) = encoding::decode::<crate::model::Timestamp>(TreeId::Nonces, &k, &v) {
+            r.problems.push(e.to_string());
+        }
+    }
+    Ok(())
 }

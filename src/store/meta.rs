@@ -13,6 +13,9 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 pub(crate) const FINGERPRINT_KEY: &[u8] = b"secret_fingerprint";
 pub(crate) const NEXT_BOX_ID: &[u8] = b"next_box_id";
 pub(crate) const EVENT_SEQ: &[u8] = b"next_event_seq";
+/// The write-ahead log sequence number of the last change applied to sled
+/// (u64 BE), written in the same transaction as the change.
+pub(crate) const WAL_SEQ: &[u8] = b"wal_applied_seq";
 
 /// Refuses a path that holds something other than a (possibly empty) store.
 pub(super) fn check_directory(path: &Path) -> Result<(), Error> {

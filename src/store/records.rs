@@ -70,3 +70,61 @@ impl AppRecord {
         }
     }
 }
+
+/// A password reset (tree `resets`, keyed by id). Indexed by
+/// `reset_tokens` (digest -> id), `reset_expiry` ([`ResetRecord::expiry_key`])
+/// and `resets_by_customer` ([`ResetRecord::customer_key`]). While unused it
+/// is listed in its customer's `resets`; once used it is kept (so that it can
+/// still be read by id) until a purge, and listed nowhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ResetRecord {
+    pub id: String,
+    pub box_id: BoxId,
+    /// The customer's email at issue.
+    pub email: String,
+    /// Keyed BLAKE3 of the token (never the token).
+    pub token_digest: [u8; 32],
+    /// The customer's credential version at issue; the token dies when it moves.
+    pub credential_version: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+    pub reference: Option<String>,
+    pub reference_origin: Option<String>,
+    /// A JSON object as compact JSON text (bincode cannot carry
+    /// `serde_json::Value`), at most 4 KiB.
+    pub metadata: Option<String>,
+}
+
+impl ResetRecord {
+    /// When the token stopped (or will stop) being usable: the expiry, or the
+    /// time of use if earlier. The expiry index sorts by it, so a purge finds
+    /// expired and used resets with one range scan.
+    pub fn dead_at(&self) -> Timestamp {
+        match self.used_at {
+            Some(u) if u < self.expires_at => u,
+            _ => self.expires_at,
+        }
+    }
+
+    /// `reset_expiry` key: [`ResetRecord::dead_at`] as sign-flipped big-endian
+    /// i64 (sorts numerically), then the id.
+    pub fn expiry_key(&self) -> Vec<u8> {
+        let mut k = sortable_time(self.dead_at()).to_vec();
+        k.extend_from_slice(self.id.as_bytes());
+        k
+    }
+
+    /// `resets_by_customer` key: box_id big-endian, then the id.
+    pub fn customer_key(&self) -> Vec<u8> {
+        let mut k = self.box_id.to_be_bytes().to_vec();
+        k.extend_from_slice(self.id.as_bytes());
+        k
+    }
+}
+
+/// A timestamp as 8 bytes that sort like the number.
+pub(crate) fn sortable_time(t: Timestamp) -> [u8; 8] {
+    ((t.0 as u64) ^ (1 << 63)).to_be_bytes()
+}

@@ -1,0 +1,5 @@
+#![no_main]
+//! Decodes arbitrary bytes; whatever is accepted must re-encode and decode
+//! to the same request (see `credstore::internal::aspnet_xml_request`).
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| credstore::internal::aspnet_xml_request(data));

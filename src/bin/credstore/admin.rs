@@ -1,0 +1,389 @@
+//! Admin commands. Secrets are read from standard input, never from the
+//! command line (where `ps` would show them), and printed only when created.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use credstore::{
+    AppKey, CustomerFlags, FlagsUpdate, NewCustomer, Password, ResetDetails, Timestamp,
+};
+use zeroize::Zeroize;
+
+use crate::{CliResult, Failure, Global};
+
+#[derive(Subcommand, Debug)]
+pub enum AppCommand {
+    /// Create an app with a new random key (printed once).
+    Add(AppArgs),
+    /// Import an app with its existing key, read from standard input.
+    Import(AppArgs),
+    /// List apps.
+    List,
+    /// Disable an app: it can no longer authenticate.
+    Disable {
+        /// The app's user_code.
+        user_code: u32,
+    },
+    /// Enable a disabled app.
+    Enable {
+        /// The app's user_code.
+        user_code: u32,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AppArgs {
+    /// The app's number (`user_code`).
+    #[arg(long)]
+    user_code: u32,
+    /// Display name.
+    #[arg(long)]
+    name: String,
+    /// Shop key for path-scoped routes (e.g. `acme12aa`).
+    #[arg(long)]
+    shop: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CustomerCommand {
+    /// Register a customer; the password is read from standard input.
+    Add(CustomerAddArgs),
+    /// Import customers from JSON Lines (FILE, or `-` for standard input).
+    Import(crate::import::ImportArgs),
+    /// Show a customer (no secrets).
+    Show {
+        /// box_id or email address.
+        who: String,
+    },
+    /// Set some of a customer's flags.
+    SetFlags(SetFlagsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CustomerAddArgs {
+    /// Email address.
+    #[arg(long)]
+    email: String,
+    /// First name.
+    #[arg(long, default_value = "")]
+    first_name: String,
+    /// Last name.
+    #[arg(long, default_value = "")]
+    last_name: String,
+    /// Mark the customer as having to change the password at first login.
+    #[arg(long)]
+    must_change_password: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SetFlagsArgs {
+    /// The customer's box_id.
+    box_id: u64,
+    #[arg(long)]
+    /// is_active
+    active: Option<bool>,
+    #[arg(long)]
+    /// is_enable
+    enable: Option<bool>,
+    #[arg(long)]
+    /// is_business
+    business: Option<bool>,
+    #[arg(long)]
+    /// is_vip
+    vip: Option<bool>,
+    #[arg(long)]
+    /// must_change_password
+    must_change_password: Option<bool>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ResetCommand {
+    /// Issue a reset token for a customer; prints the reset id, token and expiry.
+    Issue {
+        /// The customer's email.
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    /// First sequence number to show.
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Most entries to show (the newest `limit` when --from is not given).
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct DigestArgs {
+    /// The partner app's user_code, as sent in `UserName`.
+    #[arg(long)]
+    user_name: String,
+    /// The salt, a number of at least 9 digits.
+    #[arg(long, allow_negative_numbers = true)]
+    salt: i64,
+    /// `User.UserName` (the customer's email).
+    #[arg(long)]
+    user_user_name: String,
+    /// `User.Email`.
+    #[arg(long)]
+    user_email: String,
+    /// `User.Key` (the customer's key).
+    #[arg(long)]
+    user_key: String,
+    /// Read `app_key` and then `UserNewPassword` from standard input, one per line,
+    /// instead of the options below.
+    #[arg(long, conflicts_with_all = ["app_key", "new_password"])]
+    stdin: bool,
+    /// The app key (visible to other local users in `ps`: prefer --stdin).
+    #[arg(long)]
+    app_key: Option<String>,
+    /// `UserNewPassword` (prefer --stdin).
+    #[arg(long)]
+    new_password: Option<String>,
+}
+
+fn read_line(what: &str) -> Result<String, Failure> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure(format!("cannot read the {what} from standard input: {e}")))?;
+    if line.ends_with('\n') {
+        line.pop();
+        if line.ends_with('\r') {
+            line.pop();
+        }
+    }
+    if line.is_empty() {
+        return Err(Failure(format!("expected the {what} on standard input")));
+    }
+    Ok(line)
+}
+
+fn print_app(a: &credstore::App) {
+    println!(
+        "{}\t{}\t{}\t{}\tcreated {}",
+        a.user_code,
+        a.shop_key.as_deref().unwrap_or("-"),
+        if a.enabled { "enabled" } else { "disabled" },
+        a.name,
+        a.created_at
+    );
+}
+
+pub fn app(g: &Global, cmd: AppCommand) -> CliResult {
+    let store = g.open()?;
+    match cmd {
+        AppCommand::Add(a) => {
+            let (app, key) = store.create_app(a.user_code, &a.name, a.shop.as_deref())?;
+            print_app(&app);
+            println!("app_key: {}", key.expose_secret());
+            eprintln!("(the key is shown only now; the store keeps it sealed)");
+        }
+        AppCommand::Import(a) => {
+            let mut text = read_line("app key")?;
+            let key = AppKey::new(text.clone());
+            text.zeroize();
+            let app = store.import_app(a.user_code, &a.name, a.shop.as_deref(), &key?)?;
+            print_app(&app);
+        }
+        AppCommand::List => {
+            for a in store.apps()? {
+                print_app(&a);
+            }
+        }
+        AppCommand::Disable { user_code } => print_app(&store.set_app_enabled(user_code, false)?),
+        AppCommand::Enable { user_code } => print_app(&store.set_app_enabled(user_code, true)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_customer(c: &credstore::Customer) {
+    let f = c.flags;
+    println!("box_id: {}", c.box_id);
+    println!("email: {}", c.email);
+    println!("name: {} {}", c.first_name, c.last_name);
+    println!(
+        "flags: is_active={} is_enable={} is_business={} is_vip={} must_change_password={}",
+        f.is_active, f.is_enable, f.is_business, f.is_vip, f.must_change_password
+    );
+    println!("enrolment_date: {}", c.enrolment_date);
+    println!(
+        "activation_date: {}",
+        c.activation_date
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    println!("credential_version: {}", c.credential_version);
+    println!("failed_logins: {}", c.failed_logins);
+    if let Some(u) = c.locked_until {
+        println!("locked_until: {u}");
+    }
+}
+
+pub fn customer(g: &Global, cmd: CustomerCommand) -> CliResult {
+    if let CustomerCommand::Import(args) = cmd {
+        return crate::import::run(g, args);
+    }
+    let store = g.open()?;
+    match cmd {
+        CustomerCommand::Add(a) => {
+            let password = Password::new(read_line("password")?)?;
+            let mut new = NewCustomer::new(a.email, a.first_name, a.last_name, password);
+            new.flags = CustomerFlags {
+                must_change_password: a.must_change_password,
+                ..CustomerFlags::default()
+            };
+            let (c, key) = store.register(new)?;
+            print_customer(&c);
+            println!("customer_key: {}", key.expose_secret());
+        }
+        CustomerCommand::Show { who } => {
+            let c = match who.parse::<u64>() {
+                Ok(id) => store.customer(id)?,
+                Err(_) => store.customer_by_email(&who)?,
+            };
+            print_customer(&c);
+            let info = store.password_hash_info(c.box_id)?;
+            println!("password_scheme: {:?} {:?}", info.scheme, info.params);
+        }
+        CustomerCommand::SetFlags(a) => {
+            let update = FlagsUpdate {
+                is_active: a.active,
+                is_enable: a.enable,
+                is_business: a.business,
+                is_vip: a.vip,
+                must_change_password: a.must_change_password,
+            };
+            if update == FlagsUpdate::default() {
+                return Err(Failure("nothing to set: pass at least one of --active, --enable, --business, --vip, --must-change-password".into()));
+            }
+            print_customer(&store.set_flags(a.box_id, update)?);
+        }
+        CustomerCommand::Import(_) => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn reset(g: &Global, cmd: ResetCommand) -> CliResult {
+    let store = g.open()?;
+    match cmd {
+        ResetCommand::Issue { email } => {
+            let issued = store
+                .request_reset(&email, ResetDetails::default())
+                .map_err(|e| match e {
+                    credstore::Error::NotFound(_) => {
+                        Failure(format!("no customer with email {email}"))
+                    }
+                    credstore::Error::Throttled => Failure(format!(
+                        "a reset for {email} was issued less than a minute ago; try again later"
+                    )),
+                    e => Failure(e.to_string()),
+                })?;
+            println!("reset_id: {}", issued.reset.id);
+            println!("token: {}", issued.token.expose_secret());
+            println!("expires_at: {}", issued.reset.expires_at);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn purge(g: &Global) -> CliResult {
+    let store = g.open()?;
+    let resets = store.purge_resets()?;
+    let nonces = store.purge_expired_nonces()?;
+    println!("purged {resets} expired or used resets and {nonces} expired nonces");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn check(g: &Global) -> CliResult {
+    let store = g.open()?;
+    let r = store.check_integrity()?;
+    println!(
+        "{} customers, {} apps, {} events checked",
+        r.customers, r.apps, r.events
+    );
+    if r.is_sound() {
+        println!("sound");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &r.problems {
+            println!("problem: {p}");
+        }
+        Err(Failure(format!(
+            "{} integrity problems found",
+            r.problems.len()
+        )))
+    }
+}
+
+pub fn log(g: &Global, a: LogArgs) -> CliResult {
+    let store = g.open()?;
+    let events = store.events(a.from, usize::MAX)?;
+    let skip = if a.from == 0 {
+        events.len().saturating_sub(a.limit)
+    } else {
+        0
+    };
+    for e in events.iter().skip(skip).take(a.limit) {
+        let who = match (e.box_id, e.user_code) {
+            (Some(b), _) => format!("box_id={b}"),
+            (None, Some(u)) => format!("user_code={u}"),
+            _ => String::new(),
+        };
+        println!("{}\t{}\t{:?}\t{:?}\t{who}", e.seq, e.at, e.kind, e.outcome);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stats(g: &Global) -> CliResult {
+    let store = g.open()?;
+    let r = store.check_integrity()?;
+    let last = store.events(0, usize::MAX)?.last().map(|e| (e.seq, e.at));
+    println!("customers: {}", r.customers);
+    println!("apps: {}", r.apps);
+    println!("events: {}", r.events);
+    if let Some((seq, at)) = last {
+        println!("last_event: #{seq} at {at}");
+    }
+    println!("size_on_disk_bytes: {}", store.size_on_disk()?);
+    println!("now: {}", Timestamp(time_now_ms()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn time_now_ms() -> i64 {
+    use credstore::Clock;
+    credstore::SystemClock.now().as_millis()
+}
+
+pub fn digest(a: DigestArgs) -> CliResult {
+    let (app_key, mut new_password) = if a.stdin {
+        (read_line("app key")?, read_line("new password")?)
+    } else {
+        match (a.app_key, a.new_password) {
+            (Some(k), Some(p)) => (k, p),
+            _ => {
+                return Err(Failure(
+                    "pass --app-key and --new-password, or --stdin".into(),
+                ));
+            }
+        }
+    };
+    let key = AppKey::new(app_key)?;
+    let d = credstore::change_password_digest(
+        &key,
+        &a.user_name,
+        a.salt,
+        &a.user_user_name,
+        &a.user_email,
+        &a.user_key,
+        &new_password,
+    );
+    new_password.zeroize();
+    println!("{d}");
+    Ok(ExitCode::SUCCESS)
+}

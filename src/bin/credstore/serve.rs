@@ -1,0 +1,178 @@
+//! `serve`: the reference HTTP server over every documented route.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use credstore::gateway::{Gateway, GatewaySettings};
+use credstore::mail::{MailError, Mailer, ResetMail};
+
+use crate::{CliResult, Failure, Global};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Write each reset mail as `<reset_id>.json` in this folder
+    /// (`{to, token, reset_id, expires_at, link}`); without it the mail is
+    /// logged without the token.
+    #[arg(long)]
+    pub mail_outbox: Option<PathBuf>,
+    /// Seed the seeds' example parties when absent (app 396 / acme12aa,
+    /// customer 811111 johndoe@email.com) and show WCF dates at -0500.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// Writes each mail as a JSON file; the file holds the token, so the folder is
+/// the operator's to protect (it is created with mode 0700).
+struct OutboxMailer {
+    dir: PathBuf,
+}
+
+impl Mailer for OutboxMailer {
+    fn send(&self, mail: &ResetMail) -> Result<(), MailError> {
+        let body = serde_json::json!({
+            "to": mail.to(),
+            "token": mail.token().expose_secret(),
+            "reset_id": mail.reset_id(),
+            "expires_at": mail.expires_at().to_rfc3339(),
+            "link": mail.link_exposing_token(),
+        });
+        let name = format!("{}.json", mail.reset_id());
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(body.to_string().as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, self.dir.join(&name))
+        };
+        write().map_err(|e| MailError::new(format!("cannot write to the outbox: {}", e.kind())))?;
+        tracing::info!(reset_id = mail.reset_id(), file = %name, "reset mail written to the outbox");
+        Ok(())
+    }
+}
+
+/// Logs that a mail would be sent, without the token or the link.
+struct LogMailer;
+
+impl Mailer for LogMailer {
+    fn send(&self, mail: &ResetMail) -> Result<(), MailError> {
+        tracing::info!(
+            reset_id = mail.reset_id(),
+            expires_at = %mail.expires_at(),
+            "reset mail (no mailer configured; token not logged; use --mail-outbox to receive it)"
+        );
+        Ok(())
+    }
+}
+
+fn outbox(dir: &PathBuf) -> Result<OutboxMailer, Failure> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|e| {
+        Failure(format!(
+            "cannot create the mail outbox {}: {e}",
+            dir.display()
+        ))
+    })?;
+    Ok(OutboxMailer { dir: dir.clone() })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+pub fn run(g: &Global, args: ServeArgs) -> CliResult {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CREDSTORE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+
+    let store = g.open()?;
+    let settings = if args.demo {
+        let seeded = credstore::demo::seed(&store)?;
+        tracing::info!(
+            app = seeded.app,
+            customer = seeded.customer,
+            "demo parties seeded (true = created now)"
+        );
+        credstore::demo::settings()
+    } else {
+        GatewaySettings::default()
+    };
+    let mailer: Box<dyn Mailer> = match &args.mail_outbox {
+        Some(dir) => Box::new(outbox(dir)?),
+        None => Box::new(LogMailer),
+    };
+    let gateway = Arc::new(Gateway::new(store.clone(), mailer, settings));
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .map_err(|e| Failure(format!("cannot listen on {}: {e}", args.listen)))?;
+        let addr = listener.local_addr()?;
+        println!("credstore listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+        let app = credstore::http::router(gateway, workers * 2);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = tx.send(());
+        // Give in-flight requests up to 4 s, then stop regardless: every
+        // acknowledged change is already durable.
+        match tokio::time::timeout(Duration::from_secs(4), server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server error during shutdown"),
+            Ok(Err(_)) | Err(_) => tracing::warn!("requests still in flight after 4 s; stopping"),
+        }
+        Ok::<(), Failure>(())
+    })?;
+    rt.shutdown_timeout(Duration::from_millis(500));
+    store.flush()?;
+    drop(store);
+    eprintln!("credstore stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,441 @@
+//! The transport-agnostic gateway: `(method, path, headers, body)` in,
+//! `(status, headers, body)` out, for every route of SPEC §6.
+//!
+//! It finds the route, refuses oversized bodies (413) and unreadable content
+//! types (415) in the route's own format, negotiates JSON or XML for the
+//! ASP.NET route, and hands the rest to the route's codec. Calls that hash a
+//! password run argon2 on the calling thread: an async host calls
+//! [`Gateway::handle`] from a blocking pool (`spawn_blocking`).
+
+use std::fmt;
+
+use crate::codec::aspnet::{self, Input, Output};
+use crate::codec::commerce_layer::{self, CommerceLayerSettings};
+use crate::codec::skyerp::{self, BodyFormat, Lang, SkyErpSettings};
+use crate::codec::skypostal::{self, SkypostalSettings};
+use crate::codec::wcf_date::WcfOffset;
+use crate::codec::{MAX_BODY_BYTES, Refusal, media};
+use crate::mail::Mailer;
+use crate::ops::Store;
+
+pub use crate::codec::Response;
+
+/// Request headers: names compared ignoring ASCII case.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a header (repeats are kept; [`Headers::get`] returns the first).
+    pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    /// The first value of a header, by name ignoring ASCII case.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Self(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+/// `Debug` lists header names only: `Authorization` carries an app key.
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+/// A request, as any transport sees it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// The method, upper case (`POST`).
+    pub method: String,
+    /// The path (`/api/Customers/ChangePassword`); a `?query` part is
+    /// split off into [`Request::query`] if left here.
+    pub path: String,
+    /// The query string, without `?`.
+    pub query: Option<String>,
+    /// The headers.
+    pub headers: Headers,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// A request without headers or body.
+    pub fn new(method: impl Into<String>, path: impl Into<String>) -> Self {
+        Self {
+            method: method.into(),
+            path: path.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+}
+
+/// `Debug` shows no header value and no body: both may carry secrets.
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The codecs' settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Skypostal: the WCF display offset.
+    pub skypostal: SkypostalSettings,
+    /// SkyERP: the reset link base.
+    pub skyerp: SkyErpSettings,
+    /// Commerce Layer: the links' base URL and `meta.mode`.
+    pub commerce_layer: CommerceLayerSettings,
+}
+
+impl GatewaySettings {
+    /// Sets the zone shown in WCF dates (display only).
+    pub fn with_wcf_offset(mut self, offset: Option<WcfOffset>) -> Self {
+        self.skypostal.display_offset = offset;
+        self
+    }
+
+    /// Sets the base of reset links in SkyERP mails.
+    pub fn with_reset_link_base(mut self, base: impl Into<String>) -> Self {
+        self.skyerp.reset_link_base = base.into();
+        self
+    }
+
+    /// Sets the Commerce Layer links' base URL and mode.
+    pub fn with_commerce_layer(
+        mut self,
+        base_url: impl Into<String>,
+        mode: commerce_layer::Mode,
+    ) -> Self {
+        self.commerce_layer = CommerceLayerSettings {
+            base_url: base_url.into(),
+            mode,
+        };
+        self
+    }
+}
+
+/// The routes of SPEC §6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    Skypostal(skypostal::Route),
+    SkyErp {
+        shop: &'a str,
+        token: Option<&'a str>,
+    },
+    CommerceLayer {
+        id: Option<&'a str>,
+    },
+    AspNet,
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let path = path.strip_prefix('/')?;
+    let segs: Vec<&str> = path.split('/').collect();
+    let ci = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    match segs.as_slice() {
+        [w, s, c, op]
+            if ci(w, "wcf-services") && ci(s, "service-customer.svc") && ci(c, "customer") =>
+        {
+            if ci(op, "customer-update-password") {
+                Some(Route::Skypostal(skypostal::Route::UpdatePassword))
+            } else if ci(op, "customer-registration") || ci(op, "customer-login") {
+                Some(Route::Skypostal(skypostal::Route::Login))
+            } else {
+                None
+            }
+        }
+        ["api", "v1", shop, "customers", "reset-password"] if !shop.is_empty() => {
+            Some(Route::SkyErp { shop, token: None })
+        }
+        ["api", "v1", shop, "customers", "reset-password", token] if !shop.is_empty() => {
+            Some(Route::SkyErp {
+                shop,
+                token: Some(token),
+            })
+        }
+        ["api", "customer_password_resets"] => Some(Route::CommerceLayer { id: None }),
+        ["api", "customer_password_resets", id] if !id.is_empty() => {
+            Some(Route::CommerceLayer { id: Some(id) })
+        }
+        [a, c, p] if ci(a, "api") && ci(c, "Customers") && ci(p, "ChangePassword") => {
+            Some(Route::AspNet)
+        }
+        _ => None,
+    }
+}
+
+/// Serves the documented formats over a [`Store`].
+pub struct Gateway {
+    store: Store,
+    mailer: Box<dyn Mailer>,
+    settings: GatewaySettings,
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gateway")
+            .field("store", &self.store)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn not_found() -> Response {
+    Response::new(
+        404,
+        "application/json",
+        br#"{"status":404,"message":"Not found"}"#.to_vec(),
+    )
+}
+
+fn with_allow(r: Response, allow: &str) -> Response {
+    if r.status == 405 {
+        r.with_header("Allow", allow)
+    } else {
+        r
+    }
+}
+
+impl Gateway {
+    /// A gateway over `store`, sending reset mails through `mailer`.
+    pub fn new(store: Store, mailer: Box<dyn Mailer>, settings: GatewaySettings) -> Self {
+        Self {
+            store,
+            mailer,
+            settings,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &GatewaySettings {
+        &self.settings
+    }
+
+    /// Answers one request. Never panics; an unknown route is a 404.
+    pub fn handle(&self, req: Request) -> Response {
+        let path = match req.path.split_once('?') {
+            Some((p, _)) => p,
+            None => req.path.as_str(),
+        };
+        let Some(route) = route(path) else {
+            return not_found();
+        };
+        match route {
+            Route::Skypostal(r) => self.skypostal(r, &req),
+            Route::SkyErp { shop, token } => self.skyerp(shop, token, &req),
+            Route::CommerceLayer { id } => self.commerce_layer(id, &req),
+            Route::AspNet => self.aspnet(&req),
+        }
+    }
+
+    fn skypostal(&self, route: skypostal::Route, req: &Request) -> Response {
+        if req.method != "POST" {
+            return skypostal::refuse(route, Refusal::MethodNotAllowed)
+                .with_header("Allow", "POST");
+        }
+        if req.body.len() > MAX_BODY_BYTES {
+            return skypostal::refuse(route, Refusal::TooLarge);
+        }
+        // WCF's JSON endpoints read JSON; no Content-Type is taken as JSON.
+        let json = req.headers.get("content-type").is_none_or(|h| {
+            let ct = media::ContentType::parse(h);
+            ct.utf8() && (ct.is("application/json") || ct.is("text/json"))
+        });
+        if !json {
+            return skypostal::refuse(route, Refusal::UnsupportedMediaType);
+        }
+        match route {
+            skypostal::Route::Login => {
+                skypostal::login(&self.store, &self.settings.skypostal, &req.body)
+            }
+            skypostal::Route::UpdatePassword => skypostal::update_password(&self.store, &req.body),
+        }
+    }
+
+    fn skyerp(&self, shop: &str, token: Option<&str>, req: &Request) -> Response {
+        let lang = Lang::from_accept_language(req.headers.get("accept-language"));
+        let allow = skyerp::allowed_methods(token.is_some());
+        let format = if req.method == "GET" {
+            None
+        } else {
+            if req.body.len() > MAX_BODY_BYTES {
+                return skyerp::refuse(Refusal::TooLarge, lang);
+            }
+            match req.headers.get("content-type") {
+                Some(ct) => match BodyFormat::from_content_type(ct) {
+                    Some(f) => Some(f),
+                    None => return skyerp::refuse(Refusal::UnsupportedMediaType, lang),
+                },
+                None if req.body.is_empty() => None,
+                None => return skyerp::refuse(Refusal::UnsupportedMediaType, lang),
+            }
+        };
+        let call = skyerp::Call {
+            method: &req.method,
+            method_override: req.headers.get("x-http-method-override"),
+            shop,
+            token,
+            lang,
+            format,
+            body: &req.body,
+        };
+        let r = skyerp::handle(
+            &self.store,
+            self.mailer.as_ref(),
+            &self.settings.skyerp,
+            &call,
+        );
+        with_allow(r, allow)
+    }
+
+    fn commerce_layer(&self, id: Option<&str>, req: &Request) -> Response {
+        let allow = commerce_layer::allowed_methods(id.is_some());
+        if req.body.len() > MAX_BODY_BYTES {
+            return commerce_layer::refuse(Refusal::TooLarge);
+        }
+        let call = commerce_layer::Call {
+            method: &req.method,
+            id,
+            authorization: req.headers.get("authorization"),
+            content_type: req.headers.get("content-type"),
+            body: &req.body,
+        };
+        with_allow(
+            commerce_layer::handle(&self.store, &self.settings.commerce_layer, &call),
+            allow,
+        )
+    }
+
+    fn aspnet(&self, req: &Request) -> Response {
+        let input = req
+            .headers
+            .get("content-type")
+            .and_then(Input::from_content_type);
+        let output = Output::negotiate(req.headers.get("accept"), input);
+        if req.method != "POST" {
+            return aspnet::refuse(Refusal::MethodNotAllowed, output).with_header("Allow", "POST");
+        }
+        if req.body.len() > MAX_BODY_BYTES {
+            return aspnet::refuse(Refusal::TooLarge, output);
+        }
+        let Some(input) = input else {
+            return aspnet::refuse(Refusal::UnsupportedMediaType, output);
+        };
+        aspnet::change_password(&self.store, input, &req.body, output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        use skypostal::Route::*;
+        let r = |p| route(p);
+        assert_eq!(
+            r("/wcf-services/service-customer.svc/customer/customer-update-password"),
+            Some(Route::Skypostal(UpdatePassword))
+        );
+        assert_eq!(
+            r("/wcf-services/service-customer.svc/customer/customer-registration"),
+            Some(Route::Skypostal(Login))
+        );
+        assert_eq!(
+            r("/WCF-Services/Service-Customer.svc/Customer/Customer-Login/"),
+            Some(Route::Skypostal(Login))
+        );
+        assert_eq!(
+            r("/api/v1/acme12aa/customers/reset-password"),
+            Some(Route::SkyErp {
+                shop: "acme12aa",
+                token: None
+            })
+        );
+        assert_eq!(
+            r("/api/v1/acme12aa/customers/reset-password/abc"),
+            Some(Route::SkyErp {
+                shop: "acme12aa",
+                token: Some("abc")
+            })
+        );
+        assert_eq!(
+            r("/api/customer_password_resets/xYZkjABcde"),
+            Some(Route::CommerceLayer {
+                id: Some("xYZkjABcde")
+            })
+        );
+        assert_eq!(r("/api/customers/changepassword"), Some(Route::AspNet));
+        for none in [
+            "",
+            "/",
+            "api/Customers/ChangePassword",
+            "/api/v1//customers/reset-password",
+            "/api/customer_password_resets/a/b",
+            "/api/Customers/ChangePassword/x",
+            "/wcf-services/service-customer.svc/customer/other",
+        ] {
+            assert_eq!(r(none), None, "{none}");
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_secrets() {
+        let req = Request::new("POST", "/api/customer_password_resets")
+            .header("Authorization", "Bearer 1656d700707ad9a77f737e5df3db088a")
+            .body(b"{\"customer_password\":\"hunter2hunter2\"}".to_vec());
+        let d = format!("{req:?}");
+        assert!(!d.contains("1656d7") && !d.contains("hunter2"), "{d}");
+        assert!(d.contains("Authorization"));
+        assert_eq!(req.headers.get("authorization").map(str::len), Some(39));
+    }
+}

@@ -1,0 +1,131 @@
+//! The axum router hosts mount: every route of SPEC §6 through the
+//! [`Gateway`]. Argon2 work runs on tokio's blocking pool, bounded by a
+//! semaphore so that a flood of logins cannot allocate argon2 memory without
+//! limit. One log line per request (method, route, status, latency), never a
+//! secret: the route label replaces a token in the path by `{token}`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request as AxumRequest, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::Response as AxumResponse;
+use tokio::sync::Semaphore;
+
+use crate::codec::MAX_BODY_BYTES;
+use crate::gateway::{Gateway, Request, Response};
+
+#[derive(Clone)]
+struct AppState {
+    gateway: Arc<Gateway>,
+    permits: Arc<Semaphore>,
+}
+
+/// A router serving every documented route through `gateway`. At most
+/// `max_concurrent` requests run their (argon2-heavy) work at once; the rest
+/// wait. A good value is the number of cores times two.
+pub fn router(gateway: Arc<Gateway>, max_concurrent: usize) -> Router {
+    let state = AppState {
+        gateway,
+        permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+    };
+    Router::new().fallback(handle).with_state(state)
+}
+
+/// The path as logged: a reset token in a SkyERP path becomes `{token}`.
+pub fn route_label(path: &str) -> String {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let marker = "/customers/reset-password/";
+    match path.find(marker) {
+        Some(i) if path.len() > i + marker.len() => {
+            format!("{}{{token}}", &path[..i + marker.len()])
+        }
+        _ => path.to_owned(),
+    }
+}
+
+async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse {
+    let start = Instant::now();
+    let (parts, body) = req.into_parts();
+    let method = parts.method.as_str().to_owned();
+    let label = route_label(parts.uri.path());
+    let mut greq = Request::new(method.clone(), parts.uri.path().to_owned());
+    greq.query = parts.uri.query().map(str::to_owned);
+    for (name, value) in &parts.headers {
+        if let Ok(v) = value.to_str() {
+            greq.headers.append(name.as_str(), v);
+        }
+    }
+    // Read at most one byte past the limit: the gateway then answers 413 in
+    // the route's own format without the rest ever being buffered.
+    greq.body = match axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await {
+        Ok(b) => b.to_vec(),
+        Err(_) => vec![0u8; MAX_BODY_BYTES + 1],
+    };
+    let response = match state.permits.clone().acquire_owned().await {
+        Ok(permit) => {
+            let gateway = state.gateway.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                gateway.handle(greq)
+            })
+            .await;
+            joined.unwrap_or_else(|_| internal_error())
+        }
+        Err(_) => internal_error(),
+    };
+    let status = response.status;
+    tracing::info!(
+        method = %method,
+        route = %label,
+        status,
+        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    into_axum(response)
+}
+
+fn internal_error() -> Response {
+    Response {
+        status: 500,
+        headers: vec![("Content-Type".into(), "text/plain".into())],
+        body: b"internal error".to_vec(),
+    }
+}
+
+fn into_axum(r: Response) -> AxumResponse {
+    let mut out = AxumResponse::new(Body::from(r.body));
+    *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = out.headers_mut();
+    for (k, v) in r.headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            headers.append(k, v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_label_hides_tokens() {
+        let t = "h9ha9hs9hashahshaosihuahs98wh9ha9hs9hashahshaosihuahs98wasasassr";
+        let l = route_label(&format!(
+            "/api/v1/acme12aa/customers/reset-password/{t}?x=1"
+        ));
+        assert_eq!(l, "/api/v1/acme12aa/customers/reset-password/{token}");
+        assert!(!l.contains(t));
+        assert_eq!(
+            route_label("/api/v1/acme12aa/customers/reset-password"),
+            "/api/v1/acme12aa/customers/reset-password"
+        );
+        assert_eq!(
+            route_label("/api/customer_password_resets/xYZkjABcde"),
+            "/api/customer_password_resets/xYZkjABcde"
+        );
+    }
+}

@@ -1,0 +1,639 @@
+//! The store's write-ahead log: what makes an acknowledged change durable.
+//!
+//! sled 0.34.7's flush issues `sync_file_range`, not `fsync`, and has no group
+//! commit, so durability comes from here (SPEC §5.5):
+//!
+//! - **Slots.** The log lives in preallocated *slot* files (zero-filled and
+//!   synced once when created), each holding one *segment* of the log at a
+//!   time behind a segment header (epoch, segment number). Records are written
+//!   in place over old bytes, so a commit's `fdatasync` moves no file metadata.
+//! - **One writer section** ([`Wal::writer`]): the caller applies its sled
+//!   transaction and appends the record under the same lock, so the log order
+//!   is the apply order.
+//! - **Group commit** ([`Wal::wait_durable`]): a committer waits until its
+//!   record is synced. The first waiter becomes the leader: it takes the list
+//!   of files written since the last sync (briefly under the writer lock),
+//!   releases every lock, `fdatasync`s them, publishes the highest record
+//!   covered as `synced_seq` and wakes the others. Writers keep appending
+//!   meanwhile and are covered by the next leader.
+//! - **Checkpoints** ([`Wal::begin_checkpoint`] / [`Wal::finish_checkpoint`]):
+//!   the caller notes the last applied sequence number and the log position,
+//!   makes sled durable, then this module records both in the `checkpoint`
+//!   file (atomically, by rename) and recycles the slots behind that position.
+//! - **Recovery** ([`Recovery`]): read the checkpoint, follow the chain of
+//!   records after it and stop at the first one that is torn, corrupt, stale
+//!   or missing. The caller replays them; [`Recovery::start`] then opens a new
+//!   *generation* (epoch + 1) in fresh segments, so bytes left over from the
+//!   old one can never be mistaken for new records.
+//!
+//! Byte formats are in [`format`]; the record payload (a redo set) in [`redo`].
+
+pub(crate) mod format;
+pub(crate) mod io;
+pub(crate) mod redo;
+
+#[cfg(test)]
+pub(crate) mod fault;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io as stdio;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use format::{Checkpoint, REC_OVERHEAD, SEG_HEADER_LEN, SegmentHeader};
+pub(crate) use io::{FsDir, WalDir, WalFile};
+
+/// How the log is sized and when it checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WalOptions {
+    /// Bytes per slot file (one segment).
+    pub segment_size: u64,
+    /// Checkpoint once this many log bytes were written since the last one.
+    pub checkpoint_bytes: u64,
+    /// Checkpoint when this much time passed since the last one and
+    /// something was written.
+    pub checkpoint_interval: Duration,
+    /// `false`: append without waiting for `fdatasync`
+    /// ([`super::Durability::PeriodicFlushLosesRecentChanges`]).
+    pub sync: bool,
+}
+
+impl WalOptions {
+    /// 16 MiB segments.
+    pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
+    /// A checkpoint every 64 MiB of log: the most a reopen replays.
+    pub const DEFAULT_CHECKPOINT_BYTES: u64 = 64 << 20;
+    /// ... or every minute.
+    pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+    pub fn new(sync: bool) -> Self {
+        Self {
+            segment_size: Self::DEFAULT_SEGMENT_SIZE,
+            checkpoint_bytes: Self::DEFAULT_CHECKPOINT_BYTES,
+            checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
+            sync,
+        }
+    }
+
+    /// The largest record payload that fits a segment.
+    pub fn max_payload(&self) -> usize {
+        usize::try_from(self.segment_size)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(SEG_HEADER_LEN + REC_OVERHEAD)
+    }
+
+    /// Free slots kept for reuse after a checkpoint; others are deleted.
+    fn max_free_slots(&self) -> usize {
+        usize::try_from(self.checkpoint_bytes.div_ceil(self.segment_size.max(1)))
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its state consistent before anything that
+    // can panic, so a poisoned lock's data is still sound.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn corrupt(what: &'static str) -> stdio::Error {
+    stdio::Error::new(stdio::ErrorKind::InvalidData, what)
+}
+
+#[derive(Clone)]
+struct Slot {
+    no: u32,
+    file: Arc<dyn WalFile>,
+}
+
+/// The log read back at open, before replay.
+pub(crate) struct Recovery {
+    dir: Box<dyn WalDir>,
+    opts: WalOptions,
+    checkpoint: Checkpoint,
+    slots: Vec<(Slot, u64)>,
+    highest_segment: u64,
+    segments: Vec<Vec<u8>>,
+    records: Vec<(u64, usize, Range<usize>)>,
+}
+
+impl Recovery {
+    /// Reads the checkpoint and every valid record after it. Writes nothing.
+    pub fn read(dir: Box<dyn WalDir>, opts: WalOptions) -> stdio::Result<Self> {
+        let checkpoint = match dir.read_checkpoint()? {
+            Some(bytes) => Checkpoint::decode(&bytes)
+                .ok_or_else(|| corrupt("the write-ahead log's checkpoint file is corrupt"))?,
+            // No checkpoint yet: the log was never started (a new store, or
+            // its creation was interrupted), so it holds nothing.
+            None => Checkpoint {
+                epoch: 0,
+                seq: 0,
+                segment: 0,
+                offset: SEG_HEADER_LEN as u64,
+            },
+        };
+        let mut slots = Vec::new();
+        let mut by_segment = BTreeMap::new();
+        let mut highest_segment = checkpoint.segment;
+        for no in dir.list_slots()? {
+            let file = dir.open_slot(no)?;
+            let len = file.len()?;
+            if len >= SEG_HEADER_LEN as u64 {
+                let mut head = [0u8; SEG_HEADER_LEN];
+                file.read_at(&mut head, 0)?;
+                if let Some(h) = SegmentHeader::decode(&head) {
+                    highest_segment = highest_segment.max(h.segment);
+                    if h.epoch == checkpoint.epoch && h.segment >= checkpoint.segment {
+                        by_segment.insert(h.segment, slots.len());
+                    }
+                }
+            }
+            slots.push((Slot { no, file }, len));
+        }
+
+        let mut segments = Vec::new();
+        let mut records = Vec::new();
+        let mut seq = checkpoint.seq + 1;
+        let mut segment = checkpoint.segment;
+        let mut at = usize::try_from(checkpoint.offset).unwrap_or(usize::MAX);
+        let read_all = |i: usize| -> stdio::Result<Vec<u8>> {
+            let (slot, len) = &slots[i];
+            let mut bytes = vec![0u8; usize::try_from(*len).unwrap_or(0)];
+            slot.file.read_at(&mut bytes, 0)?;
+            Ok(bytes)
+        };
+        if checkpoint.epoch > 0
+            && let Some(&i) = by_segment.get(&segment)
+        {
+            segments.push(read_all(i)?);
+            loop {
+                let cur = segments.len() - 1;
+                while let Some(found) =
+                    format::parse_record(&segments[cur], at, checkpoint.epoch, seq)
+                {
+                    records.push((seq, cur, found.payload));
+                    at = found.next;
+                    seq += 1;
+                }
+                // No valid record here: the log ends, unless the writer moved
+                // on to the next segment and the record we expect opens it.
+                let Some(&next) = by_segment.get(&(segment + 1)) else {
+                    break;
+                };
+                let bytes = read_all(next)?;
+                if format::parse_record(&bytes, SEG_HEADER_LEN, checkpoint.epoch, seq).is_none() {
+                    break;
+                }
+                segments.push(bytes);
+                segment += 1;
+                at = SEG_HEADER_LEN;
+            }
+        }
+        Ok(Self {
+            dir,
+            opts,
+            checkpoint,
+            slots,
+            highest_segment,
+            segments,
+            records,
+        })
+    }
+
+    /// The sequence number the checkpoint file records.
+    pub fn checkpoint_seq(&self) -> u64 {
+        self.checkpoint.seq
+    }
+
+    /// The sequence number of the last valid record (or the checkpoint's).
+    pub fn last_seq(&self) -> u64 {
+        self.records
+            .last()
+            .map_or(self.checkpoint.seq, |(seq, _, _)| *seq)
+    }
+
+    /// The valid records after the checkpoint, in order: (seq, payload).
+    pub fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.records
+            .iter()
+            .map(|(seq, seg, range)| (*seq, &self.segments[*seg][range.clone()]))
+    }
+
+    /// Starts a new generation of the log whose first record will be
+    /// `next_seq`. Call it only once everything recovered has been replayed
+    /// and sled's files synced: the checkpoint it writes says so.
+    pub fn start(self, next_seq: u64) -> stdio::Result<Wal> {
+        let Recovery {
+            dir,
+            opts,
+            checkpoint,
+            slots,
+            highest_segment,
+            ..
+        } = self;
+        let epoch = checkpoint.epoch + 1;
+        let segment = highest_segment + 1;
+        let next_seq = next_seq.max(checkpoint.seq + 1);
+        let mut all_slots: BTreeSet<u32> = slots.iter().map(|(s, _)| s.no).collect();
+        let (mut free, odd): (Vec<_>, Vec<_>) = slots
+            .into_iter()
+            .partition(|(_, len)| *len == opts.segment_size);
+        if free.is_empty() {
+            let no = first_unused(&all_slots);
+            let file = dir.create_slot(no, opts.segment_size)?;
+            all_slots.insert(no);
+            free.push((Slot { no, file }, opts.segment_size));
+        }
+        dir.write_checkpoint(
+            &Checkpoint {
+                epoch,
+                seq: next_seq - 1,
+                segment,
+                offset: SEG_HEADER_LEN as u64,
+            }
+            .encode(),
+        )?;
+        // Slots of another size (an earlier configuration, or too short to
+        // hold a header) are behind the checkpoint now.
+        for (slot, _) in odd {
+            dir.remove_slot(slot.no)?;
+            all_slots.remove(&slot.no);
+        }
+        let mut free: Vec<Slot> = free.into_iter().map(|(s, _)| s).collect();
+        // Pop from the end: lowest slot numbers first.
+        free.sort_by_key(|s| std::cmp::Reverse(s.no));
+        let writer = Writer {
+            epoch,
+            next_seq,
+            appended_seq: next_seq - 1,
+            segment,
+            offset: SEG_HEADER_LEN as u64,
+            current: None,
+            in_use: Vec::new(),
+            free,
+            all_slots,
+            dirty: Vec::new(),
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            buf: Vec::new(),
+        };
+        Ok(Wal {
+            dir,
+            opts,
+            sync_enabled: AtomicBool::new(opts.sync),
+            failed: AtomicBool::new(false),
+            writer: Mutex::new(writer),
+            group: Mutex::new(Group {
+                synced_seq: next_seq - 1,
+                leader: false,
+            }),
+            synced: Condvar::new(),
+            checkpointing: Mutex::new(()),
+            spare: Mutex::new(()),
+            syncs: AtomicU64::new(0),
+        })
+    }
+}
+
+fn first_unused(used: &BTreeSet<u32>) -> u32 {
+    (0..).find(|n| !used.contains(n)).unwrap_or(u32::MAX)
+}
+
+/// The write-ahead log of an open store.
+pub(crate) struct Wal {
+    dir: Box<dyn WalDir>,
+    opts: WalOptions,
+    sync_enabled: AtomicBool,
+    /// Set by a failed write or sync: the log can no longer promise anything,
+    /// so every later commit fails until the store is reopened (and recovers).
+    failed: AtomicBool,
+    writer: Mutex<Writer>,
+    group: Mutex<Group>,
+    synced: Condvar,
+    checkpointing: Mutex<()>,
+    spare: Mutex<()>,
+    syncs: AtomicU64,
+}
+
+struct Writer {
+    epoch: u64,
+    /// The sequence number the next record gets.
+    next_seq: u64,
+    /// The last record written to a slot (not necessarily synced).
+    appended_seq: u64,
+    /// The segment being written and the offset of the next record in it.
+    segment: u64,
+    offset: u64,
+    current: Option<Slot>,
+    /// Slots holding segments not yet behind a checkpoint: (segment, slot).
+    in_use: Vec<(u64, Slot)>,
+    free: Vec<Slot>,
+    all_slots: BTreeSet<u32>,
+    /// Slots written since the last leader took the list.
+    dirty: Vec<Slot>,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    buf: Vec<u8>,
+}
+
+struct Group {
+    /// Every record up to this one is durable.
+    synced_seq: u64,
+    /// A leader is syncing right now.
+    leader: bool,
+}
+
+/// The writer section: hold it across "apply to sled" and [`WriterGuard::append`].
+pub(crate) struct WriterGuard<'a> {
+    wal: &'a Wal,
+    w: MutexGuard<'a, Writer>,
+}
+
+/// Where a checkpoint stands; see [`Wal::begin_checkpoint`].
+pub(crate) struct CheckpointTicket<'a> {
+    _one_at_a_time: MutexGuard<'a, ()>,
+    checkpoint: Checkpoint,
+}
+
+/// Counters for tests.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WalStats {
+    /// Slot files in the WAL directory.
+    pub slots: usize,
+    /// Leader syncs (each syncs one or more files).
+    pub syncs: u64,
+    /// The last sequence number handed out.
+    pub last_seq: u64,
+    /// Log bytes written since the last checkpoint began.
+    pub since_checkpoint: u64,
+}
+
+impl Wal {
+    /// Enters the writer section; fails when the log failed earlier.
+    pub fn writer(&self) -> stdio::Result<WriterGuard<'_>> {
+        let w = lock(&self.writer);
+        self.check_failed()?;
+        Ok(WriterGuard { wal: self, w })
+    }
+
+    fn check_failed(&self) -> stdio::Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(stdio::Error::other(
+                "an earlier write or sync of the write-ahead log failed; reopen the store",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Returns once record `seq` is durable, syncing as the group's leader
+    /// when no one else is. Returns at once when syncing is off.
+    pub fn wait_durable(&self, seq: u64) -> stdio::Result<()> {
+        if !self.sync_enabled.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut g = lock(&self.group);
+        loop {
+            if g.synced_seq >= seq {
+                return Ok(());
+            }
+            self.check_failed()?;
+            if g.leader {
+                g = self.synced.wait(g).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            g.leader = true;
+            drop(g);
+            let (target, files) = {
+                let mut w = lock(&self.writer);
+                (w.appended_seq, std::mem::take(&mut w.dirty))
+            };
+            let result = files.iter().try_for_each(|s| s.file.sync());
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            g = lock(&self.group);
+            g.leader = false;
+            match result {
+                Ok(()) => g.synced_seq = g.synced_seq.max(target),
+                // After a failed fsync the kernel may have dropped the dirty
+                // pages: nothing written since the last good sync can be
+                // trusted, so stop acknowledging anything.
+                Err(_) => self.failed.store(true, Ordering::Release),
+            }
+            self.synced.notify_all();
+            result?;
+        }
+    }
+
+    /// `true` when the size or time threshold for a checkpoint is reached.
+    pub fn checkpoint_due(&self) -> bool {
+        let w = lock(&self.writer);
+        w.since_checkpoint >= self.opts.checkpoint_bytes
+            || (w.since_checkpoint > 0
+                && w.last_checkpoint.elapsed() >= self.opts.checkpoint_interval)
+    }
+
+    /// Notes the last applied sequence number and the log position. The
+    /// caller then makes sled durable and calls [`Wal::finish_checkpoint`].
+    /// One checkpoint at a time: with `wait == false`, `None` when another
+    /// one is running.
+    pub fn begin_checkpoint(&self, wait: bool) -> Option<CheckpointTicket<'_>> {
+        let guard = if wait {
+            lock(&self.checkpointing)
+        } else {
+            match self.checkpointing.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        };
+        let mut w = lock(&self.writer);
+        let checkpoint = Checkpoint {
+            epoch: w.epoch,
+            seq: w.next_seq - 1,
+            segment: w.segment,
+            offset: w.offset,
+        };
+        w.since_checkpoint = 0;
+        w.last_checkpoint = Instant::now();
+        Some(CheckpointTicket {
+            _one_at_a_time: guard,
+            checkpoint,
+        })
+    }
+
+    /// Records the checkpoint (sled must be durable up to its sequence number
+    /// by now) and recycles the slots behind it.
+    pub fn finish_checkpoint(&self, ticket: CheckpointTicket<'_>) -> stdio::Result<()> {
+        let cp = ticket.checkpoint;
+        self.dir.write_checkpoint(&cp.encode())?;
+        let surplus = {
+            let mut w = lock(&self.writer);
+            let (behind, live): (Vec<_>, Vec<_>) = std::mem::take(&mut w.in_use)
+                .into_iter()
+                .partition(|(segment, _)| *segment < cp.segment);
+            w.in_use = live;
+            w.free.extend(behind.into_iter().map(|(_, s)| s));
+            let keep = self.opts.max_free_slots();
+            let mut surplus = Vec::new();
+            while w.free.len() > keep {
+                if let Some(s) = w.free.pop() {
+                    w.all_slots.remove(&s.no);
+                    surplus.push(s.no);
+                }
+            }
+            surplus
+        };
+        for no in surplus {
+            self.dir.remove_slot(no)?;
+        }
+        Ok(())
+    }
+
+    /// Prepares a spare slot when none is free, outside the writer section,
+    /// so that a writer moving to a new segment rarely waits for one.
+    pub fn prepare_spare(&self) -> stdio::Result<()> {
+        let Ok(_one) = self.spare.try_lock() else {
+            return Ok(());
+        };
+        let no = {
+            let mut w = lock(&self.writer);
+            if !w.free.is_empty() {
+                return Ok(());
+            }
+            let no = first_unused(&w.all_slots);
+            w.all_slots.insert(no);
+            no
+        };
+        match self.dir.create_slot(no, self.opts.segment_size) {
+            Ok(file) => {
+                lock(&self.writer).free.push(Slot { no, file });
+                Ok(())
+            }
+            Err(e) => {
+                lock(&self.writer).all_slots.remove(&no);
+                Err(e)
+            }
+        }
+    }
+
+    /// Turns waiting for `fdatasync` on or off (tests make an unsynced tail).
+    #[cfg(test)]
+    pub fn set_sync(&self, on: bool) {
+        self.sync_enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// (segment, slot, offset of the next record).
+    #[cfg(test)]
+    pub fn position(&self) -> (u64, Option<u32>, u64) {
+        let w = lock(&self.writer);
+        (w.segment, w.current.as_ref().map(|s| s.no), w.offset)
+    }
+
+    #[cfg(test)]
+    pub fn stats(&self) -> WalStats {
+        let w = lock(&self.writer);
+        WalStats {
+            slots: w.all_slots.len(),
+            syncs: self.syncs.load(Ordering::Relaxed),
+            last_seq: w.next_seq - 1,
+            since_checkpoint: w.since_checkpoint,
+        }
+    }
+}
+
+impl WriterGuard<'_> {
+    /// The sequence number the next appended record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.w.next_seq
+    }
+
+    /// The largest payload [`WriterGuard::append`] accepts.
+    pub fn max_payload(&self) -> usize {
+        self.wal.opts.max_payload()
+    }
+
+    /// Appends the record of the change just applied, which gets
+    /// [`WriterGuard::next_seq`]; the number is used up even when writing
+    /// fails (the change is in sled), and a failure stops the log.
+    pub fn append(&mut self, payload: &[u8]) -> stdio::Result<u64> {
+        let seq = self.w.next_seq;
+        self.w.next_seq += 1;
+        match self.write(seq, payload) {
+            Ok(()) => {
+                self.w.appended_seq = seq;
+                Ok(seq)
+            }
+            Err(e) => {
+                self.wal.failed.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    fn write(&mut self, seq: u64, payload: &[u8]) -> stdio::Result<()> {
+        if payload.len() > self.max_payload() {
+            return Err(stdio::Error::other(
+                "a transaction too large for a write-ahead log segment",
+            ));
+        }
+        let len = (REC_OVERHEAD + payload.len()) as u64;
+        if self.w.current.is_none() || self.w.offset + len > self.wal.opts.segment_size {
+            self.next_segment()?;
+        }
+        let w = &mut *self.w;
+        w.buf.clear();
+        format::encode_record(&mut w.buf, w.epoch, seq, payload);
+        let Some(slot) = &w.current else {
+            return Err(stdio::Error::other("no write-ahead log segment"));
+        };
+        slot.file.write_at(&w.buf, w.offset)?;
+        w.offset += len;
+        w.since_checkpoint += len;
+        let slot = slot.clone();
+        mark_dirty(&mut w.dirty, slot);
+        Ok(())
+    }
+
+    /// Moves to the next segment, in a free slot (or a new one).
+    fn next_segment(&mut self) -> stdio::Result<()> {
+        let w = &mut *self.w;
+        let segment = if w.current.is_some() {
+            w.segment + 1
+        } else {
+            w.segment
+        };
+        let slot = match w.free.pop() {
+            Some(s) => s,
+            None => {
+                let no = first_unused(&w.all_slots);
+                let file = self.wal.dir.create_slot(no, self.wal.opts.segment_size)?;
+                w.all_slots.insert(no);
+                Slot { no, file }
+            }
+        };
+        let header = SegmentHeader {
+            epoch: w.epoch,
+            segment,
+        };
+        if let Err(e) = slot.file.write_at(&header.encode(), 0) {
+            w.free.push(slot);
+            return Err(e);
+        }
+        w.segment = segment;
+        w.offset = SEG_HEADER_LEN as u64;
+        w.in_use.push((segment, slot.clone()));
+        mark_dirty(&mut w.dirty, slot.clone());
+        w.current = Some(slot);
+        Ok(())
+    }
+}
+
+fn mark_dirty(dirty: &mut Vec<Slot>, slot: Slot) {
+    if !dirty.iter().any(|s| s.no == slot.no) {
+        dirty.push(slot);
+    }
+}

@@ -1,0 +1,730 @@
+//! The WAL against a file layer that crashes: torn tails, flipped bytes,
+//! group commit under concurrency, replay idempotence, checkpoints.
+//!
+//! A "crash" freezes the in-memory WAL directory ([`MemDir::crash`]); sled's
+//! side of it is a second, fresh store (the state at the log's first
+//! checkpoint) that recovers from the frozen log, or the first store's own
+//! directory, which sled flushed when dropped (sled *ahead* of the log).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::fault::{Crash, MemDir};
+use super::format::{self, Checkpoint, SEG_HEADER_LEN, SegmentHeader};
+use super::{FsDir, Recovery, WalDir, WalOptions};
+use crate::store::{Durability, Engine, EngineOptions, TreeId, commit, meta};
+
+type State = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
+type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
+
+fn engine_opts() -> EngineOptions {
+    EngineOptions {
+        durability: Durability::Immediate,
+        cache_capacity: 4 << 20,
+        fingerprint: [7; 32],
+        first_box_id: 1,
+        fail_point: None,
+    }
+}
+
+fn wal_opts(segment_size: u64) -> WalOptions {
+    WalOptions {
+        segment_size,
+        checkpoint_bytes: u64::MAX,
+        checkpoint_interval: Duration::from_secs(86_400),
+        sync: true,
+    }
+}
+
+fn open_mem(path: &Path, dir: &MemDir, opts: WalOptions) -> Engine {
+    let dir = dir.clone();
+    Engine::open_with_wal(path, engine_opts(), opts, move |_| Ok(Box::new(dir))).unwrap()
+}
+
+fn open_fs(path: &Path, opts: WalOptions) -> Engine {
+    Engine::open_with_wal(path, engine_opts(), opts, |p| {
+        Ok(Box::new(FsDir::open(p.join("wal"))?))
+    })
+    .unwrap()
+}
+
+fn state(e: &Engine) -> State {
+    let mut out = State::new();
+    for id in TreeId::ALL {
+        for item in e.tree(id).iter() {
+            let (k, v) = item.unwrap();
+            out.insert((id as usize, k.to_vec()), v.to_vec());
+        }
+    }
+    out
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const TREES: [TreeId; 5] = [
+    TreeId::Customers,
+    TreeId::Emails,
+    TreeId::Events,
+    TreeId::Resets,
+    TreeId::Nonces,
+];
+
+fn random_tx(rng: &mut Rng) -> Vec<Write> {
+    (0..1 + rng.below(4))
+        .map(|_| {
+            let tree = TREES[rng.below(TREES.len() as u64) as usize];
+            let key = vec![rng.below(12) as u8; 1 + rng.below(3) as usize];
+            let value = (rng.below(5) != 0).then(|| {
+                let len = rng.below(300) as usize;
+                (0..len).map(|_| rng.next() as u8).collect()
+            });
+            (tree, key, value)
+        })
+        .collect()
+}
+
+fn commit(e: &Engine, writes: &[Write]) -> Result<(), crate::Error> {
+    e.transact(|tx| {
+        for (tree, key, value) in writes {
+            match value {
+                Some(v) => tx.insert(*tree, key, v.clone())?,
+                None => tx.remove(*tree, key)?,
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A run against a fresh store: the WAL directory as it stood at the end, the
+/// state after each record (`states[k]`: after record k), and where each
+/// record was written (`spans[k - 1]`: slot, start, end).
+struct Recorded {
+    dir: MemDir,
+    states: Vec<State>,
+    spans: Vec<(u32, usize, usize)>,
+}
+
+fn record_run(
+    path: &Path,
+    segment_size: u64,
+    synced: usize,
+    unsynced: usize,
+    seed: u64,
+) -> Recorded {
+    let dir = MemDir::new();
+    let e = open_mem(path, &dir, wal_opts(segment_size));
+    let wal = e.wal().unwrap();
+    let mut rng = Rng(seed | 1);
+    let mut states = vec![state(&e)];
+    let mut spans = Vec::new();
+    for i in 0..synced + unsynced {
+        if i == synced {
+            wal.set_sync(false);
+        }
+        let before = wal.position();
+        commit(&e, &random_tx(&mut rng)).unwrap();
+        let after = wal.position();
+        let start = if before.0 == after.0 && before.1 == after.1 {
+            before.2
+        } else {
+            SEG_HEADER_LEN as u64
+        };
+        spans.push((after.1.unwrap(), start as usize, after.2 as usize));
+        states.push(state(&e));
+    }
+    assert_eq!(wal.stats().last_seq, (synced + unsynced) as u64);
+    Recorded { dir, states, spans }
+}
+
+/// The sequence numbers a recovery of `dir` would replay.
+fn recovered_seqs(dir: &MemDir, segment_size: u64) -> Vec<u64> {
+    let r = Recovery::read(Box::new(dir.clone()), wal_opts(segment_size)).unwrap();
+    r.records().map(|(seq, _)| seq).collect()
+}
+
+/// Recovers `dir` into a fresh store (the state at the log's first checkpoint).
+fn recover_fresh(dir: &MemDir, segment_size: u64) -> (State, usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = open_mem(&tmp.path().join("db"), dir, wal_opts(segment_size));
+    (state(&e), e.recovery().records_replayed)
+}
+
+fn seqs_to(k: usize) -> Vec<u64> {
+    (1..=k as u64).collect()
+}
+
+#[test]
+fn losing_the_unsynced_tail_keeps_exactly_the_synced_prefix() {
+    for segment_size in [2048, 16 << 10] {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = record_run(&tmp.path().join("db"), segment_size, 12, 6, 42);
+        if segment_size == 2048 {
+            let slots: std::collections::BTreeSet<_> = run.spans.iter().map(|s| s.0).collect();
+            assert!(slots.len() >= 3, "the log spans several segments");
+        }
+        assert!(run.dir.unsynced_bytes() > 0);
+
+        let lost = run.dir.crash(Crash::DropUnsynced);
+        assert_eq!(recovered_seqs(&lost, segment_size), seqs_to(12));
+        let (st, replayed) = recover_fresh(&lost, segment_size);
+        assert_eq!(replayed, 12);
+        assert!(st == run.states[12], "state after the synced prefix");
+
+        let kept = run.dir.crash(Crash::KeepAll);
+        assert_eq!(recovered_seqs(&kept, segment_size), seqs_to(18));
+        let (st, _) = recover_fresh(&kept, segment_size);
+        assert!(st == run.states[18]);
+    }
+}
+
+#[test]
+fn a_torn_tail_keeps_every_whole_record_and_nothing_after() {
+    let (synced, unsynced) = (8, 5);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = record_run(&tmp.path().join("db"), 16 << 10, synced, unsynced, 7);
+    let first = run.spans[synced - 1].2;
+    let total = run.spans[synced + unsynced - 1].2 - first;
+    assert!(run.dir.unsynced_bytes() > total / 2);
+    // A record survives when every byte of it that differs from the zeros
+    // beneath it was kept (its last bytes may happen to be zeros).
+    let slot = run.dir.current_bytes(run.spans[synced].0);
+    let expected = |n: usize| {
+        synced
+            + run.spans[synced..]
+                .iter()
+                .filter(|s| {
+                    let tail_zeros = slot[s.1..s.2].iter().rev().take_while(|b| **b == 0).count();
+                    s.2 - tail_zeros <= first + n
+                })
+                .count()
+    };
+    // Every torn length, from nothing to everything.
+    for n in 0..=total {
+        let torn = run.dir.crash(Crash::KeepUnsyncedPrefix(n));
+        assert_eq!(
+            recovered_seqs(&torn, 16 << 10),
+            seqs_to(expected(n)),
+            "n = {n}"
+        );
+    }
+    // The full replay at each record boundary and one byte either side.
+    let mut samples = vec![0, total];
+    for s in &run.spans[synced..] {
+        let at = s.2 - first;
+        samples.extend([at.saturating_sub(1), at, (at + 1).min(total)]);
+    }
+    for n in samples {
+        let torn = run.dir.crash(Crash::KeepUnsyncedPrefix(n));
+        let (st, _) = recover_fresh(&torn, 16 << 10);
+        assert!(st == run.states[expected(n)], "n = {n}");
+    }
+}
+
+#[test]
+fn a_flipped_byte_ends_the_log_before_its_record() {
+    let n = 10;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = record_run(&tmp.path().join("db"), 16 << 10, n, 0, 99);
+    assert_eq!(run.dir.unsynced_bytes(), 0);
+    let mut rng = Rng(5);
+    for j in [n, n - 1, 4, 1] {
+        let (slot, start, end) = run.spans[j - 1];
+        // first byte, last byte, and a few in between
+        let mut offsets = vec![start, end - 1];
+        offsets.extend((0..4).map(|_| start + rng.below((end - start) as u64) as usize));
+        for off in offsets {
+            let bad = run.dir.crash(Crash::KeepAll);
+            bad.flip_bit(slot, off, rng.below(8) as u8);
+            assert_eq!(
+                recovered_seqs(&bad, 16 << 10),
+                seqs_to(j - 1),
+                "record {j} byte {off}"
+            );
+        }
+    }
+    let bad = run.dir.crash(Crash::KeepAll);
+    let (slot, start, _) = run.spans[n - 1];
+    bad.flip_bit(slot, start + 20, 3);
+    let (st, replayed) = recover_fresh(&bad, 16 << 10);
+    assert_eq!(replayed, n - 1);
+    assert!(st == run.states[n - 1]);
+}
+
+#[test]
+fn acknowledged_commits_are_synced_under_concurrency() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = MemDir::new();
+    let e = Arc::new(open_mem(&tmp.path().join("db"), &dir, wal_opts(64 << 10)));
+    let threads = 4u8;
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..threads).map(|_| AtomicU64::new(0)).collect());
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (e, acked) = (e.clone(), acked.clone());
+            std::thread::spawn(move || {
+                for c in 1..=150u64 {
+                    let w = vec![(TreeId::Customers, vec![t], Some(c.to_be_bytes().to_vec()))];
+                    commit(&e, &w).unwrap();
+                    acked[t as usize].store(c, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    // Freeze the log several times while the writers run: whatever was
+    // acknowledged before a freeze must be in its synced bytes.
+    let mut frozen = Vec::new();
+    while frozen.len() < 20 && !handles.iter().all(|h| h.is_finished()) {
+        let seen: Vec<u64> = acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+        frozen.push((seen, dir.crash(Crash::DropUnsynced)));
+        std::thread::yield_now();
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    let seen: Vec<u64> = acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+    frozen.push((seen, dir.crash(Crash::DropUnsynced)));
+    for (seen, crashed) in frozen {
+        let (st, _) = recover_fresh(&crashed, 64 << 10);
+        for t in 0..threads {
+            let got = st
+                .get(&(TreeId::Customers as usize, vec![t]))
+                .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap()));
+            assert!(
+                got >= seen[t as usize],
+                "thread {t}: acked {} recovered {got}",
+                seen[t as usize]
+            );
+        }
+    }
+    let stats = e.wal().unwrap().stats();
+    assert_eq!(stats.last_seq, 4 * 150);
+    assert!(stats.syncs <= 4 * 150);
+}
+
+#[test]
+fn sled_ahead_of_the_log_is_kept_and_sequence_numbers_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db");
+    let dir = MemDir::new();
+    let e = open_mem(&path, &dir, wal_opts(4096));
+    let mut rng = Rng(3);
+    for i in 0..8 {
+        if i == 5 {
+            e.wal().unwrap().set_sync(false);
+        }
+        commit(&e, &random_tx(&mut rng)).unwrap();
+    }
+    let end = state(&e);
+    drop(e); // sled flushes on drop: its files hold all 8 changes
+    let crashed = dir.crash(Crash::DropUnsynced);
+    let e = open_mem(&path, &crashed, wal_opts(4096));
+    let report = e.recovery();
+    assert_eq!((report.records_read, report.records_replayed), (5, 0));
+    assert_eq!(
+        report.seq, 8,
+        "the new generation continues after sled's state"
+    );
+    assert!(state(&e) == end);
+    commit(&e, &random_tx(&mut rng)).unwrap();
+    assert_eq!(commit::applied_seq(&e).unwrap(), 9);
+}
+
+#[test]
+fn a_new_generation_ignores_the_old_ones_bytes() {
+    // A slot reused by generation 2 right after a crash of generation 1:
+    // records of generation 1 follow the new header, in sequence.
+    let dir = MemDir::new();
+    let slot = dir.create_slot(0, 4096).unwrap();
+    let mut bytes = SegmentHeader {
+        epoch: 2,
+        segment: 1,
+    }
+    .encode()
+    .to_vec();
+    for seq in 1..=3 {
+        format::encode_record(&mut bytes, 1, seq, b"\x00");
+    }
+    slot.write_at(&bytes, 0).unwrap();
+    let cp = Checkpoint {
+        epoch: 2,
+        seq: 0,
+        segment: 1,
+        offset: SEG_HEADER_LEN as u64,
+    };
+    dir.write_checkpoint(&cp.encode()).unwrap();
+    assert!(recovered_seqs(&dir, 4096).is_empty());
+    // The same records of the right generation are read.
+    let mut good = SegmentHeader {
+        epoch: 2,
+        segment: 1,
+    }
+    .encode()
+    .to_vec();
+    for seq in 1..=3 {
+        format::encode_record(&mut good, 2, seq, b"\x00");
+    }
+    slot.write_at(&good, 0).unwrap();
+    assert_eq!(recovered_seqs(&dir, 4096), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_corrupt_checkpoint_file_is_an_error_not_an_empty_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db");
+    let dir = MemDir::new();
+    drop(open_mem(&path, &dir, wal_opts(4096)));
+    let mut cp = dir.read_checkpoint().unwrap().unwrap();
+    cp[10] ^= 1;
+    dir.write_checkpoint(&cp).unwrap();
+    let d = dir.clone();
+    let err = Engine::open_with_wal(&path, engine_opts(), wal_opts(4096), move |_| {
+        Ok(Box::new(d))
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("checkpoint"), "{err}");
+}
+
+#[test]
+fn a_transaction_larger_than_a_segment_is_refused_and_not_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = open_mem(&tmp.path().join("db"), &MemDir::new(), wal_opts(4096));
+    let before = state(&e);
+    let big = vec![(TreeId::Customers, b"k".to_vec(), Some(vec![1u8; 5000]))];
+    assert!(commit(&e, &big).is_err());
+    assert!(state(&e) == before);
+    commit(
+        &e,
+        &[(TreeId::Customers, b"k".to_vec(), Some(vec![1u8; 100]))],
+    )
+    .unwrap();
+    assert_eq!(e.wal().unwrap().stats().last_seq, 1);
+}
+
+#[test]
+fn checkpoints_bound_the_log_and_a_reopen_after_one_replays_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db");
+    let opts = WalOptions {
+        checkpoint_bytes: 16 << 10,
+        ..wal_opts(4096)
+    };
+    // in use since the last checkpoint (its 4 segments, the current one, and
+    // those written while it ran) plus the free ones kept
+    let bound = 12;
+    let e = open_fs(&path, opts);
+    let mut rng = Rng(11);
+    let mut max_slots = 0;
+    for _ in 0..3000 {
+        commit(&e, &random_tx(&mut rng)).unwrap();
+        let slots = e.wal().unwrap().stats().slots;
+        max_slots = max_slots.max(slots);
+        assert!(slots <= bound, "{slots} slots");
+    }
+    let files = std::fs::read_dir(path.join("wal")).unwrap().count();
+    let bytes: u64 = std::fs::read_dir(path.join("wal"))
+        .unwrap()
+        .map(|f| f.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        files <= bound + 1 && bytes <= bound as u64 * 4096 + 48,
+        "{files} files, {bytes} bytes"
+    );
+    // ~3000 records of ~300 bytes went through a log that never held more
+    // than a dozen 4 KiB segments.
+    assert!(e.wal().unwrap().stats().last_seq == 3000 && max_slots >= 4);
+
+    // Crash (no checkpoint at the end): the tail since the last checkpoint
+    // is read back; sled already holds it.
+    while e.wal().unwrap().stats().since_checkpoint == 0 {
+        commit(&e, &random_tx(&mut rng)).unwrap();
+    }
+    let last = e.wal().unwrap().stats().last_seq;
+    let st = state(&e);
+    drop(e);
+    let e = open_fs(&path, opts);
+    assert!(e.recovery().records_read > 0);
+    assert_eq!(e.recovery().seq, last);
+    assert!(state(&e) == st);
+
+    // After a checkpoint nothing is left to replay.
+    commit(&e, &random_tx(&mut rng)).unwrap();
+    e.flush().unwrap();
+    let st = state(&e);
+    drop(e);
+    let e = open_fs(&path, opts);
+    assert_eq!(e.recovery().records_read, 0);
+    assert_eq!(e.recovery().seq, last + 1);
+    assert!(state(&e) == st);
+}
+
+#[test]
+fn a_time_threshold_checkpoints_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db");
+    let opts = WalOptions {
+        checkpoint_interval: Duration::ZERO,
+        ..wal_opts(4096)
+    };
+    let dir = MemDir::new();
+    let e = open_mem(&path, &dir, opts);
+    let mut rng = Rng(13);
+    for _ in 0..5 {
+        commit(&e, &random_tx(&mut rng)).unwrap();
+    }
+    drop(e);
+    let e = open_mem(&path, &dir.crash(Crash::KeepAll), opts);
+    assert_eq!(e.recovery().records_read, 0);
+    assert_eq!(e.recovery().seq, 5);
+}
+
+#[test]
+fn a_crash_during_recovery_recovers_the_same_way() {
+    // Recovery writes nothing to the log before its checkpoint, so reading
+    // it again (after a crash midway) finds the same records.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = record_run(&tmp.path().join("db"), 4096, 9, 0, 21);
+    let crashed = run.dir.crash(Crash::KeepAll);
+    let first = recovered_seqs(&crashed, 4096);
+    let again = recovered_seqs(&crashed, 4096);
+    assert_eq!(first, again);
+    assert_eq!(first, seqs_to(9));
+}
+
+fn writes_strategy() -> impl Strategy<Value = Vec<Vec<Write>>> {
+    let write = (
+        0..TREES.len(),
+        0u8..8,
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+    )
+        .prop_map(|(t, k, v)| (TREES[t], vec![k], v));
+    proptest::collection::vec(proptest::collection::vec(write, 1..5), 1..30)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Replaying the same log twice, or over any prefix of it already
+    /// applied (sled flushed midway), gives the state of applying it once,
+    /// which is the state of the store that wrote it and of a plain model.
+    #[test]
+    fn replay_is_idempotent(txs in writes_strategy(), cut in any::<prop::sample::Index>()) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = MemDir::new();
+        let a = open_mem(&tmp.path().join("a"), &dir, wal_opts(4096));
+        let base = state(&a);
+        for tx in &txs {
+            commit(&a, tx).unwrap();
+        }
+        let end = state(&a);
+        let log = Recovery::read(Box::new(dir.crash(Crash::DropUnsynced)), wal_opts(4096)).unwrap();
+        let records: Vec<(u64, Vec<u8>)> = log.records().map(|(s, p)| (s, p.to_vec())).collect();
+        prop_assert_eq!(records.len(), txs.len());
+        let iter = || records.iter().map(|(s, p)| (*s, p.as_slice()));
+
+        let mut model = base.clone();
+        for tx in &txs {
+            for (t, k, v) in tx {
+                match v {
+                    Some(v) => model.insert((*t as usize, k.clone()), v.clone()),
+                    None => model.remove(&(*t as usize, k.clone())),
+                };
+            }
+        }
+        model.insert(
+            (TreeId::Meta as usize, meta::WAL_SEQ.to_vec()),
+            (txs.len() as u64).to_be_bytes().to_vec(),
+        );
+        prop_assert!(end == model);
+
+        let b = Engine::temporary(engine_opts()).unwrap();
+        prop_assert!(state(&b) == base);
+        commit::replay(&b, iter(), 0).unwrap();
+        prop_assert!(state(&b) == end);
+        commit::replay(&b, iter(), 0).unwrap();
+        prop_assert!(state(&b) == end, "replayed twice");
+
+        let p = cut.index(records.len() + 1);
+        let c = Engine::temporary(engine_opts()).unwrap();
+        commit::replay(&c, iter().take(p), 0).unwrap();
+        commit::replay(&c, iter(), 0).unwrap();
+        prop_assert!(state(&c) == end, "replayed over a prefix of {}", p);
+        let d = Engine::temporary(engine_opts()).unwrap();
+        commit::replay(&d, iter().take(p), 0).unwrap();
+        commit::replay(&d, iter(), p as u64).unwrap();
+        prop_assert!(state(&d) == end, "resumed after {}", p);
+    }
+}
+
+/// SPEC §10 target 5 (reopen with 1M customers and a full 64 MiB WAL), a
+/// measurement to run by hand, in release mode:
+/// `cargo test --release --lib reopen_with_1m_customers -- --ignored --nocapture`.
+/// It prints timings and asserts only what the replay must do. The store is
+/// prepared once in `target/wal-reopen-1m/pristine` (about 3 minutes) and
+/// copied for each run. The worst case is forced: after the WAL is filled,
+/// sled's applied sequence number is set back to the checkpoint's, so that
+/// reopening replays all 64 MiB, as after a power loss that kept none of
+/// sled's writes since the checkpoint.
+#[test]
+#[ignore = "a measurement: 1M customers, run by hand in release mode"]
+fn reopen_with_1m_customers_and_a_full_wal() {
+    use std::time::Instant;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/wal-reopen-1m");
+    let pristine = root.join("pristine");
+    let run = root.join("run");
+    let opts = WalOptions::new(false);
+    let open = |path: &Path| {
+        let eopts = EngineOptions {
+            cache_capacity: 64 << 20,
+            ..engine_opts()
+        };
+        Engine::open_with_wal(path, eopts, opts, |p| {
+            Ok(Box::new(FsDir::open(p.join("wal"))?))
+        })
+        .unwrap()
+    };
+    let customers = 1_000_000u64;
+    if !pristine.join("wal/checkpoint").exists() {
+        let _ = std::fs::remove_dir_all(&root);
+        prepare_1m(&pristine, customers, &open);
+    }
+    let cp = Checkpoint::decode(
+        &FsDir::open(pristine.join("wal"))
+            .unwrap()
+            .read_checkpoint()
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&run);
+    copy_dir(&pristine, &run);
+    let wal_bytes: u64 = std::fs::read_dir(run.join("wal"))
+        .unwrap()
+        .map(|f| f.unwrap().metadata().unwrap().len())
+        .sum();
+    let db_bytes: u64 = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|f| f.unwrap().metadata().unwrap().len())
+        .sum();
+    eprintln!("store: {} MiB of sled files, {} MiB of WAL files", db_bytes >> 20, wal_bytes >> 20);
+
+    let t = Instant::now();
+    let e = open(&run);
+    let reopen = t.elapsed();
+    let r = e.recovery();
+    eprintln!(
+        "REOPEN with a full WAL: {reopen:?} ({} records read, {} replayed)",
+        r.records_read, r.records_replayed
+    );
+    assert_eq!(r.records_replayed as u64, r.seq - cp.seq);
+    assert!(r.records_replayed > 200_000);
+    drop(e);
+
+    let t = Instant::now();
+    let e = open(&run);
+    eprintln!(
+        "REOPEN after that recovery's checkpoint: {:?} ({} records read)",
+        t.elapsed(),
+        e.recovery().records_read
+    );
+    drop(e);
+    let _ = std::fs::remove_dir_all(&run);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+fn prepare_1m(path: &Path, customers: u64, open: &dyn Fn(&Path) -> Engine) {
+    use std::time::Instant;
+    let value = |n: u64, v: u64| {
+        let mut out = vec![1u8; 158];
+        out[..8].copy_from_slice(&n.to_be_bytes());
+        out[8..16].copy_from_slice(&v.to_be_bytes());
+        out
+    };
+    let t = Instant::now();
+    let e = open(path);
+    for chunk in 0..customers / 1000 {
+        e.transact(|tx| {
+            for n in chunk * 1000..(chunk + 1) * 1000 {
+                tx.insert(TreeId::Customers, &n.to_be_bytes(), value(n, 1))?;
+                let email = format!("customer{n}@example.com");
+                tx.insert(TreeId::Emails, email.as_bytes(), n.to_be_bytes().to_vec())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    e.flush().unwrap();
+    eprintln!("loaded {customers} customers in {:?}", t.elapsed());
+
+    // Rotation-shaped records (customer record, event, counter) until the
+    // log since the last checkpoint is just under the 64 MiB threshold.
+    let t = Instant::now();
+    let mut rng = Rng(17);
+    let mut rotations = 0u64;
+    while e.wal().unwrap().stats().since_checkpoint
+        < WalOptions::DEFAULT_CHECKPOINT_BYTES - 4096
+    {
+        let n = rng.below(customers);
+        rotations += 1;
+        e.transact(|tx| {
+            tx.insert(TreeId::Customers, &n.to_be_bytes(), value(n, rotations + 1))?;
+            tx.append_event(
+                crate::model::Timestamp(0),
+                crate::model::EventKind::PasswordChanged,
+                crate::model::EventOutcome::Granted,
+                Some(n),
+                None,
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    let stats = e.wal().unwrap().stats();
+    eprintln!(
+        "{rotations} rotations ({} MiB of log since the last checkpoint) in {:?}",
+        stats.since_checkpoint >> 20,
+        t.elapsed()
+    );
+    drop(e); // no checkpoint: the log keeps its 64 MiB
+
+    // Worst case: sled as of the last checkpoint (it replays everything).
+    let cp = Checkpoint::decode(
+        &FsDir::open(path.join("wal"))
+            .unwrap()
+            .read_checkpoint()
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let db = sled::Config::new().path(path).open().unwrap();
+    let meta = db.open_tree(TreeId::Meta.name()).unwrap();
+    meta.insert(meta::WAL_SEQ, cp.seq.to_be_bytes().to_vec())
+        .unwrap();
+    db.flush().unwrap();
+}

@@ -1,0 +1,49 @@
+//! Golden and error-path tests of the four codecs through the gateway,
+//! against a store holding the seeds' example parties (SPEC §6, §7, §8).
+
+mod common;
+
+#[path = "codecs/aspnet.rs"]
+mod aspnet;
+#[path = "codecs/commerce_layer.rs"]
+mod commerce_layer;
+#[path = "codecs/skyerp.rs"]
+mod skyerp;
+#[path = "codecs/skypostal.rs"]
+mod skypostal;
+
+use common::*;
+
+#[test]
+fn unknown_routes_are_404() {
+    let env = env();
+    for (method, path) in [
+        ("GET", "/"),
+        ("POST", "/api/Customers/Other"),
+        ("POST", "/api/v1/acme12aa/customers/other"),
+        ("GET", "/api/customer_password_resets/a/b"),
+        (
+            "POST",
+            "/wcf-services/service-customer.svc/customer/customer-delete",
+        ),
+    ] {
+        let r = env.send(credstore::Request::new(method, path));
+        assert_eq!(r.status, 404, "{method} {path}");
+        assert_eq!(json(&r)["status"], 404);
+    }
+}
+
+#[test]
+fn the_demo_seed_is_idempotent_and_sound() {
+    let env = env();
+    let again = credstore::demo::seed(env.store()).unwrap();
+    assert_eq!(
+        again,
+        credstore::demo::Seeded {
+            app: false,
+            customer: false
+        }
+    );
+    assert!(env.password_is(PASSWORD));
+    assert!(env.store().check_integrity().unwrap().is_sound());
+}

@@ -1,0 +1,100 @@
+//! Shared helpers for the codec tests: a temporary store holding the demo
+//! parties (SPEC §7), behind a gateway with a recording mailer and a
+//! manual clock.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use credstore::{
+    Config, Gateway, ManualClock, RecordingMailer, Request, Response, Store, StoreSecret, Timestamp,
+};
+use serde_json::Value;
+
+pub const APP_KEY: &str = credstore::demo::APP_KEY;
+pub const EMAIL: &str = credstore::demo::EMAIL;
+pub const PASSWORD: &str = credstore::demo::PASSWORD;
+pub const CUSTOMER_KEY: &str = credstore::demo::CUSTOMER_KEY;
+pub const BOX_ID: u64 = credstore::demo::BOX_ID;
+
+pub struct Env {
+    pub gw: Gateway,
+    pub mailer: RecordingMailer,
+    pub clock: ManualClock,
+}
+
+/// 2026-01-01T00:00:00Z
+pub const START: i64 = 1_767_225_600_000;
+
+pub fn env() -> Env {
+    let clock = ManualClock::new(Timestamp(START));
+    let config = Config::for_tests().with_clock(Arc::new(clock.clone()));
+    let store = Store::temporary(&StoreSecret::from_bytes([7; 32]), config).expect("store");
+    credstore::demo::seed(&store).expect("demo seed");
+    let mailer = RecordingMailer::new();
+    let gw = Gateway::new(store, Box::new(mailer.clone()), credstore::demo::settings());
+    Env { gw, mailer, clock }
+}
+
+impl Env {
+    pub fn store(&self) -> &Store {
+        self.gw.store()
+    }
+
+    pub fn send(&self, req: Request) -> Response {
+        self.gw.handle(req)
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+    }
+
+    /// Events so far: a refused request must not add any.
+    pub fn event_count(&self) -> usize {
+        self.store().events(0, 10_000).expect("events").len()
+    }
+
+    /// Whether the demo customer's password is `pw` (a login attempt: it
+    /// counts towards lock-out when wrong).
+    pub fn password_is(&self, pw: &str) -> bool {
+        self.store()
+            .login(EMAIL, &credstore::Password::new(pw).expect("password"))
+            .is_ok()
+    }
+}
+
+pub fn post(path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Request {
+    Request::new("POST", path)
+        .header("Content-Type", content_type)
+        .body(body)
+}
+
+pub fn json(r: &Response) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}), status {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        )
+    })
+}
+
+pub fn text(r: &Response) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// Same member names, recursively (objects only; values not compared).
+pub fn same_shape(a: &Value, b: &Value, at: &str) {
+    if let (Value::Object(x), Value::Object(y)) = (a, b) {
+        let kx: Vec<_> = x.keys().collect();
+        let ky: Vec<_> = y.keys().collect();
+        let mut sx = kx.clone();
+        let mut sy = ky.clone();
+        sx.sort();
+        sy.sort();
+        assert_eq!(sx, sy, "members differ at {at}");
+        for (k, v) in x {
+            same_shape(v, &y[k], &format!("{at}/{k}"));
+        }
+    }
+}
