@@ -87,21 +87,7 @@ impl Store {
         hash: &str,
         kind: EventKind,
     ) -> Result<CustomerRecord, Error> {
-        let now = self.now();
-        self.engine().transact(|tx| {
-            let mut rec = load(tx, box_id)?;
-            if rec.credential_version != expected_version {
-                return Err(Error::Conflict.into());
-            }
-            rec.scheme = HashScheme::Argon2idPeppered;
-            rec.password_hash = hash.to_owned();
-            rec.flags.must_change_password = false;
-            bump_credentials(tx, &mut rec, now)?;
-            tx.put_record(TreeId::Customers, &box_id.to_be_bytes(), &rec)?;
-            tx.fail_point("rotation:before-event")?;
-            tx.append_event(now, kind, EventOutcome::Granted, Some(box_id), None)?;
-            Ok(rec)
-        })
+        self.rotate_with(box_id, expected_version, hash, kind, None, |_, _| Ok(()))
     }
 
     /// [`Store::rotate`] with more work in the same transaction: `extra` runs

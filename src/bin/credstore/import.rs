@@ -58,9 +58,24 @@ fn date(field: &str, v: Option<String>) -> Result<Option<Timestamp>, String> {
     }
 }
 
+/// A JSON error without the offending value: serde_json quotes scalars in
+/// "invalid type" messages, and a line may hold a customer key.
+fn describe(e: serde_json::Error) -> String {
+    let msg = e.to_string();
+    match e.classify() {
+        serde_json::error::Category::Data if msg.starts_with("missing field") => msg,
+        serde_json::error::Category::Data => {
+            format!(
+                "a field has the wrong type or value (column {})",
+                e.column()
+            )
+        }
+        _ => format!("not a JSON object (column {})", e.column()),
+    }
+}
+
 fn import_line(store: &Store, text: &str) -> Result<u64, String> {
-    // serde_json's messages name the field and column, never echo the value.
-    let line: Line = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let line: Line = serde_json::from_str(text).map_err(describe)?;
     let key = match line.key {
         Some(k) => Some(CustomerKey::new(k).map_err(|e| e.to_string())?),
         None => None,
