@@ -227,11 +227,16 @@ fn sqlite(_: &mut Criterion) {
     eprintln!("sqlite_full_rotation skipped: run with --features sqlite-peer");
 }
 
-/// `strace` mode: exactly `n` rotations from 8 threads, no criterion.
+/// `strace` mode: exactly `n` rotations from 8 threads (or
+/// `DURABILITY_STRACE_WRITERS`), no criterion.
 fn count_syncs(n: u64) {
+    let writers = std::env::var("DURABILITY_STRACE_WRITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let dir = scratch();
-    let mut r = Rotator::open(&dir.path().join("store"), 8);
-    eprintln!("setup done; {n} rotations from 8 threads");
+    let mut r = Rotator::open(&dir.path().join("store"), writers);
+    eprintln!("setup done; {n} rotations from {writers} threads");
     let t = r.run(n);
     eprintln!(
         "{n} rotations in {:.3} s ({:.0}/s, slowed down by strace)",

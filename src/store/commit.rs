@@ -1,12 +1,19 @@
 //! The one commit function, and the engine's side of the write-ahead log:
 //! replay at open and checkpoints.
 //!
-//! A commit ([`run`]) enters the WAL's writer section, runs the sled
-//! transaction (which also stores the record's sequence number in the meta
-//! tree, atomically with the change), appends the redo set of the attempt that
-//! committed, leaves the section and waits for the group commit. Stores
-//! without a directory (temporary ones) have no WAL: nothing of them outlives
-//! the process anyway.
+//! A commit ([`run`]) enters the WAL's writer section. When no record is
+//! pending (logged but not yet applied) and no other writer is queued, it
+//! runs its sled transaction, which
+//! also stores the record's sequence number in the meta tree, and appends the
+//! record. Otherwise its closure runs in a sled transaction over sled's state
+//! plus the pending records, and that transaction is *aborted*: it only
+//! computes the redo set (and the closure's result or refusal); the record
+//! joins the pending ones, and the group's leader applies them all in one
+//! sled transaction after syncing. Either way the call returns once its
+//! record is synced and applied. With syncing off (`PeriodicFlushLosesRecentChanges`) the transaction
+//! commits in the writer section and the record follows. Stores without a
+//! directory (temporary ones) have no WAL: nothing of them outlives the
+//! process anyway.
 //!
 //! Why the sequence number in sled: sled flushes on its own (every 500 ms), so
 //! after a crash its files may hold changes *newer* than the WAL's end (applied,
@@ -22,10 +29,10 @@ use std::fs::File;
 use std::path::Path;
 
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::tx::{Redo, Tx, TxError};
-use super::wal::{self, Recovery, WalDir, WalOptions, redo};
+use super::wal::{self, PendingRecord, Recovery, WalDir, WalOptions, redo};
 use super::{Engine, TreeId, meta, storage};
 use crate::error::{Error, StorageError};
 
@@ -44,18 +51,29 @@ pub(super) fn run<T>(
         .writer()
         .map_err(io_error("writing the write-ahead log"))?;
     let seq = writer.next_seq();
-    let (out, redo) = apply(engine, &f, Some((seq, writer.max_payload())))?;
+    let syncing = wal.syncing();
+    // With nothing pending, committing right away keeps sled in log order;
+    // it is the fast path when no other writer is around. Otherwise the
+    // change joins the pending group, applied with one sled commit.
+    let direct = !syncing || (writer.pending().is_empty() && !writer.others_queued());
+    let (out, redo) = if direct {
+        apply(engine, &f, Some((seq, writer.max_payload())))?
+    } else {
+        compute(engine, &f, writer.pending(), writer.max_payload())?
+    };
     if redo.is_empty() {
         return Ok(out);
     }
     let mut payload = Vec::with_capacity(redo::encoded_len(&redo));
     redo::encode(&mut payload, &redo);
     writer
-        .append(&payload)
+        .append(&payload, redo, direct)
         .map_err(io_error("writing the write-ahead log"))?;
     drop(writer);
-    wal.wait_durable(seq)
-        .map_err(io_error("syncing the write-ahead log"))?;
+    if syncing {
+        wal.wait_durable(seq, |records| apply_records(engine, records))
+            .map_err(io_error("syncing the write-ahead log"))?;
+    }
     // Housekeeping after the change is durable: the caller's result is
     // already safe, so a failure here is reported but changes nothing.
     if wal.checkpoint_due() {
@@ -64,6 +82,91 @@ pub(super) fn run<T>(
     wal.prepare_spare()
         .map_err(io_error("preparing a write-ahead log segment"))?;
     Ok(out)
+}
+
+/// How the computing transaction ends: always by an abort, with the result.
+enum Stop<T> {
+    Done(T, Vec<Redo>),
+    Refused(Error),
+}
+
+/// Runs `f` in a sled transaction over every tree, after replaying the
+/// `pending` records into it, and returns its output and redo set; the
+/// transaction is aborted, so nothing reaches sled. `f` may run more than
+/// once (sled retries on conflicts).
+fn compute<T>(
+    engine: &Engine,
+    f: &impl Fn(&Tx<'_>) -> Result<T, TxError>,
+    pending: &[PendingRecord],
+    max_payload: usize,
+) -> Result<(T, Vec<Redo>), Error> {
+    let result = engine.trees[..].transaction(|trees| {
+        for record in pending {
+            write_all(trees, &record.redo)?;
+        }
+        let tx = Tx::new(trees, engine.fail_point.as_ref());
+        let out = f(&tx).map_err(|TxError(e)| match e {
+            ConflictableTransactionError::Abort(e) => {
+                ConflictableTransactionError::Abort(Stop::Refused(e))
+            }
+            ConflictableTransactionError::Conflict => ConflictableTransactionError::Conflict,
+            ConflictableTransactionError::Storage(e) => ConflictableTransactionError::Storage(e),
+        })?;
+        let writes = tx.redo.take();
+        if redo::encoded_len(&writes) > max_payload {
+            return Err(ConflictableTransactionError::Abort(Stop::Refused(
+                too_large(),
+            )));
+        }
+        Err::<(), _>(ConflictableTransactionError::Abort(Stop::Done(out, writes)))
+    });
+    match result {
+        Err(TransactionError::Abort(Stop::Done(out, writes))) => Ok((out, writes)),
+        Err(TransactionError::Abort(Stop::Refused(e))) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(storage("running a transaction")(e)),
+        Ok(()) => Err(Error::Storage(StorageError::new(
+            "running a transaction",
+            "the computing transaction committed",
+        ))),
+    }
+}
+
+fn too_large() -> Error {
+    Error::Storage(StorageError::new(
+        "committing a transaction",
+        "the transaction is larger than a write-ahead log segment",
+    ))
+}
+
+fn write_all(
+    trees: &[TransactionalTree],
+    writes: &[Redo],
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    for w in writes {
+        let tree = &trees[w.tree.index()];
+        match &w.value {
+            Some(v) => tree.insert(w.key.as_slice(), v.as_slice())?,
+            None => tree.remove(w.key.as_slice())?,
+        };
+    }
+    Ok(())
+}
+
+/// Applies durable records to sled in one transaction, with the last one's
+/// sequence number (called by the group commit's leader).
+fn apply_records(engine: &Engine, records: &[PendingRecord]) -> std::io::Result<()> {
+    let Some(last) = records.last() else {
+        return Ok(());
+    };
+    engine.trees[..]
+        .transaction(|trees| {
+            for record in records {
+                write_all(trees, &record.redo)?;
+            }
+            trees[TreeId::Meta.index()].insert(meta::WAL_SEQ, last.seq.to_be_bytes().to_vec())?;
+            Ok::<_, ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| std::io::Error::other(format!("applying logged changes to sled: {e:?}")))
 }
 
 /// Runs `f` as one sled transaction over every tree and returns its output
@@ -84,12 +187,7 @@ fn apply<T>(
             && !writes.is_empty()
         {
             if redo::encoded_len(&writes) > max_payload {
-                return Err(ConflictableTransactionError::Abort(Error::Storage(
-                    StorageError::new(
-                        "committing a transaction",
-                        "the transaction is larger than a write-ahead log segment",
-                    ),
-                )));
+                return Err(ConflictableTransactionError::Abort(too_large()));
             }
             trees[TreeId::Meta.index()].insert(meta::WAL_SEQ, seq.to_be_bytes().to_vec())?;
         }
@@ -122,20 +220,16 @@ pub(super) fn start_wal(
     dir: Box<dyn WalDir>,
     opts: WalOptions,
 ) -> Result<RecoveryReport, Error> {
-    let t0 = std::time::Instant::now();
-    let recovery = Recovery::read(dir, opts).map_err(io_error("reading the write-ahead log"))?;
     let applied = applied_seq(engine)?;
-    let t1 = t0.elapsed();
+    let recovery =
+        Recovery::read(dir, opts, applied).map_err(io_error("reading the write-ahead log"))?;
     let (records_read, records_replayed) = replay(engine, recovery.records(), applied)?;
-    let t2 = t0.elapsed();
     let seq = applied
         .max(recovery.last_seq())
         .max(recovery.checkpoint_seq());
     // Recovery ends with a checkpoint: the new generation starts from a
     // state that is on disk.
     sync(engine)?;
-    let t3 = t0.elapsed();
-    eprintln!("TIMING read {t1:?} replay {t2:?} sync {t3:?}");
     let wal = recovery
         .start(seq + 1)
         .map_err(io_error("starting the write-ahead log"))?;
@@ -201,7 +295,6 @@ pub(super) fn replay<'a>(
     if replayed == 0 {
         return Ok((read, 0));
     }
-    eprintln!("TIMING decoded {} keys", latest.len());
     let mut batches: Vec<sled::Batch> =
         TreeId::ALL.iter().map(|_| sled::Batch::default()).collect();
     for ((tree, key), value) in latest {
@@ -212,12 +305,10 @@ pub(super) fn replay<'a>(
     }
     batches[TreeId::Meta.index()].insert(meta::WAL_SEQ, last.to_be_bytes().to_vec());
     for (id, batch) in TreeId::ALL.iter().zip(batches).rev() {
-        let t = std::time::Instant::now();
         engine
             .tree(*id)
             .apply_batch(batch)
             .map_err(storage("replaying the write-ahead log"))?;
-        eprintln!("TIMING batch {:?} {:?}", id, t.elapsed());
     }
     Ok((read, replayed))
 }

@@ -154,7 +154,6 @@ impl Engine {
         wal_dir: impl FnOnce(&Path) -> std::io::Result<Box<dyn wal::WalDir>>,
     ) -> Result<Self, Error> {
         meta::check_directory(path)?;
-        let _t = std::time::Instant::now();
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(opts.cache_capacity)
@@ -164,7 +163,6 @@ impl Engine {
         // The meta checks read only what store creation wrote, and creation
         // is made durable by the checkpoint that starts the log; a new store
         // is initialised before its log exists.
-        eprintln!("TIMING sled open {:?}", _t.elapsed());
         let mut engine = Self::from_db(db, Some(path.to_path_buf()), opts)?;
         let dir = wal_dir(path)
             .map_err(|e| Error::Storage(StorageError::new("opening the write-ahead log", e)))?;

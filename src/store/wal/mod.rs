@@ -7,15 +7,31 @@
 //!   synced once when created), each holding one *segment* of the log at a
 //!   time behind a segment header (epoch, segment number). Records are written
 //!   in place over old bytes, so a commit's `fdatasync` moves no file metadata.
-//! - **One writer section** ([`Wal::writer`]): the caller applies its sled
-//!   transaction and appends the record under the same lock, so the log order
-//!   is the apply order.
+//! - **One writer section** ([`Wal::writer`]): the caller computes its change
+//!   (its transaction runs over sled plus the changes already logged but not
+//!   yet applied, [`WriterGuard::pending`]) and appends the record under the
+//!   same lock, so the log order is the order in which changes build on each
+//!   other and are applied.
 //! - **Group commit** ([`Wal::wait_durable`]): a committer waits until its
-//!   record is synced. The first waiter becomes the leader: it takes the list
-//!   of files written since the last sync (briefly under the writer lock),
-//!   releases every lock, `fdatasync`s them, publishes the highest record
-//!   covered as `synced_seq` and wakes the others. Writers keep appending
-//!   meanwhile and are covered by the next leader.
+//!   record is synced *and applied to sled*. The first waiter becomes the
+//!   leader: it takes the list of files written since the last sync (briefly
+//!   under the writer lock), `fdatasync`s them holding no lock (writers keep
+//!   appending meanwhile), then applies the records of its group that are
+//!   still pending in one sled transaction (under the writer lock), publishes
+//!   the highest
+//!   record covered as `done_seq` and wakes the others; the appends made
+//!   during its sync are covered by the next leader. A writer that finds
+//!   nothing pending and no other writer queued (no concurrency) commits its
+//!   own sled transaction in the writer section before appending, and only
+//!   waits for the sync. Either
+//!   way sled receives the changes in log order, atomically per transaction
+//!   and with the last sequence number applied: after a crash it may hold a
+//!   change whose record the log lost (applied, never acknowledged, which
+//!   recovery keeps), never part of one. sled 0.34.7 writes its log buffer
+//!   synchronously twice per transaction commit, so one commit per group is
+//!   what makes concurrent writers scale. (Without syncing,
+//!   [`WalOptions::sync`] `false`, every change is applied in the writer
+//!   section and then appended.)
 //! - **Checkpoints** ([`Wal::begin_checkpoint`] / [`Wal::finish_checkpoint`]):
 //!   the caller notes the last applied sequence number and the log position,
 //!   makes sled durable, then this module records both in the `checkpoint`
@@ -40,10 +56,11 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io as stdio;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::tx::Redo;
 use format::{Checkpoint, REC_OVERHEAD, SEG_HEADER_LEN, SegmentHeader};
 pub(crate) use io::{FsDir, WalDir, WalFile};
 
@@ -123,7 +140,9 @@ pub(crate) struct Recovery {
 
 impl Recovery {
     /// Reads the checkpoint and every valid record after it. Writes nothing.
-    pub fn read(dir: Box<dyn WalDir>, opts: WalOptions) -> stdio::Result<Self> {
+    /// Records up to `applied` (sled holds their changes) are stepped over
+    /// without checking their checksums: only the chain matters for them.
+    pub fn read(dir: Box<dyn WalDir>, opts: WalOptions, applied: u64) -> stdio::Result<Self> {
         let checkpoint = match dir.read_checkpoint()? {
             Some(bytes) => Checkpoint::decode(&bytes)
                 .ok_or_else(|| corrupt("the write-ahead log's checkpoint file is corrupt"))?,
@@ -172,9 +191,14 @@ impl Recovery {
             segments.push(read_all(i)?);
             loop {
                 let cur = segments.len() - 1;
-                while let Some(found) =
-                    format::parse_record(&segments[cur], at, checkpoint.epoch, seq)
-                {
+                let parse = |at, seq| {
+                    if seq <= applied {
+                        format::step_over_record(&segments[cur], at, checkpoint.epoch, seq)
+                    } else {
+                        format::parse_record(&segments[cur], at, checkpoint.epoch, seq)
+                    }
+                };
+                while let Some(found) = parse(at, seq) {
                     records.push((seq, cur, found.payload));
                     at = found.next;
                     seq += 1;
@@ -185,7 +209,8 @@ impl Recovery {
                     break;
                 };
                 let bytes = read_all(next)?;
-                if format::parse_record(&bytes, SEG_HEADER_LEN, checkpoint.epoch, seq).is_none() {
+                if format::step_over_record(&bytes, SEG_HEADER_LEN, checkpoint.epoch, seq).is_none()
+                {
                     break;
                 }
                 segments.push(bytes);
@@ -270,6 +295,9 @@ impl Recovery {
             epoch,
             next_seq,
             appended_seq: next_seq - 1,
+            applied_seq: next_seq - 1,
+            applied_pos: (segment, SEG_HEADER_LEN as u64),
+            pending: Vec::new(),
             segment,
             offset: SEG_HEADER_LEN as u64,
             current: None,
@@ -288,13 +316,14 @@ impl Recovery {
             failed: AtomicBool::new(false),
             writer: Mutex::new(writer),
             group: Mutex::new(Group {
-                synced_seq: next_seq - 1,
+                done_seq: next_seq - 1,
                 leader: false,
             }),
             synced: Condvar::new(),
             checkpointing: Mutex::new(()),
             spare: Mutex::new(()),
             syncs: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
         })
     }
 }
@@ -317,6 +346,8 @@ pub(crate) struct Wal {
     checkpointing: Mutex<()>,
     spare: Mutex<()>,
     syncs: AtomicU64,
+    /// Writers waiting to enter the writer section.
+    queued: AtomicUsize,
 }
 
 struct Writer {
@@ -325,6 +356,12 @@ struct Writer {
     next_seq: u64,
     /// The last record written to a slot (not necessarily synced).
     appended_seq: u64,
+    /// The last record whose change sled holds, and where the next record
+    /// after it starts: what a checkpoint records.
+    applied_seq: u64,
+    applied_pos: (u64, u64),
+    /// Records appended but not yet applied to sled (syncing mode only).
+    pending: Vec<PendingRecord>,
     /// The segment being written and the offset of the next record in it.
     segment: u64,
     offset: u64,
@@ -340,9 +377,17 @@ struct Writer {
     buf: Vec<u8>,
 }
 
+/// A record appended but not yet applied to sled.
+pub(crate) struct PendingRecord {
+    pub seq: u64,
+    pub redo: Vec<Redo>,
+    /// Where the record ends: (segment, offset).
+    end: (u64, u64),
+}
+
 struct Group {
-    /// Every record up to this one is durable.
-    synced_seq: u64,
+    /// Every record up to this one is durable and applied to sled.
+    done_seq: u64,
     /// A leader is syncing right now.
     leader: bool,
 }
@@ -376,7 +421,9 @@ pub(crate) struct WalStats {
 impl Wal {
     /// Enters the writer section; fails when the log failed earlier.
     pub fn writer(&self) -> stdio::Result<WriterGuard<'_>> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
         let w = lock(&self.writer);
+        self.queued.fetch_sub(1, Ordering::Relaxed);
         self.check_failed()?;
         Ok(WriterGuard { wal: self, w })
     }
@@ -390,15 +437,24 @@ impl Wal {
         Ok(())
     }
 
-    /// Returns once record `seq` is durable, syncing as the group's leader
-    /// when no one else is. Returns at once when syncing is off.
-    pub fn wait_durable(&self, seq: u64) -> stdio::Result<()> {
-        if !self.sync_enabled.load(Ordering::Relaxed) {
-            return Ok(());
-        }
+    /// `false` when records are appended without waiting for a sync (each
+    /// change is then applied to sled before its record is appended).
+    pub fn syncing(&self) -> bool {
+        self.sync_enabled.load(Ordering::Relaxed)
+    }
+
+    /// Returns once record `seq` is durable and applied to sled, as the
+    /// group's leader when no one else is: the leader syncs, then hands
+    /// every record it made durable, in order, to `apply` (under the writer
+    /// lock), which must apply them to sled atomically.
+    pub fn wait_durable(
+        &self,
+        seq: u64,
+        apply: impl Fn(&[PendingRecord]) -> stdio::Result<()>,
+    ) -> stdio::Result<()> {
         let mut g = lock(&self.group);
         loop {
-            if g.synced_seq >= seq {
+            if g.done_seq >= seq {
                 return Ok(());
             }
             self.check_failed()?;
@@ -412,20 +468,46 @@ impl Wal {
                 let mut w = lock(&self.writer);
                 (w.appended_seq, std::mem::take(&mut w.dirty))
             };
-            let result = files.iter().try_for_each(|s| s.file.sync());
+            // Sync first, holding no lock, so that more writers append
+            // meanwhile, then apply the group.
+            let result = files
+                .iter()
+                .try_for_each(|s| s.file.sync())
+                .and_then(|()| self.apply_group(target, &apply));
             self.syncs.fetch_add(1, Ordering::Relaxed);
             g = lock(&self.group);
             g.leader = false;
             match result {
-                Ok(()) => g.synced_seq = g.synced_seq.max(target),
+                Ok(()) => g.done_seq = g.done_seq.max(target),
                 // After a failed fsync the kernel may have dropped the dirty
                 // pages: nothing written since the last good sync can be
-                // trusted, so stop acknowledging anything.
+                // trusted, so stop acknowledging anything. (A failed apply
+                // leaves durable records out of sled: reopening replays them.)
                 Err(_) => self.failed.store(true, Ordering::Release),
             }
             self.synced.notify_all();
             result?;
         }
+    }
+
+    /// Applies the pending records up to `target`.
+    fn apply_group(
+        &self,
+        target: u64,
+        apply: &impl Fn(&[PendingRecord]) -> stdio::Result<()>,
+    ) -> stdio::Result<()> {
+        let mut w = lock(&self.writer);
+        let n = w.pending.iter().take_while(|p| p.seq <= target).count();
+        if n == 0 {
+            return Ok(());
+        }
+        apply(&w.pending[..n])?;
+        let last = w.pending.drain(..n).next_back();
+        if let Some(last) = last {
+            w.applied_seq = last.seq;
+            w.applied_pos = last.end;
+        }
+        Ok(())
     }
 
     /// `true` when the size or time threshold for a checkpoint is reached.
@@ -453,9 +535,9 @@ impl Wal {
         let mut w = lock(&self.writer);
         let checkpoint = Checkpoint {
             epoch: w.epoch,
-            seq: w.next_seq - 1,
-            segment: w.segment,
-            offset: w.offset,
+            seq: w.applied_seq,
+            segment: w.applied_pos.0,
+            offset: w.applied_pos.1,
         };
         w.since_checkpoint = 0;
         w.last_checkpoint = Instant::now();
@@ -556,15 +638,37 @@ impl WriterGuard<'_> {
         self.wal.opts.max_payload()
     }
 
-    /// Appends the record of the change just applied, which gets
-    /// [`WriterGuard::next_seq`]; the number is used up even when writing
-    /// fails (the change is in sled), and a failure stops the log.
-    pub fn append(&mut self, payload: &[u8]) -> stdio::Result<u64> {
+    /// Records appended but not yet applied to sled, oldest first: a new
+    /// change must be computed over sled *and* these.
+    pub fn pending(&self) -> &[PendingRecord] {
+        &self.w.pending
+    }
+
+    /// `true` when other writers wait to enter the section (a hint).
+    pub fn others_queued(&self) -> bool {
+        self.wal.queued.load(Ordering::Relaxed) > 0
+    }
+
+    /// Appends the record of a change and gets [`WriterGuard::next_seq`].
+    /// With `applied`, the caller has applied the change to sled already
+    /// (allowed only when nothing is pending); else `redo` waits in
+    /// [`WriterGuard::pending`] until a group leader has synced and applied
+    /// it. The number is used up even when writing fails, and a failure
+    /// stops the log.
+    pub fn append(&mut self, payload: &[u8], redo: Vec<Redo>, applied: bool) -> stdio::Result<u64> {
         let seq = self.w.next_seq;
         self.w.next_seq += 1;
         match self.write(seq, payload) {
             Ok(()) => {
-                self.w.appended_seq = seq;
+                let w = &mut *self.w;
+                w.appended_seq = seq;
+                let end = (w.segment, w.offset);
+                if applied {
+                    w.applied_seq = seq;
+                    w.applied_pos = end;
+                } else {
+                    w.pending.push(PendingRecord { seq, redo, end });
+                }
                 Ok(seq)
             }
             Err(e) => {
