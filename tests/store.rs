@@ -911,6 +911,8 @@ fn event_log_reads_bounded_from_a_sequence_and_trims() {
     assert!(all.iter().all(|e| e.box_id == Some(c.box_id)));
     let tail = store.events(all[3].seq, 2).unwrap();
     assert_eq!(tail, all[3..5].to_vec());
+    assert_eq!(store.last_events(2).unwrap(), all[4..].to_vec());
+    assert_eq!(store.last_events(100).unwrap(), all);
     assert_eq!(store.trim_events(all[2].seq).unwrap(), 2);
     assert_eq!(store.events(0, 100).unwrap(), all[2..].to_vec());
     // events never carry a secret

@@ -128,6 +128,17 @@ impl Store {
             .collect()
     }
 
+    /// The newest `limit` (at most [`MAX_EVENTS_PER_READ`]) event-log
+    /// entries, oldest first.
+    pub fn last_events(&self, limit: usize) -> Result<Vec<Event>, Error> {
+        let rows = self
+            .engine()
+            .scan_tail(TreeId::Events, limit.min(MAX_EVENTS_PER_READ))?;
+        rows.iter()
+            .map(|(k, v)| encoding::decode(TreeId::Events, k, v))
+            .collect()
+    }
+
     /// Removes event-log entries with a sequence number below `before`;
     /// returns how many were removed.
     pub fn trim_events(&self, before: u64) -> Result<usize, Error> {

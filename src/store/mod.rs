@@ -234,6 +234,20 @@ impl Engine {
         Ok(out)
     }
 
+    /// The last `limit` records of a tree, in key order.
+    pub fn scan_tail(
+        &self,
+        id: TreeId,
+        limit: usize,
+    ) -> Result<Vec<(sled::IVec, sled::IVec)>, Error> {
+        let mut out = Vec::new();
+        for item in self.tree(id).iter().rev().take(limit) {
+            out.push(item.map_err(storage("scanning"))?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// Runs `f` as one transaction over every tree, then makes the change
     /// durable before returning. `f` may run more than once: it must do no I/O,
     /// no hashing, and nothing with side effects outside the [`Tx`].

@@ -109,10 +109,10 @@ pub enum ResetCommand {
 
 #[derive(Args, Debug)]
 pub struct LogArgs {
-    /// First sequence number to show.
-    #[arg(long, default_value_t = 0)]
-    from: u64,
-    /// Most entries to show (the newest `limit` when --from is not given).
+    /// First sequence number to show (default: show the newest entries).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Most entries to show (at most 10,000).
     #[arg(long, default_value_t = 50)]
     limit: usize,
 }
@@ -323,13 +323,11 @@ pub fn check(g: &Global) -> CliResult {
 
 pub fn log(g: &Global, a: LogArgs) -> CliResult {
     let store = g.open()?;
-    let events = store.events(a.from, usize::MAX)?;
-    let skip = if a.from == 0 {
-        events.len().saturating_sub(a.limit)
-    } else {
-        0
+    let events = match a.from {
+        Some(from) => store.events(from, a.limit)?,
+        None => store.last_events(a.limit)?,
     };
-    for e in events.iter().skip(skip).take(a.limit) {
+    for e in &events {
         let who = match (e.box_id, e.user_code) {
             (Some(b), _) => format!("box_id={b}"),
             (None, Some(u)) => format!("user_code={u}"),
@@ -343,7 +341,7 @@ pub fn log(g: &Global, a: LogArgs) -> CliResult {
 pub fn stats(g: &Global) -> CliResult {
     let store = g.open()?;
     let r = store.check_integrity()?;
-    let last = store.events(0, usize::MAX)?.last().map(|e| (e.seq, e.at));
+    let last = store.last_events(1)?.pop().map(|e| (e.seq, e.at));
     println!("customers: {}", r.customers);
     println!("apps: {}", r.apps);
     println!("events: {}", r.events);
