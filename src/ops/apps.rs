@@ -176,13 +176,13 @@ impl Store {
             .collect()
     }
 
-    fn app_record(&self, user_code: UserCode) -> Result<AppRecord, Error> {
+    pub(crate) fn app_record(&self, user_code: UserCode) -> Result<AppRecord, Error> {
         self.engine()
             .get_record(TreeId::Apps, &user_code.to_be_bytes())?
             .ok_or(Error::NotFound(Entity::App))
     }
 
-    fn unseal_app_key(&self, rec: &AppRecord) -> Result<AppKey, Error> {
+    pub(crate) fn unseal_app_key(&self, rec: &AppRecord) -> Result<AppKey, Error> {
         seal::unseal(
             &self.keys().app_seal,
             seal::Owner::App(rec.user_code),

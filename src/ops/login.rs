@@ -37,7 +37,7 @@ impl Store {
         let lockout = self.config().lockout;
 
         if !v.matched {
-            let locked = self.engine().transact(|tx| {
+            self.engine().transact(|tx| {
                 let mut r = load(tx, box_id)?;
                 // An expired lock starts a fresh count.
                 if r.locked_until.is_some_and(|u| u <= now) {
@@ -58,9 +58,8 @@ impl Store {
                     EventKind::LoginFailed
                 };
                 tx.append_event(now, kind, EventOutcome::Refused, Some(box_id), None)?;
-                Ok(locks)
+                Ok(())
             })?;
-            let _ = locked;
             return Err(Error::InvalidCredentials(Credential::Password));
         }
 

@@ -85,14 +85,15 @@ impl Store {
     pub fn change_password_signed(&self, req: &SignedPasswordChange) -> Result<Customer, Error> {
         let refused_app = Error::InvalidCredentials(Credential::App);
         let user_code = parse_user_code(&req.user_name).ok_or(refused_app)?;
-        let app = self.app(user_code).map_err(|e| match e {
+        // One read of the app: its enabled flag and its sealed key.
+        let app = self.app_record(user_code).map_err(|e| match e {
             Error::NotFound(Entity::App) => Error::InvalidCredentials(Credential::App),
             e => e,
         })?;
         if !app.enabled {
             return Err(Error::InvalidCredentials(Credential::App));
         }
-        let app_key = self.app_key(user_code)?;
+        let app_key = self.unseal_app_key(&app)?;
 
         if req.salt < MIN_SALT {
             return Err(InputError::ShortSalt.into());
