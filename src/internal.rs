@@ -111,6 +111,43 @@ pub fn wcf_date(data: &[u8]) {
     }
 }
 
+/// The password-change transaction with a hash made beforehand (the
+/// durability bench: SQLite's peer transaction hashes nothing either).
+/// Returns the new credential version.
+pub fn change_password_prehashed(
+    store: &crate::Store,
+    box_id: crate::BoxId,
+    hash: &PrehashedPassword,
+    expected_version: u64,
+) -> Result<u64, crate::Error> {
+    store
+        .rotate(
+            box_id,
+            expected_version,
+            &hash.0,
+            crate::model::EventKind::PasswordChanged,
+        )
+        .map(|r| r.credential_version)
+}
+
+/// A password hashed with the store's parameters, for
+/// [`change_password_prehashed`].
+pub struct PrehashedPassword(String);
+
+impl std::fmt::Debug for PrehashedPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrehashedPassword(..)")
+    }
+}
+
+/// Checks `password` against the store's policy and hashes it.
+pub fn prehash_password(
+    store: &crate::Store,
+    password: &crate::Password,
+) -> Result<PrehashedPassword, crate::Error> {
+    store.hash_new_password(password).map(PrehashedPassword)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

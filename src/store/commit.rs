@@ -1,38 +1,36 @@
 //! The one commit function, and the engine's side of the write-ahead log:
 //! replay at open and checkpoints.
 //!
-//! A commit ([`run`]) enters the WAL's writer section. When no record is
-//! pending (logged but not yet applied) and no other writer is queued, it
-//! runs its sled transaction, which
-//! also stores the record's sequence number in the meta tree, and appends the
-//! record. Otherwise its closure runs in a sled transaction over sled's state
-//! plus the pending records, and that transaction is *aborted*: it only
-//! computes the redo set (and the closure's result or refusal); the record
-//! joins the pending ones, and the group's leader applies them all in one
-//! sled transaction after syncing. Either way the call returns once its
-//! record is synced and applied. With syncing off (`PeriodicFlushLosesRecentChanges`) the transaction
-//! commits in the writer section and the record follows. Stores without a
-//! directory (temporary ones) have no WAL: nothing of them outlives the
-//! process anyway.
+//! A commit ([`run`]) enters the WAL's writer section, runs its closure over
+//! sled plus the records logged but not yet applied (the overlay), appends
+//! its redo set as a record and returns once the record is synced (group
+//! commit). sled gets the change later: when enough records wait, the
+//! committer that notices applies the durable ones in one sled transaction
+//! ([`settle`]); scans, the integrity check and checkpoints settle first.
+//! Commits are serialised by the writer section, so a closure runs exactly
+//! once and needs no conflict retries. Stores without a directory
+//! (temporary ones) have no WAL: nothing of them outlives the process, and
+//! each commit is one sled transaction under the engine's lock.
 //!
-//! Why the sequence number in sled: sled flushes on its own (every 500 ms), so
-//! after a crash its files may hold changes *newer* than the WAL's end (applied,
-//! never acknowledged). Replaying older records over such a state could mix
+//! Why the sequence number in sled: sled flushes on its own (every 500 ms).
+//! Without syncing (`PeriodicFlushLosesRecentChanges`) a record counts as
+//! durable once written, so sled may flush a change whose log bytes a power
+//! loss then takes: after a crash sled's files may hold changes *newer* than
+//! the WAL's end. Replaying older records over such a state could mix
 //! old and new values. Recovery therefore replays only records after the
 //! number sled holds; sled's recovered state is a prefix of its transactions,
 //! and replaying whole-value redo sets in order over any prefix between the
 //! checkpoint and the WAL's end gives the WAL's end state.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::tx::{Redo, Tx, TxError};
-use super::wal::{self, PendingRecord, Recovery, WalDir, WalOptions, redo};
+use super::wal::{self, Recovery, WalDir, WalOptions, redo};
 use super::{Engine, TreeId, meta, storage};
 use crate::error::{Error, StorageError};
 
@@ -45,37 +43,38 @@ pub(super) fn run<T>(
     f: impl Fn(&Tx<'_>) -> Result<T, TxError>,
 ) -> Result<T, Error> {
     let Some(wal) = &engine.wal else {
-        return apply(engine, &f, None).map(|(out, _)| out);
+        return run_without_wal(engine, &f);
     };
+    let committing = wal.enter();
     let mut writer = wal
         .writer()
         .map_err(io_error("writing the write-ahead log"))?;
-    let seq = writer.next_seq();
-    let syncing = wal.syncing();
-    // With nothing pending, committing right away keeps sled in log order;
-    // it is the fast path when no other writer is around. Otherwise the
-    // change joins the pending group, applied with one sled commit.
-    let direct = !syncing || (writer.pending().is_empty() && !writer.others_queued());
-    let (out, redo) = if direct {
-        apply(engine, &f, Some((seq, writer.max_payload())))?
-    } else {
-        compute(engine, &f, writer.pending(), writer.max_payload())?
-    };
+    let tx = Tx::new(engine, Some(writer.overlay()), engine.fail_point.as_ref());
+    let out = f(&tx).map_err(|TxError(e)| e)?;
+    let redo = tx.redo.take();
     if redo.is_empty() {
         return Ok(out);
     }
+    if redo::encoded_len(&redo) > writer.max_payload() {
+        return Err(too_large());
+    }
     let mut payload = Vec::with_capacity(redo::encoded_len(&redo));
     redo::encode(&mut payload, &redo);
-    writer
-        .append(&payload, redo, direct)
+    let seq = writer
+        .append(&payload, redo)
         .map_err(io_error("writing the write-ahead log"))?;
     drop(writer);
-    if syncing {
-        wal.wait_durable(seq, |records| apply_records(engine, records))
+    wal.nudge_leader();
+    if wal.syncing() {
+        wal.wait_durable(seq)
             .map_err(io_error("syncing the write-ahead log"))?;
     }
+    drop(committing);
     // Housekeeping after the change is durable: the caller's result is
     // already safe, so a failure here is reported but changes nothing.
+    if wal.apply_due() {
+        settle(engine, false)?;
+    }
     if wal.checkpoint_due() {
         checkpoint(engine, false)?;
     }
@@ -84,51 +83,23 @@ pub(super) fn run<T>(
     Ok(out)
 }
 
-/// How the computing transaction ends: always by an abort, with the result.
-enum Stop<T> {
-    Done(T, Vec<Redo>),
-    Refused(Error),
-}
-
-/// Runs `f` in a sled transaction over every tree, after replaying the
-/// `pending` records into it, and returns its output and redo set; the
-/// transaction is aborted, so nothing reaches sled. `f` may run more than
-/// once (sled retries on conflicts).
-fn compute<T>(
+/// A store without a log (temporary): commits are serialised by the
+/// engine's lock and applied with one sled transaction each.
+fn run_without_wal<T>(
     engine: &Engine,
     f: &impl Fn(&Tx<'_>) -> Result<T, TxError>,
-    pending: &[PendingRecord],
-    max_payload: usize,
-) -> Result<(T, Vec<Redo>), Error> {
-    let result = engine.trees[..].transaction(|trees| {
-        for record in pending {
-            write_all(trees, &record.redo)?;
-        }
-        let tx = Tx::new(trees, engine.fail_point.as_ref());
-        let out = f(&tx).map_err(|TxError(e)| match e {
-            ConflictableTransactionError::Abort(e) => {
-                ConflictableTransactionError::Abort(Stop::Refused(e))
-            }
-            ConflictableTransactionError::Conflict => ConflictableTransactionError::Conflict,
-            ConflictableTransactionError::Storage(e) => ConflictableTransactionError::Storage(e),
-        })?;
-        let writes = tx.redo.take();
-        if redo::encoded_len(&writes) > max_payload {
-            return Err(ConflictableTransactionError::Abort(Stop::Refused(
-                too_large(),
-            )));
-        }
-        Err::<(), _>(ConflictableTransactionError::Abort(Stop::Done(out, writes)))
-    });
-    match result {
-        Err(TransactionError::Abort(Stop::Done(out, writes))) => Ok((out, writes)),
-        Err(TransactionError::Abort(Stop::Refused(e))) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(storage("running a transaction")(e)),
-        Ok(()) => Err(Error::Storage(StorageError::new(
-            "running a transaction",
-            "the computing transaction committed",
-        ))),
+) -> Result<T, Error> {
+    let _one = engine
+        .unlogged_writer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tx = Tx::new(engine, None, engine.fail_point.as_ref());
+    let out = f(&tx).map_err(|TxError(e)| e)?;
+    let redo = tx.redo.take();
+    if !redo.is_empty() {
+        apply_to_sled(engine, &[&redo], None).map_err(storage("committing a transaction"))?;
     }
+    Ok(out)
 }
 
 fn too_large() -> Error {
@@ -138,67 +109,60 @@ fn too_large() -> Error {
     ))
 }
 
-fn write_all(
-    trees: &[TransactionalTree],
-    writes: &[Redo],
-) -> Result<(), sled::transaction::UnabortableTransactionError> {
-    for w in writes {
-        let tree = &trees[w.tree.index()];
-        match &w.value {
-            Some(v) => tree.insert(w.key.as_slice(), v.as_slice())?,
-            None => tree.remove(w.key.as_slice())?,
-        };
-    }
-    Ok(())
-}
-
-/// Applies durable records to sled in one transaction, with the last one's
-/// sequence number (called by the group commit's leader).
-fn apply_records(engine: &Engine, records: &[PendingRecord]) -> std::io::Result<()> {
-    let Some(last) = records.last() else {
-        return Ok(());
-    };
-    engine.trees[..]
-        .transaction(|trees| {
-            for record in records {
-                write_all(trees, &record.redo)?;
-            }
-            trees[TreeId::Meta.index()].insert(meta::WAL_SEQ, last.seq.to_be_bytes().to_vec())?;
-            Ok::<_, ConflictableTransactionError<()>>(())
-        })
-        .map_err(|e| std::io::Error::other(format!("applying logged changes to sled: {e:?}")))
-}
-
-/// Runs `f` as one sled transaction over every tree and returns its output
-/// and the redo set of the attempt that committed. With `wal_seq` = (seq,
-/// largest payload), a transaction that writes also stores `seq` as the
-/// applied sequence number, and one too large for the log aborts.
-fn apply<T>(
+/// Applies redo sets to sled in one sled transaction, in order, with
+/// `wal_seq` as the applied sequence number.
+fn apply_to_sled(
     engine: &Engine,
-    f: &impl Fn(&Tx<'_>) -> Result<T, TxError>,
-    wal_seq: Option<(u64, usize)>,
-) -> Result<(T, Vec<Redo>), Error> {
-    let redo: RefCell<Vec<Redo>> = RefCell::new(Vec::new());
+    sets: &[&[Redo]],
+    wal_seq: Option<u64>,
+) -> Result<(), sled::Error> {
     let result = engine.trees[..].transaction(|trees| {
-        let tx = Tx::new(trees, engine.fail_point.as_ref());
-        let out = f(&tx).map_err(|TxError(e)| e)?;
-        let writes = tx.redo.take();
-        if let Some((seq, max_payload)) = wal_seq
-            && !writes.is_empty()
-        {
-            if redo::encoded_len(&writes) > max_payload {
-                return Err(ConflictableTransactionError::Abort(too_large()));
+        for writes in sets {
+            for w in *writes {
+                let tree = &trees[w.tree.index()];
+                match &w.value {
+                    Some(v) => tree.insert(w.key.as_slice(), v.as_slice())?,
+                    None => tree.remove(w.key.as_slice())?,
+                };
             }
+        }
+        if let Some(seq) = wal_seq {
             trees[TreeId::Meta.index()].insert(meta::WAL_SEQ, seq.to_be_bytes().to_vec())?;
         }
-        // Keep only the redo set of the attempt that commits.
-        *redo.borrow_mut() = writes;
-        Ok::<_, ConflictableTransactionError<Error>>(out)
+        Ok::<_, ConflictableTransactionError<()>>(())
     });
     match result {
-        Ok(out) => Ok((out, redo.into_inner())),
-        Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(storage("committing a transaction")(e)),
+        Ok(()) => Ok(()),
+        Err(TransactionError::Storage(e)) => Err(e),
+        // The closure never aborts.
+        Err(TransactionError::Abort(())) => Ok(()),
+    }
+}
+
+/// The most records one sled transaction applies.
+const APPLY_BATCH: usize = 4096;
+
+/// Applies the durable records not yet in sled, oldest first, in sled
+/// transactions of up to [`APPLY_BATCH`] records, each also storing the last
+/// one's sequence number. sled thus only ever holds durable changes, whole
+/// records at a time and in log order. With `wait == false`, returns at once
+/// when another thread is applying.
+pub(super) fn settle(engine: &Engine, wait: bool) -> Result<(), Error> {
+    let Some(wal) = &engine.wal else {
+        return Ok(());
+    };
+    let Some(guard) = wal.begin_apply(wait) else {
+        return Ok(());
+    };
+    loop {
+        let records = wal.applicable(&guard, APPLY_BATCH);
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        let sets: Vec<&[Redo]> = records.iter().map(|r| r.redo.as_slice()).collect();
+        apply_to_sled(engine, &sets, Some(last.seq))
+            .map_err(storage("applying logged changes to sled"))?;
+        wal.applied(&guard, &records);
     }
 }
 
@@ -320,6 +284,7 @@ pub(super) fn checkpoint(engine: &Engine, wait: bool) -> Result<(), Error> {
     let Some(wal) = &engine.wal else {
         return sync(engine);
     };
+    settle(engine, wait)?;
     let Some(ticket) = wal.begin_checkpoint(wait) else {
         return Ok(());
     };

@@ -6,6 +6,7 @@ mod commit;
 pub(crate) mod encoding;
 mod integrity;
 mod meta;
+mod overlay;
 pub(crate) mod records;
 mod tx;
 pub(crate) mod wal;
@@ -102,6 +103,9 @@ pub enum Durability {
     PeriodicFlushLosesRecentChanges,
 }
 
+/// Events removed per transaction by [`Engine::trim_events`].
+const TRIM_BATCH: usize = 256;
+
 pub(crate) fn storage(context: &'static str) -> impl FnOnce(sled::Error) -> Error {
     move |e| Error::Storage(StorageError::new(context, e))
 }
@@ -115,6 +119,8 @@ pub(crate) struct Engine {
     fail_point: Option<crate::ops::FailPoint>,
     /// `None` for temporary stores, and while a new store is initialised.
     wal: Option<wal::Wal>,
+    /// Serialises the commits of a store without a log.
+    unlogged_writer: std::sync::Mutex<()>,
     recovery: commit::RecoveryReport,
 }
 
@@ -193,6 +199,7 @@ impl Engine {
             durability: opts.durability,
             fail_point: opts.fail_point,
             wal: None,
+            unlogged_writer: std::sync::Mutex::new(()),
             recovery: commit::RecoveryReport::default(),
         };
         meta::check_or_init(&engine, &opts.fingerprint, opts.first_box_id)?;
@@ -203,9 +210,28 @@ impl Engine {
         &self.trees[id.index()]
     }
 
-    /// A point read outside any transaction.
+    /// A point read outside any transaction: the newest durable value.
     pub fn get(&self, id: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
+        if let Some(wal) = &self.wal
+            && let overlay::Found::Logged(v) = wal.overlay().get_durable(id, key)
+        {
+            return Ok(v);
+        }
         self.tree(id).get(key).map_err(storage("reading"))
+    }
+
+    /// Applies every durable change still held in memory to sled, so that
+    /// sled's own iterators see it (scans, the integrity check).
+    pub(crate) fn settle(&self) -> Result<(), Error> {
+        commit::settle(self, true)
+    }
+
+    /// [`Engine::settle`] when `id` has changes not yet in sled.
+    fn settle_tree(&self, id: TreeId) -> Result<(), Error> {
+        match &self.wal {
+            Some(wal) if !wal.overlay().is_clear(id) => self.settle(),
+            _ => Ok(()),
+        }
     }
 
     /// A point read, decoded.
@@ -227,6 +253,7 @@ impl Engine {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<(sled::IVec, sled::IVec)>, Error> {
+        self.settle_tree(id)?;
         let mut out = Vec::new();
         for item in self.tree(id).range(start..).take(limit) {
             out.push(item.map_err(storage("scanning"))?);
@@ -240,6 +267,7 @@ impl Engine {
         id: TreeId,
         limit: usize,
     ) -> Result<Vec<(sled::IVec, sled::IVec)>, Error> {
+        self.settle_tree(id)?;
         let mut out = Vec::new();
         for item in self.tree(id).iter().rev().take(limit) {
             out.push(item.map_err(storage("scanning"))?);
@@ -256,33 +284,33 @@ impl Engine {
         Ok(out)
     }
 
-    /// Removes events with a sequence number below `before`, in small batches.
+    /// Removes events with a sequence number below `before`, in small
+    /// transactions (each logged like any other change).
     pub fn trim_events(&self, before: u64) -> Result<usize, Error> {
-        let tree = self.tree(TreeId::Events);
         let mut removed = 0;
         loop {
-            let mut batch = sled::Batch::default();
-            let mut n = 0;
-            for item in tree.range(..before.to_be_bytes()).take(1024) {
-                let (k, _) = item.map_err(storage("scanning events"))?;
-                batch.remove(k);
-                n += 1;
+            let keys: Vec<sled::IVec> = self
+                .scan(TreeId::Events, &[], TRIM_BATCH)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .take_while(|k| k.as_ref() < before.to_be_bytes().as_slice())
+                .collect();
+            if keys.is_empty() {
+                return Ok(removed);
             }
-            if n == 0 {
-                break;
-            }
-            tree.apply_batch(batch)
-                .map_err(storage("trimming events"))?;
-            removed += n;
+            self.transact(|tx| {
+                for k in &keys {
+                    tx.remove(TreeId::Events, k)?;
+                }
+                Ok(())
+            })?;
+            removed += keys.len();
         }
-        // These deletes bypass the WAL: a checkpoint makes them durable and
-        // moves replay past every older record, which could re-insert them.
-        commit::checkpoint(self, true)?;
-        Ok(removed)
     }
 
     /// Checks that every index entry points at its record and every record is indexed.
     pub fn check_integrity(&self) -> Result<IntegrityReport, Error> {
+        self.settle()?;
         integrity::check(self)
     }
 

@@ -1,15 +1,20 @@
 //! The transaction handle the operations layer writes through.
 //!
-//! It wraps sled's transactional trees and records every write as a redo entry
-//! (tree, key, value or delete), which is what the write-ahead log persists.
+//! Commits are serialised by the write-ahead log's writer section, so a
+//! transaction needs no optimistic concurrency control: it reads its own
+//! writes first, then the changes logged but not yet applied to sled (the
+//! [`Overlay`]), then sled, and records every write as a redo entry (tree,
+//! key, value or delete), which is what the write-ahead log persists and what
+//! is later applied to sled.
 
 use std::cell::RefCell;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::IVec;
 
-use super::{TreeId, encoding};
+use super::overlay::{Found, Overlay};
+use super::{Engine, TreeId, encoding, storage};
 use crate::error::Error;
 use crate::model::{BoxId, Event, EventKind, EventOutcome, Timestamp, UserCode};
 
@@ -22,46 +27,60 @@ pub(crate) struct Redo {
     pub value: Option<Vec<u8>>,
 }
 
-/// Why a transaction closure stopped: an abort with a crate error, or sled's
-/// own conflict/storage signal (which must propagate untouched).
-pub(crate) struct TxError(pub(super) ConflictableTransactionError<Error>);
+/// Why a transaction closure stopped: the crate error it aborts with.
+pub(crate) struct TxError(pub(super) Error);
 
 impl From<Error> for TxError {
     fn from(e: Error) -> Self {
-        TxError(ConflictableTransactionError::Abort(e))
-    }
-}
-
-impl From<sled::transaction::UnabortableTransactionError> for TxError {
-    fn from(e: sled::transaction::UnabortableTransactionError) -> Self {
-        TxError(e.into())
+        TxError(e)
     }
 }
 
 pub(crate) struct Tx<'a> {
-    trees: &'a [TransactionalTree],
+    engine: &'a Engine,
+    overlay: Option<&'a Overlay>,
     pub(super) redo: RefCell<Vec<Redo>>,
     pub(super) fail_point: Option<&'a crate::ops::FailPoint>,
 }
 
 impl<'a> Tx<'a> {
+    /// A transaction over sled plus `overlay` (every logged version in it,
+    /// synced or not). Only inside the writer section.
     pub(super) fn new(
-        trees: &'a [TransactionalTree],
+        engine: &'a Engine,
+        overlay: Option<&'a Overlay>,
         fail_point: Option<&'a crate::ops::FailPoint>,
     ) -> Self {
         Self {
-            trees,
+            engine,
+            overlay,
             redo: RefCell::new(Vec::new()),
             fail_point,
         }
     }
 
-    fn t(&self, id: TreeId) -> &TransactionalTree {
-        &self.trees[id.index()]
-    }
-
-    pub fn get(&self, id: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, TxError> {
-        Ok(self.t(id).get(key)?)
+    pub fn get(&self, id: TreeId, key: &[u8]) -> Result<Option<IVec>, TxError> {
+        // Its own writes first, newest last (transactions write a handful
+        // of keys, so a backwards scan beats a map).
+        if let Some(w) = self
+            .redo
+            .borrow()
+            .iter()
+            .rev()
+            .find(|w| w.tree == id && w.key == key)
+        {
+            return Ok(w.value.as_deref().map(IVec::from));
+        }
+        if let Some(overlay) = self.overlay
+            && let Found::Logged(v) = overlay.get_latest(id, key)
+        {
+            return Ok(v);
+        }
+        Ok(self
+            .engine
+            .tree(id)
+            .get(key)
+            .map_err(storage("reading in a transaction"))?)
     }
 
     pub fn get_record<T: DeserializeOwned>(
@@ -76,7 +95,6 @@ impl<'a> Tx<'a> {
     }
 
     pub fn insert(&self, id: TreeId, key: &[u8], value: Vec<u8>) -> Result<(), TxError> {
-        self.t(id).insert(key, value.as_slice())?;
         self.redo.borrow_mut().push(Redo {
             tree: id,
             key: key.to_vec(),
@@ -95,7 +113,6 @@ impl<'a> Tx<'a> {
     }
 
     pub fn remove(&self, id: TreeId, key: &[u8]) -> Result<(), TxError> {
-        self.t(id).remove(key)?;
         self.redo.borrow_mut().push(Redo {
             tree: id,
             key: key.to_vec(),

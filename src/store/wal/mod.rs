@@ -8,30 +8,27 @@
 //!   time behind a segment header (epoch, segment number). Records are written
 //!   in place over old bytes, so a commit's `fdatasync` moves no file metadata.
 //! - **One writer section** ([`Wal::writer`]): the caller computes its change
-//!   (its transaction runs over sled plus the changes already logged but not
-//!   yet applied, [`WriterGuard::pending`]) and appends the record under the
-//!   same lock, so the log order is the order in which changes build on each
-//!   other and are applied.
+//!   (its transaction reads sled plus the changes logged but not yet applied
+//!   to sled, [`WriterGuard::overlay`]) and appends the record under the same
+//!   lock, so the log order is the order in which changes build on each
+//!   other. Appending copies the record into memory; nothing is written yet.
 //! - **Group commit** ([`Wal::wait_durable`]): a committer waits until its
-//!   record is synced *and applied to sled*. The first waiter becomes the
-//!   leader: it takes the list of files written since the last sync (briefly
-//!   under the writer lock), `fdatasync`s them holding no lock (writers keep
-//!   appending meanwhile), then applies the records of its group that are
-//!   still pending in one sled transaction (under the writer lock), publishes
-//!   the highest
-//!   record covered as `done_seq` and wakes the others; the appends made
-//!   during its sync are covered by the next leader. A writer that finds
-//!   nothing pending and no other writer queued (no concurrency) commits its
-//!   own sled transaction in the writer section before appending, and only
-//!   waits for the sync. Either
-//!   way sled receives the changes in log order, atomically per transaction
-//!   and with the last sequence number applied: after a crash it may hold a
-//!   change whose record the log lost (applied, never acknowledged, which
-//!   recovery keeps), never part of one. sled 0.34.7 writes its log buffer
-//!   synchronously twice per transaction commit, so one commit per group is
-//!   what makes concurrent writers scale. (Without syncing,
-//!   [`WalOptions::sync`] `false`, every change is applied in the writer
-//!   section and then appended.)
+//!   record is synced. The first waiter becomes the leader. It first lets
+//!   every thread that is committing append ([`Wal::gather`], at most
+//!   [`GATHER_LIMIT`]), then takes the records appended so far (briefly under
+//!   the writer lock), writes them with one `pwrite` per run and `fdatasync`s
+//!   the files holding no lock, publishes the highest record covered and
+//!   wakes the others; appends made during its sync are covered by the next
+//!   leader.
+//! - **Applying to sled** ([`Wal::applicable`] / [`Wal::applied`]): sled
+//!   receives durable records later, in batches: one sled transaction per
+//!   batch (sled 0.34.7 writes its log buffer synchronously at every
+//!   transaction commit, which is why a commit does not wait for one). Until
+//!   then the changes live in the [`Overlay`], where readers find them once
+//!   durable. sled thus holds only durable changes, whole records at a time,
+//!   in log order, with the last one's sequence number. (Without syncing,
+//!   [`WalOptions::sync`] `false`, each record is written at once and counts
+//!   as durable when appended.)
 //! - **Checkpoints** ([`Wal::begin_checkpoint`] / [`Wal::finish_checkpoint`]):
 //!   the caller notes the last applied sequence number and the log position,
 //!   makes sled durable, then this module records both in the `checkpoint`
@@ -60,6 +57,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::overlay::Overlay;
 use super::tx::Redo;
 use format::{Checkpoint, REC_OVERHEAD, SEG_HEADER_LEN, SegmentHeader};
 pub(crate) use io::{FsDir, WalDir, WalFile};
@@ -78,6 +76,16 @@ pub(crate) struct WalOptions {
     /// ([`super::Durability::PeriodicFlushLosesRecentChanges`]).
     pub sync: bool,
 }
+
+/// Log bytes waiting to be applied to sled before a committer applies them
+/// (one sled transaction per batch).
+const APPLY_BYTES: usize = 256 << 10;
+
+/// The longest a writer spins for the writer lock before it sleeps.
+const SPIN_LIMIT: Duration = Duration::from_micros(30);
+
+/// The longest a group commit's leader waits for writers about to append.
+const GATHER_LIMIT: Duration = Duration::from_micros(200);
 
 impl WalOptions {
     /// 16 MiB segments.
@@ -297,7 +305,7 @@ impl Recovery {
             appended_seq: next_seq - 1,
             applied_seq: next_seq - 1,
             applied_pos: (segment, SEG_HEADER_LEN as u64),
-            pending: Vec::new(),
+            pending: std::collections::VecDeque::new(),
             segment,
             offset: SEG_HEADER_LEN as u64,
             current: None,
@@ -305,8 +313,7 @@ impl Recovery {
             free,
             all_slots,
             dirty: Vec::new(),
-            since_checkpoint: 0,
-            last_checkpoint: Instant::now(),
+            unwritten: Vec::new(),
             buf: Vec::new(),
         };
         Ok(Wal {
@@ -321,9 +328,20 @@ impl Recovery {
             }),
             synced: Condvar::new(),
             checkpointing: Mutex::new(()),
+            applying: Mutex::new(()),
             spare: Mutex::new(()),
             syncs: AtomicU64::new(0),
-            queued: AtomicUsize::new(0),
+            since_checkpoint: AtomicU64::new(0),
+            last_checkpoint_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            spare_wanted: AtomicBool::new(false),
+            gathering: Mutex::new(()),
+            leader_gathering: AtomicBool::new(false),
+            gathered_cv: Condvar::new(),
+            in_commit: AtomicUsize::new(0),
+            appended: AtomicU64::new(next_seq - 1),
+            unapplied: AtomicUsize::new(0),
+            overlay: Overlay::new(next_seq - 1),
         })
     }
 }
@@ -344,10 +362,29 @@ pub(crate) struct Wal {
     group: Mutex<Group>,
     synced: Condvar,
     checkpointing: Mutex<()>,
+    /// One batch of records is applied to sled at a time.
+    applying: Mutex<()>,
     spare: Mutex<()>,
     syncs: AtomicU64,
-    /// Writers waiting to enter the writer section.
-    queued: AtomicUsize,
+    /// Log bytes written since the last checkpoint began, and when it began
+    /// (milliseconds after `started`).
+    since_checkpoint: AtomicU64,
+    last_checkpoint_ms: AtomicU64,
+    started: Instant,
+    /// No free slot is left for the next segment.
+    spare_wanted: AtomicBool,
+    /// A leader waits in [`Wal::gather`] (`true` while it does).
+    gathering: Mutex<()>,
+    leader_gathering: AtomicBool,
+    gathered_cv: Condvar,
+    /// Threads committing ([`Wal::enter`]).
+    in_commit: AtomicUsize,
+    /// The last record appended (a copy readable without the writer lock).
+    appended: AtomicU64,
+    /// Bytes of records appended but not yet applied to sled.
+    unapplied: AtomicUsize,
+    /// The changes of those records, for reads until sled holds them.
+    overlay: Overlay,
 }
 
 struct Writer {
@@ -360,8 +397,8 @@ struct Writer {
     /// after it starts: what a checkpoint records.
     applied_seq: u64,
     applied_pos: (u64, u64),
-    /// Records appended but not yet applied to sled (syncing mode only).
-    pending: Vec<PendingRecord>,
+    /// Records appended but not yet applied to sled, oldest first.
+    pending: std::collections::VecDeque<Arc<PendingRecord>>,
     /// The segment being written and the offset of the next record in it.
     segment: u64,
     offset: u64,
@@ -372,9 +409,17 @@ struct Writer {
     all_slots: BTreeSet<u32>,
     /// Slots written since the last leader took the list.
     dirty: Vec<Slot>,
-    since_checkpoint: u64,
-    last_checkpoint: Instant,
+    /// Records appended and not yet written (syncing mode: the next
+    /// group's leader writes them before it syncs).
+    unwritten: Vec<Chunk>,
     buf: Vec<u8>,
+}
+
+/// Consecutive records of one slot, not yet written.
+struct Chunk {
+    slot: Slot,
+    at: u64,
+    bytes: Vec<u8>,
 }
 
 /// A record appended but not yet applied to sled.
@@ -383,6 +428,8 @@ pub(crate) struct PendingRecord {
     pub redo: Vec<Redo>,
     /// Where the record ends: (segment, offset).
     end: (u64, u64),
+    /// Its size in the log.
+    len: usize,
 }
 
 struct Group {
@@ -392,7 +439,8 @@ struct Group {
     leader: bool,
 }
 
-/// The writer section: hold it across "apply to sled" and [`WriterGuard::append`].
+/// The writer section: hold it across computing a change and
+/// [`WriterGuard::append`]ing its record.
 pub(crate) struct WriterGuard<'a> {
     wal: &'a Wal,
     w: MutexGuard<'a, Writer>,
@@ -421,11 +469,38 @@ pub(crate) struct WalStats {
 impl Wal {
     /// Enters the writer section; fails when the log failed earlier.
     pub fn writer(&self) -> stdio::Result<WriterGuard<'_>> {
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        let w = lock(&self.writer);
-        self.queued.fetch_sub(1, Ordering::Relaxed);
+        let w = self.lock_writer();
         self.check_failed()?;
         Ok(WriterGuard { wal: self, w })
+    }
+
+    /// The writer lock, spinning briefly before sleeping: the section is
+    /// short, and the threads of a group all arrive at once after their
+    /// sync, so sleeping would hand the lock from thread to thread through a
+    /// wake-up each.
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            match self.writer.try_lock() {
+                Ok(g) => return g,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            spins += 1;
+            if spins.is_multiple_of(64) && start.elapsed() >= SPIN_LIMIT {
+                return lock(&self.writer);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Marks the calling thread as committing until the returned value is
+    /// dropped: from before it enters the writer section until its record
+    /// is durable. A group's leader waits for such threads to append.
+    pub fn enter(&self) -> Committing<'_> {
+        self.in_commit.fetch_add(1, Ordering::SeqCst);
+        Committing(self)
     }
 
     fn check_failed(&self) -> stdio::Result<()> {
@@ -443,15 +518,11 @@ impl Wal {
         self.sync_enabled.load(Ordering::Relaxed)
     }
 
-    /// Returns once record `seq` is durable and applied to sled, as the
-    /// group's leader when no one else is: the leader syncs, then hands
-    /// every record it made durable, in order, to `apply` (under the writer
-    /// lock), which must apply them to sled atomically.
-    pub fn wait_durable(
-        &self,
-        seq: u64,
-        apply: impl Fn(&[PendingRecord]) -> stdio::Result<()>,
-    ) -> stdio::Result<()> {
+    /// Returns once record `seq` is durable, as the group's leader when no
+    /// one else is: the leader syncs every file written since the last sync
+    /// (holding no lock, so that writers keep appending meanwhile), then
+    /// publishes the highest record it covered and wakes the others.
+    pub fn wait_durable(&self, seq: u64) -> stdio::Result<()> {
         let mut g = lock(&self.group);
         loop {
             if g.done_seq >= seq {
@@ -464,25 +535,31 @@ impl Wal {
             }
             g.leader = true;
             drop(g);
-            let (target, files) = {
+            self.gather();
+            let (target, files, chunks) = {
                 let mut w = lock(&self.writer);
-                (w.appended_seq, std::mem::take(&mut w.dirty))
+                (
+                    w.appended_seq,
+                    std::mem::take(&mut w.dirty),
+                    std::mem::take(&mut w.unwritten),
+                )
             };
-            // Sync first, holding no lock, so that more writers append
-            // meanwhile, then apply the group.
-            let result = files
+            // One write per run of records, then one sync per file.
+            let result = chunks
                 .iter()
-                .try_for_each(|s| s.file.sync())
-                .and_then(|()| self.apply_group(target, &apply));
+                .try_for_each(|c| c.slot.file.write_at(&c.bytes, c.at))
+                .and_then(|()| files.iter().try_for_each(|s| s.file.sync()));
             self.syncs.fetch_add(1, Ordering::Relaxed);
             g = lock(&self.group);
             g.leader = false;
             match result {
-                Ok(()) => g.done_seq = g.done_seq.max(target),
+                Ok(()) => {
+                    g.done_seq = g.done_seq.max(target);
+                    self.overlay.set_durable(target);
+                }
                 // After a failed fsync the kernel may have dropped the dirty
                 // pages: nothing written since the last good sync can be
-                // trusted, so stop acknowledging anything. (A failed apply
-                // leaves durable records out of sled: reopening replays them.)
+                // trusted, so stop acknowledging anything.
                 Err(_) => self.failed.store(true, Ordering::Release),
             }
             self.synced.notify_all();
@@ -490,32 +567,114 @@ impl Wal {
         }
     }
 
-    /// Applies the pending records up to `target`.
-    fn apply_group(
-        &self,
-        target: u64,
-        apply: &impl Fn(&[PendingRecord]) -> stdio::Result<()>,
-    ) -> stdio::Result<()> {
-        let mut w = lock(&self.writer);
-        let n = w.pending.iter().take_while(|p| p.seq <= target).count();
-        if n == 0 {
-            return Ok(());
+    /// Before a leader syncs: lets every thread that is committing and has
+    /// no record waiting for a sync append first, so that one sync covers
+    /// them too (they would otherwise wait for this sync and then another).
+    /// Bounded by [`GATHER_LIMIT`]; returns at once when all committing
+    /// threads wait for this sync already (one writer: always).
+    fn gather(&self) {
+        let deadline = Instant::now() + GATHER_LIMIT;
+        let mut g = lock(&self.gathering);
+        self.leader_gathering.store(true, Ordering::SeqCst);
+        while !self.gathered() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            g = self
+                .gathered_cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
-        apply(&w.pending[..n])?;
-        let last = w.pending.drain(..n).next_back();
-        if let Some(last) = last {
+        self.leader_gathering.store(false, Ordering::SeqCst);
+        drop(g);
+    }
+
+    /// Every committing thread has a record waiting for the next sync.
+    fn gathered(&self) -> bool {
+        let committing = self.in_commit.load(Ordering::SeqCst) as u64;
+        let waiting = self
+            .appended
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.overlay.durable());
+        waiting >= committing
+    }
+
+    /// Wakes a gathering leader once [`Wal::gathered`] holds (after an
+    /// append, and when a thread stops committing).
+    pub fn nudge_leader(&self) {
+        if self.leader_gathering.load(Ordering::SeqCst) && self.gathered() {
+            let _g = lock(&self.gathering);
+            self.gathered_cv.notify_one();
+        }
+    }
+
+    /// The changes logged but not yet in sled.
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// `true` when enough records wait to be applied to sled that the next
+    /// committer should apply them ([`super::commit::settle`]).
+    pub fn apply_due(&self) -> bool {
+        self.unapplied.load(Ordering::Relaxed) >= APPLY_BYTES
+    }
+
+    /// Takes the right to apply records to sled: one batch at a time. With
+    /// `wait == false`, `None` when another thread is applying.
+    pub fn begin_apply(&self, wait: bool) -> Option<MutexGuard<'_, ()>> {
+        if wait {
+            return Some(lock(&self.applying));
+        }
+        match self.applying.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// The durable records not yet applied to sled, oldest first (at most
+    /// `limit`). Call with the guard of [`Wal::begin_apply`].
+    pub fn applicable(&self, _apply: &MutexGuard<'_, ()>, limit: usize) -> Vec<Arc<PendingRecord>> {
+        let durable = self.overlay.durable();
+        let w = lock(&self.writer);
+        w.pending
+            .iter()
+            .take_while(|p| p.seq <= durable)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Notes that sled holds `records` (the oldest pending ones, as returned
+    /// by [`Wal::applicable`]): a checkpoint may now pass them, and their
+    /// versions leave the overlay.
+    pub fn applied(&self, _apply: &MutexGuard<'_, ()>, records: &[Arc<PendingRecord>]) {
+        let Some(last) = records.last() else {
+            return;
+        };
+        {
+            let mut w = lock(&self.writer);
+            let n = w.pending.iter().take_while(|p| p.seq <= last.seq).count();
+            debug_assert_eq!(n, records.len());
+            w.pending.drain(..n);
             w.applied_seq = last.seq;
             w.applied_pos = last.end;
         }
-        Ok(())
+        let bytes: usize = records.iter().map(|r| r.len).sum();
+        self.unapplied.fetch_sub(bytes, Ordering::Relaxed);
+        let redo: Vec<&[Redo]> = records.iter().map(|r| r.redo.as_slice()).collect();
+        self.overlay.forget_upto(last.seq, &redo);
     }
 
     /// `true` when the size or time threshold for a checkpoint is reached.
     pub fn checkpoint_due(&self) -> bool {
-        let w = lock(&self.writer);
-        w.since_checkpoint >= self.opts.checkpoint_bytes
-            || (w.since_checkpoint > 0
-                && w.last_checkpoint.elapsed() >= self.opts.checkpoint_interval)
+        let since = self.since_checkpoint.load(Ordering::Relaxed);
+        let last = Duration::from_millis(self.last_checkpoint_ms.load(Ordering::Relaxed));
+        since >= self.opts.checkpoint_bytes
+            || (since > 0
+                && self.started.elapsed().saturating_sub(last) >= self.opts.checkpoint_interval)
     }
 
     /// Notes the last applied sequence number and the log position. The
@@ -532,15 +691,16 @@ impl Wal {
                 Err(std::sync::TryLockError::WouldBlock) => return None,
             }
         };
-        let mut w = lock(&self.writer);
+        let w = lock(&self.writer);
         let checkpoint = Checkpoint {
             epoch: w.epoch,
             seq: w.applied_seq,
             segment: w.applied_pos.0,
             offset: w.applied_pos.1,
         };
-        w.since_checkpoint = 0;
-        w.last_checkpoint = Instant::now();
+        self.since_checkpoint.store(0, Ordering::Relaxed);
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_checkpoint_ms.store(now, Ordering::Relaxed);
         Some(CheckpointTicket {
             _one_at_a_time: guard,
             checkpoint,
@@ -559,6 +719,9 @@ impl Wal {
                 .partition(|(segment, _)| *segment < cp.segment);
             w.in_use = live;
             w.free.extend(behind.into_iter().map(|(_, s)| s));
+            if !w.free.is_empty() {
+                self.spare_wanted.store(false, Ordering::Relaxed);
+            }
             let keep = self.opts.max_free_slots();
             let mut surplus = Vec::new();
             while w.free.len() > keep {
@@ -578,12 +741,16 @@ impl Wal {
     /// Prepares a spare slot when none is free, outside the writer section,
     /// so that a writer moving to a new segment rarely waits for one.
     pub fn prepare_spare(&self) -> stdio::Result<()> {
+        if !self.spare_wanted.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let Ok(_one) = self.spare.try_lock() else {
             return Ok(());
         };
         let no = {
             let mut w = lock(&self.writer);
             if !w.free.is_empty() {
+                self.spare_wanted.store(false, Ordering::Relaxed);
                 return Ok(());
             }
             let no = first_unused(&w.all_slots);
@@ -593,6 +760,7 @@ impl Wal {
         match self.dir.create_slot(no, self.opts.segment_size) {
             Ok(file) => {
                 lock(&self.writer).free.push(Slot { no, file });
+                self.spare_wanted.store(false, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
@@ -622,52 +790,58 @@ impl Wal {
             slots: w.all_slots.len(),
             syncs: self.syncs.load(Ordering::Relaxed),
             last_seq: w.next_seq - 1,
-            since_checkpoint: w.since_checkpoint,
+            since_checkpoint: self.since_checkpoint.load(Ordering::Relaxed),
         }
     }
 }
 
-impl WriterGuard<'_> {
-    /// The sequence number the next appended record gets.
-    pub fn next_seq(&self) -> u64 {
-        self.w.next_seq
-    }
+/// A committing thread; see [`Wal::enter`].
+pub(crate) struct Committing<'a>(&'a Wal);
 
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.0.in_commit.fetch_sub(1, Ordering::SeqCst);
+        self.0.nudge_leader();
+    }
+}
+
+impl WriterGuard<'_> {
     /// The largest payload [`WriterGuard::append`] accepts.
     pub fn max_payload(&self) -> usize {
         self.wal.opts.max_payload()
     }
 
-    /// Records appended but not yet applied to sled, oldest first: a new
-    /// change must be computed over sled *and* these.
-    pub fn pending(&self) -> &[PendingRecord] {
-        &self.w.pending
+    /// The changes logged and not yet in sled: a new change is computed
+    /// over sled *and* these.
+    pub fn overlay(&self) -> &Overlay {
+        &self.wal.overlay
     }
 
-    /// `true` when other writers wait to enter the section (a hint).
-    pub fn others_queued(&self) -> bool {
-        self.wal.queued.load(Ordering::Relaxed) > 0
-    }
-
-    /// Appends the record of a change and gets [`WriterGuard::next_seq`].
-    /// With `applied`, the caller has applied the change to sled already
-    /// (allowed only when nothing is pending); else `redo` waits in
-    /// [`WriterGuard::pending`] until a group leader has synced and applied
-    /// it. The number is used up even when writing fails, and a failure
-    /// stops the log.
-    pub fn append(&mut self, payload: &[u8], redo: Vec<Redo>, applied: bool) -> stdio::Result<u64> {
+    /// Appends the record of a change and returns its sequence number.
+    /// Its writes join the overlay at once (visible to writers; to readers
+    /// once durable: after a sync, or at once when syncing is off) and wait
+    /// there until a batch applies them to sled. The number is used up even
+    /// when writing fails, and a failure stops the log.
+    pub fn append(&mut self, payload: &[u8], redo: Vec<Redo>) -> stdio::Result<u64> {
         let seq = self.w.next_seq;
         self.w.next_seq += 1;
         match self.write(seq, payload) {
             Ok(()) => {
                 let w = &mut *self.w;
                 w.appended_seq = seq;
+                self.wal.appended.store(seq, Ordering::SeqCst);
                 let end = (w.segment, w.offset);
-                if applied {
-                    w.applied_seq = seq;
-                    w.applied_pos = end;
-                } else {
-                    w.pending.push(PendingRecord { seq, redo, end });
+                let len = REC_OVERHEAD + payload.len();
+                self.wal.overlay.add(seq, &redo);
+                w.pending.push_back(Arc::new(PendingRecord {
+                    seq,
+                    redo,
+                    end,
+                    len,
+                }));
+                self.wal.unapplied.fetch_add(len, Ordering::Relaxed);
+                if !self.wal.syncing() {
+                    self.wal.overlay.set_durable(seq);
                 }
                 Ok(seq)
             }
@@ -688,15 +862,37 @@ impl WriterGuard<'_> {
         if self.w.current.is_none() || self.w.offset + len > self.wal.opts.segment_size {
             self.next_segment()?;
         }
+        let syncing = self.wal.syncing();
         let w = &mut *self.w;
-        w.buf.clear();
-        format::encode_record(&mut w.buf, w.epoch, seq, payload);
         let Some(slot) = &w.current else {
             return Err(stdio::Error::other("no write-ahead log segment"));
         };
-        slot.file.write_at(&w.buf, w.offset)?;
+        if syncing {
+            // The group's leader writes the bytes, then syncs them.
+            match w.unwritten.last_mut() {
+                Some(c) if c.slot.no == slot.no && c.at + c.bytes.len() as u64 == w.offset => {
+                    format::encode_record(&mut c.bytes, w.epoch, seq, payload);
+                }
+                _ => {
+                    let mut bytes = Vec::with_capacity(4096);
+                    format::encode_record(&mut bytes, w.epoch, seq, payload);
+                    w.unwritten.push(Chunk {
+                        slot: slot.clone(),
+                        at: w.offset,
+                        bytes,
+                    });
+                }
+            }
+        } else {
+            for c in std::mem::take(&mut w.unwritten) {
+                c.slot.file.write_at(&c.bytes, c.at)?;
+            }
+            w.buf.clear();
+            format::encode_record(&mut w.buf, w.epoch, seq, payload);
+            slot.file.write_at(&w.buf, w.offset)?;
+        }
         w.offset += len;
-        w.since_checkpoint += len;
+        self.wal.since_checkpoint.fetch_add(len, Ordering::Relaxed);
         let slot = slot.clone();
         mark_dirty(&mut w.dirty, slot);
         Ok(())
@@ -710,7 +906,11 @@ impl WriterGuard<'_> {
         } else {
             w.segment
         };
-        let slot = match w.free.pop() {
+        let popped = w.free.pop();
+        if w.free.is_empty() {
+            self.wal.spare_wanted.store(true, Ordering::Relaxed);
+        }
+        let slot = match popped {
             Some(s) => s,
             None => {
                 let no = first_unused(&w.all_slots);

@@ -1,0 +1,205 @@
+//! Changes that are logged but not yet applied to sled.
+//!
+//! A commit appends its record to the write-ahead log and returns once the
+//! record is synced; sled receives the change later, in a batch of records
+//! applied by one sled transaction ([`super::commit::settle`]). Until then
+//! the change lives here, keyed by (tree, key), with the sequence number of
+//! the record that wrote it:
+//!
+//! - a **writer** (inside the WAL's writer section) sees every version, synced
+//!   or not, since its own record will follow them in the log;
+//! - a **reader** sees only versions whose record is durable
+//!   ([`Overlay::get_durable`]), so nothing is ever read that a crash could
+//!   take back;
+//! - versions are dropped once sled holds them ([`Overlay::forget_upto`]):
+//!   sled is written before the versions go, so a reader that misses here
+//!   finds the same or a newer value in sled.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock};
+
+use sled::IVec;
+
+use super::TreeId;
+use super::tx::Redo;
+
+/// The versions of one key, oldest first: (record sequence number, value or
+/// `None` for a delete).
+type Versions = Vec<(u64, Option<IVec>)>;
+
+pub(crate) struct Overlay {
+    trees: RwLock<Vec<HashMap<Vec<u8>, Versions>>>,
+    /// Keys held per tree (a fast "nothing here" for readers and scans).
+    held: [AtomicUsize; TreeId::ALL.len()],
+    /// Every record up to this one is durable: readers may see it.
+    durable: AtomicU64,
+}
+
+/// What a lookup found.
+pub(crate) enum Found {
+    /// The key's value (or its deletion, `None`) as of a logged record.
+    Logged(Option<IVec>),
+    /// Nothing logged and unapplied: sled's value is current.
+    NotHere,
+}
+
+impl Overlay {
+    pub fn new(durable: u64) -> Self {
+        Self {
+            trees: RwLock::new(TreeId::ALL.iter().map(|_| HashMap::new()).collect()),
+            held: Default::default(),
+            durable: AtomicU64::new(durable),
+        }
+    }
+
+    /// Records up to `seq` are durable.
+    pub fn set_durable(&self, seq: u64) {
+        self.durable.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    pub fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// `true` when no key of `tree` waits to be applied.
+    pub fn is_clear(&self, tree: TreeId) -> bool {
+        self.held[tree.index()].load(Ordering::Acquire) == 0
+    }
+
+    /// Adds the writes of record `seq` (called in the writer section, in
+    /// sequence order).
+    pub fn add(&self, seq: u64, redo: &[Redo]) {
+        let mut trees = self.trees.write().unwrap_or_else(PoisonError::into_inner);
+        for w in redo {
+            let versions = trees[w.tree.index()].entry(w.key.clone()).or_default();
+            if versions.is_empty() {
+                self.held[w.tree.index()].fetch_add(1, Ordering::AcqRel);
+            }
+            let value = w.value.as_deref().map(IVec::from);
+            match versions.last_mut() {
+                // A transaction that writes a key twice: its last write wins.
+                Some((s, v)) if *s == seq => *v = value,
+                _ => versions.push((seq, value)),
+            }
+        }
+    }
+
+    /// The newest version of a key, durable or not (for writers).
+    pub fn get_latest(&self, tree: TreeId, key: &[u8]) -> Found {
+        self.get(tree, key, u64::MAX)
+    }
+
+    /// The newest durable version of a key (for readers).
+    pub fn get_durable(&self, tree: TreeId, key: &[u8]) -> Found {
+        if self.is_clear(tree) {
+            return Found::NotHere;
+        }
+        let durable = self.durable();
+        self.get(tree, key, durable)
+    }
+
+    fn get(&self, tree: TreeId, key: &[u8], upto: u64) -> Found {
+        if self.is_clear(tree) {
+            return Found::NotHere;
+        }
+        let trees = self.trees.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(versions) = trees[tree.index()].get(key) else {
+            return Found::NotHere;
+        };
+        match versions.iter().rev().find(|(seq, _)| *seq <= upto) {
+            Some((_, v)) => Found::Logged(v.clone()),
+            None => Found::NotHere,
+        }
+    }
+
+    /// Drops every version written by records up to `seq`: sled holds them.
+    pub fn forget_upto(&self, seq: u64, applied: &[&[Redo]]) {
+        let mut trees = self.trees.write().unwrap_or_else(PoisonError::into_inner);
+        for redo in applied {
+            for w in *redo {
+                let map = &mut trees[w.tree.index()];
+                let Some(versions) = map.get_mut(w.key.as_slice()) else {
+                    continue;
+                };
+                // Oldest first: what sled holds is a prefix (and for a key
+                // that many records wrote, a later entry finds it gone).
+                let n = versions.partition_point(|(s, _)| *s <= seq);
+                if n == 0 {
+                    continue;
+                }
+                versions.drain(..n);
+                if versions.is_empty() {
+                    map.remove(w.key.as_slice());
+                    self.held[w.tree.index()].fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
+    /// Keys held, over all trees (tests).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.held.iter().map(|h| h.load(Ordering::Acquire)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(key: &[u8], value: Option<&[u8]>) -> Redo {
+        Redo {
+            tree: TreeId::Customers,
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    fn value(f: Found) -> Option<Option<Vec<u8>>> {
+        match f {
+            Found::Logged(v) => Some(v.map(|v| v.to_vec())),
+            Found::NotHere => None,
+        }
+    }
+
+    #[test]
+    fn readers_see_only_durable_versions_writers_see_all() {
+        let o = Overlay::new(0);
+        let r1 = [w(b"a", Some(b"1"))];
+        let r2 = [w(b"a", None), w(b"b", Some(b"2"))];
+        o.add(1, &r1);
+        o.add(2, &r2);
+        assert_eq!(value(o.get_durable(TreeId::Customers, b"a")), None);
+        assert_eq!(value(o.get_latest(TreeId::Customers, b"a")), Some(None));
+        o.set_durable(1);
+        assert_eq!(
+            value(o.get_durable(TreeId::Customers, b"a")),
+            Some(Some(b"1".to_vec()))
+        );
+        assert_eq!(value(o.get_durable(TreeId::Customers, b"b")), None);
+        o.set_durable(2);
+        assert_eq!(value(o.get_durable(TreeId::Customers, b"a")), Some(None));
+        assert!(o.is_clear(TreeId::Emails));
+        assert!(!o.is_clear(TreeId::Customers));
+
+        o.forget_upto(1, &[&r1]);
+        assert_eq!(value(o.get_durable(TreeId::Customers, b"a")), Some(None));
+        assert_eq!(o.len(), 2);
+        o.forget_upto(2, &[&r2]);
+        assert_eq!(value(o.get_latest(TreeId::Customers, b"a")), None);
+        assert_eq!(o.len(), 0);
+        assert!(o.is_clear(TreeId::Customers));
+    }
+
+    #[test]
+    fn a_key_written_twice_in_one_record_keeps_the_last_write() {
+        let o = Overlay::new(0);
+        o.add(1, &[w(b"a", Some(b"1")), w(b"a", Some(b"2"))]);
+        o.set_durable(1);
+        assert_eq!(
+            value(o.get_durable(TreeId::Customers, b"a")),
+            Some(Some(b"2".to_vec()))
+        );
+    }
+}
