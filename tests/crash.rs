@@ -10,6 +10,10 @@
 //! password is the one set at its current version, and that the integrity
 //! check passes.
 //!
+//! Half of the opens (the child's and the check's, at random) defer their
+//! replay (`Config::with_deferred_replay_from(0)`): the log then goes on
+//! after the recovered records, which is what the next kill tests.
+//!
 //! `CREDSTORE_CRASH_KILLS=500` runs more rounds (default 20);
 //! `CREDSTORE_CRASH_SEED=<n>` replays a run (the seed is printed).
 
@@ -28,7 +32,18 @@ use credstore::{BoxId, Config, Error, NewCustomer, Password, Store, StoreSecret}
 const CHILD_ENV: &str = "CREDSTORE_CRASH_CHILD";
 const KILLS_ENV: &str = "CREDSTORE_CRASH_KILLS";
 const SEED_ENV: &str = "CREDSTORE_CRASH_SEED";
+const DEFER_ENV: &str = "CREDSTORE_CRASH_DEFER";
 const WRITERS: u64 = 4;
+
+/// With `defer`, every replay at open is deferred (the log goes on after the
+/// recovered records, which reach sled later): half of the opens use it.
+fn config(defer: bool) -> Config {
+    if defer {
+        Config::for_tests().with_deferred_replay_from(0)
+    } else {
+        Config::for_tests()
+    }
+}
 
 fn secret() -> StoreSecret {
     StoreSecret::from_bytes([42; 32])
@@ -57,7 +72,8 @@ fn crash_child() {
     };
     // The test harness has printed `test crash_child ... ` without a newline.
     say("");
-    let store = Store::open(PathBuf::from(dir), &secret(), Config::for_tests()).unwrap();
+    let defer = std::env::var_os(DEFER_ENV).is_some_and(|v| v == "1");
+    let store = Store::open(PathBuf::from(dir), &secret(), config(defer)).unwrap();
     let mut ids = Vec::new();
     for w in 0..WRITERS {
         let id = match store.customer_by_email(&email(w)) {
@@ -130,6 +146,7 @@ fn run_child(dir: &Path, rng: &mut Rng, round: usize) -> Vec<(BoxId, u64)> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, dir)
+        .env(DEFER_ENV, if rng.below(2) == 0 { "1" } else { "0" })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -190,8 +207,8 @@ fn run_child(dir: &Path, rng: &mut Rng, round: usize) -> Vec<(BoxId, u64)> {
 }
 
 /// Reopens the store and checks every acknowledged change.
-fn verify(dir: &Path, acked: &BTreeMap<BoxId, u64>, round: usize) {
-    let store = Store::open(dir, &secret(), Config::for_tests()).unwrap();
+fn verify(dir: &Path, acked: &BTreeMap<BoxId, u64>, round: usize, defer: bool) {
+    let store = Store::open(dir, &secret(), config(defer)).unwrap();
     for (&id, &version) in acked {
         let c = store.customer(id).unwrap();
         assert!(
@@ -244,7 +261,7 @@ fn acknowledged_rotations_survive_kill_9() {
         // Verifying reopens (recovers) the store; every other round leave the
         // recovery to the next child instead.
         if rng.below(2) == 0 || round + 1 == kills {
-            verify(&dir, &acked, round);
+            verify(&dir, &acked, round, rng.below(2) == 0);
         }
     }
     eprintln!("crash test: {total} acknowledged changes checked over {kills} kills");

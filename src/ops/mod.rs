@@ -161,6 +161,7 @@ fn engine_options(keys: &Keys, config: &Config) -> EngineOptions {
     EngineOptions {
         durability: config.durability,
         cache_capacity: config.cache_capacity,
+        defer_replay_bytes: config.defer_replay_bytes,
         fingerprint: keys.fingerprint,
         first_box_id: config.first_box_id,
         fail_point: config.fail_point.clone(),

@@ -73,7 +73,7 @@ pub(super) fn run<T>(
     // Housekeeping after the change is durable: the caller's result is
     // already safe, so a failure here is reported but changes nothing.
     if wal.apply_due() {
-        settle(engine, false)?;
+        settle(engine, Settle::OneBatch)?;
     }
     if wal.checkpoint_due() {
         checkpoint(engine, false)?;
@@ -140,18 +140,28 @@ fn apply_to_sled(
 }
 
 /// The most records one sled transaction applies.
-const APPLY_BATCH: usize = 4096;
+const APPLY_BATCH: usize = 512;
+
+/// How much [`settle`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settle {
+    /// Everything durable, waiting for another applier to finish first.
+    All,
+    /// One batch, and only when no other thread is applying (a committer's
+    /// housekeeping: it bounds the delay one commit can pay, also while a
+    /// deferred replay drains).
+    OneBatch,
+}
 
 /// Applies the durable records not yet in sled, oldest first, in sled
 /// transactions of up to [`APPLY_BATCH`] records, each also storing the last
 /// one's sequence number. sled thus only ever holds durable changes, whole
-/// records at a time and in log order. With `wait == false`, returns at once
-/// when another thread is applying.
-pub(super) fn settle(engine: &Engine, wait: bool) -> Result<(), Error> {
+/// records at a time and in log order.
+pub(super) fn settle(engine: &Engine, how: Settle) -> Result<(), Error> {
     let Some(wal) = &engine.wal else {
         return Ok(());
     };
-    let Some(guard) = wal.begin_apply(wait) else {
+    let Some(guard) = wal.begin_apply(how == Settle::All) else {
         return Ok(());
     };
     loop {
@@ -163,6 +173,9 @@ pub(super) fn settle(engine: &Engine, wait: bool) -> Result<(), Error> {
         apply_to_sled(engine, &sets, Some(last.seq))
             .map_err(storage("applying logged changes to sled"))?;
         wal.applied(&guard, &records);
+        if how == Settle::OneBatch {
+            return Ok(());
+        }
     }
 }
 
@@ -173,6 +186,8 @@ pub(crate) struct RecoveryReport {
     pub records_read: usize,
     /// Of those, records newer than sled's state, replayed.
     pub records_replayed: usize,
+    /// The replay was deferred: those records were pending changes at open.
+    pub deferred: bool,
     /// The sequence number the new WAL generation starts after.
     pub seq: u64,
 }
@@ -187,6 +202,22 @@ pub(super) fn start_wal(
     let applied = applied_seq(engine)?;
     let recovery =
         Recovery::read(dir, opts, applied).map_err(io_error("reading the write-ahead log"))?;
+    let records_read = recovery.records().count();
+    let last = recovery.last_seq();
+    if last > applied && recovery.bytes_after(applied) >= opts.defer_replay_bytes {
+        // A long replay: go on with the log as it is, the records to replay
+        // pending (readable at once, applied to sled in batches later).
+        let wal = recovery
+            .resume(applied)
+            .map_err(io_error("resuming the write-ahead log"))?;
+        engine.wal = Some(wal);
+        return Ok(RecoveryReport {
+            records_read,
+            records_replayed: usize::try_from(last - applied).unwrap_or(usize::MAX),
+            deferred: true,
+            seq: last,
+        });
+    }
     let (records_read, records_replayed) = replay(engine, recovery.records(), applied)?;
     let seq = applied
         .max(recovery.last_seq())
@@ -201,6 +232,7 @@ pub(super) fn start_wal(
     Ok(RecoveryReport {
         records_read,
         records_replayed,
+        deferred: false,
         seq,
     })
 }
@@ -284,7 +316,7 @@ pub(super) fn checkpoint(engine: &Engine, wait: bool) -> Result<(), Error> {
     let Some(wal) = &engine.wal else {
         return sync(engine);
     };
-    settle(engine, wait)?;
+    settle(engine, if wait { Settle::All } else { Settle::OneBatch })?;
     let Some(ticket) = wal.begin_checkpoint(wait) else {
         return Ok(());
     };

@@ -137,6 +137,7 @@ impl std::fmt::Debug for Engine {
 pub(crate) struct EngineOptions {
     pub durability: Durability,
     pub cache_capacity: u64,
+    pub defer_replay_bytes: u64,
     pub fingerprint: [u8; 32],
     pub first_box_id: u64,
     pub fail_point: Option<crate::ops::FailPoint>,
@@ -146,7 +147,10 @@ impl Engine {
     /// Opens the store at `path`, creating it when the directory is absent or empty.
     /// Recovers its write-ahead log (`<path>/wal/`) before anything writes.
     pub fn open(path: &Path, opts: EngineOptions) -> Result<Self, Error> {
-        let wal_opts = wal::WalOptions::new(opts.durability == Durability::Immediate);
+        let wal_opts = wal::WalOptions {
+            defer_replay_bytes: opts.defer_replay_bytes,
+            ..wal::WalOptions::new(opts.durability == Durability::Immediate)
+        };
         Self::open_with_wal(path, opts, wal_opts, |p| {
             Ok(Box::new(wal::FsDir::open(p.join("wal"))?))
         })
@@ -223,7 +227,7 @@ impl Engine {
     /// Applies every durable change still held in memory to sled, so that
     /// sled's own iterators see it (scans, the integrity check).
     pub(crate) fn settle(&self) -> Result<(), Error> {
-        commit::settle(self, true)
+        commit::settle(self, commit::Settle::All)
     }
 
     /// [`Engine::settle`] when `id` has changes not yet in sled.

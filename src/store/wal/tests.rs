@@ -26,6 +26,7 @@ fn engine_opts() -> EngineOptions {
     EngineOptions {
         durability: Durability::Immediate,
         cache_capacity: 4 << 20,
+        defer_replay_bytes: u64::MAX,
         fingerprint: [7; 32],
         first_box_id: 1,
         fail_point: None,
@@ -38,6 +39,15 @@ fn wal_opts(segment_size: u64) -> WalOptions {
         checkpoint_bytes: u64::MAX,
         checkpoint_interval: Duration::from_secs(86_400),
         sync: true,
+        defer_replay_bytes: u64::MAX,
+    }
+}
+
+/// [`wal_opts`] with every replay deferred ([`super::Recovery::resume`]).
+fn deferred(opts: WalOptions) -> WalOptions {
+    WalOptions {
+        defer_replay_bytes: 0,
+        ..opts
     }
 }
 
@@ -160,11 +170,27 @@ fn recovered_seqs(dir: &MemDir, segment_size: u64) -> Vec<u64> {
     r.records().map(|(seq, _)| seq).collect()
 }
 
-/// Recovers `dir` into a fresh store (the state at the log's first checkpoint).
+/// Recovers `dir` into a fresh store (the state at the log's first
+/// checkpoint), once replaying into sled and once deferring the replay
+/// (each on its own copy of the directory); both must agree.
 fn recover_fresh(dir: &MemDir, segment_size: u64) -> (State, usize) {
-    let tmp = tempfile::tempdir().unwrap();
-    let e = open_mem(&tmp.path().join("db"), dir, wal_opts(segment_size));
-    (state(&e), e.recovery().records_replayed)
+    let mut seen = Vec::new();
+    for opts in [wal_opts(segment_size), deferred(wal_opts(segment_size))] {
+        let tmp = tempfile::tempdir().unwrap();
+        let copy = dir.crash(Crash::KeepAll);
+        let e = open_mem(&tmp.path().join("db"), &copy, opts);
+        let r = e.recovery();
+        assert_eq!(
+            r.deferred,
+            opts.defer_replay_bytes == 0 && r.records_replayed > 0
+        );
+        seen.push((state(&e), r.records_replayed));
+    }
+    assert!(
+        seen[0] == seen[1],
+        "a deferred replay ends in the same state"
+    );
+    seen.pop().unwrap()
 }
 
 fn seqs_to(k: usize) -> Vec<u64> {
@@ -811,4 +837,123 @@ fn committers_apply_batches_so_the_overlay_stays_bounded() {
     e.settle().unwrap();
     assert_eq!(commit::applied_seq(&e).unwrap(), 2_000);
     assert_eq!(e.tree(TreeId::Events).len(), 2_000);
+}
+
+/// Fixed-size records: record k writes customer k (8 bytes) = `fill` x 100.
+fn fixed_commit(e: &Engine, k: u64, fill: u8) {
+    commit(
+        e,
+        &[(
+            TreeId::Customers,
+            k.to_be_bytes().to_vec(),
+            Some(vec![fill; 100]),
+        )],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_deferred_replay_goes_on_in_the_same_log_and_old_bytes_never_come_back() {
+    // Ten equal-sized records; record 7 is corrupted, so 8..10 are valid
+    // but beyond the log's end. A deferred recovery goes on after record 6
+    // in the same segment: the new record 7 has the old one's size, so the
+    // old record 8 sits exactly where the new 8 would go. After a crash that
+    // loses everything after the new 7, the old 8 must not be read.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = MemDir::new();
+    let e = open_mem(&tmp.path().join("a"), &dir, wal_opts(64 << 10));
+    let wal = e.wal().unwrap();
+    let mut spans = Vec::new();
+    for k in 1..=10u64 {
+        let before = wal.position();
+        fixed_commit(&e, k, 1);
+        let after = wal.position();
+        spans.push((after.1.unwrap(), before.2 as usize, after.2 as usize));
+    }
+    let (slot, start, end) = spans[6];
+    assert_eq!(end - start, spans[7].2 - spans[7].1, "equal record sizes");
+    dir.flip_bit(slot, start + (end - start) / 2, 3);
+    drop(e);
+
+    let crashed = dir.crash(Crash::KeepAll);
+    let path = tmp.path().join("b");
+    let e = open_mem(&path, &crashed, deferred(wal_opts(64 << 10)));
+    let r = e.recovery();
+    assert!(r.deferred);
+    assert_eq!((r.records_replayed, r.seq), (6, 6));
+    // Readable at once, though sled has none of it yet.
+    assert_eq!(commit::applied_seq(&e).unwrap(), 0);
+    assert_eq!(
+        e.get(TreeId::Customers, &6u64.to_be_bytes())
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        &[1u8; 100][..]
+    );
+    assert!(
+        e.get(TreeId::Customers, &8u64.to_be_bytes())
+            .unwrap()
+            .is_none()
+    );
+    // The log goes on in the same epoch, from record 7.
+    fixed_commit(&e, 7, 2);
+    assert_eq!(e.wal().unwrap().stats().last_seq, 7);
+    assert_eq!(e.wal().unwrap().position().2 as usize, spans[6].2);
+    let mut expected = state(&e);
+    drop(e);
+
+    for how in [Crash::DropUnsynced, Crash::KeepAll] {
+        let (st, replayed) = recover_fresh(&crashed.crash(how), 64 << 10);
+        assert_eq!(replayed, 7);
+        assert!(
+            st == expected,
+            "{how:?}: exactly records 1..=6 and the new 7"
+        );
+        assert!(!st.contains_key(&(TreeId::Customers as usize, 8u64.to_be_bytes().to_vec())));
+    }
+    // Reopening the same directory (sled now holds everything) replays
+    // nothing more, and the log goes on.
+    let e = open_mem(&path, &crashed, deferred(wal_opts(64 << 10)));
+    assert!(!e.recovery().deferred);
+    fixed_commit(&e, 11, 3);
+    expected.insert(
+        (TreeId::Customers as usize, 11u64.to_be_bytes().to_vec()),
+        vec![3; 100],
+    );
+    let customers = |st: State| -> State {
+        st.into_iter()
+            .filter(|((tree, _), _)| *tree == TreeId::Customers as usize)
+            .collect()
+    };
+    assert!(customers(state(&e)) == customers(expected));
+    assert_eq!(commit::applied_seq(&e).unwrap(), 8);
+}
+
+#[test]
+fn a_deferred_replay_drains_into_sled_and_a_checkpoint_recycles_the_old_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = MemDir::new();
+    let e = open_mem(&tmp.path().join("a"), &dir, wal_opts(4096));
+    for k in 1..=200u64 {
+        fixed_commit(&e, k, 1);
+    }
+    let expected = state(&e);
+    drop(e);
+    let crashed = dir.crash(Crash::DropUnsynced);
+    let path = tmp.path().join("b");
+    let e = open_mem(&path, &crashed, deferred(wal_opts(4096)));
+    assert!(e.recovery().deferred);
+    let slots_before = e.wal().unwrap().stats().slots;
+    assert!(slots_before > 5, "the 200 records fill several segments");
+    e.flush().unwrap();
+    assert_eq!(commit::applied_seq(&e).unwrap(), 200);
+    assert!(state(&e) == expected);
+    drop(e);
+    let e = open_mem(&path, &crashed, deferred(wal_opts(4096)));
+    assert_eq!(
+        e.recovery().records_read,
+        0,
+        "the checkpoint passed them all"
+    );
+    assert!(state(&e) == expected);
 }
