@@ -139,8 +139,8 @@ fn apply_to_sled(
     }
 }
 
-/// The most records one sled transaction applies.
-const APPLY_BATCH: usize = 512;
+/// The most writes one sled transaction applies (a bigger record goes alone).
+const APPLY_BATCH: usize = 4096;
 
 /// How much [`settle`] applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,10 +151,13 @@ pub(super) enum Settle {
     /// housekeeping: it bounds the delay one commit can pay, also while a
     /// deferred replay drains).
     OneBatch,
+    /// One batch of at most this many writes (tests).
+    #[cfg(test)]
+    Writes(usize),
 }
 
 /// Applies the durable records not yet in sled, oldest first, in sled
-/// transactions of up to [`APPLY_BATCH`] records, each also storing the last
+/// transactions of up to [`APPLY_BATCH`] writes, each also storing the last
 /// one's sequence number. sled thus only ever holds durable changes, whole
 /// records at a time and in log order.
 pub(super) fn settle(engine: &Engine, how: Settle) -> Result<(), Error> {
@@ -164,8 +167,13 @@ pub(super) fn settle(engine: &Engine, how: Settle) -> Result<(), Error> {
     let Some(guard) = wal.begin_apply(how == Settle::All) else {
         return Ok(());
     };
+    let max_writes = match how {
+        #[cfg(test)]
+        Settle::Writes(n) => n,
+        _ => APPLY_BATCH,
+    };
     loop {
-        let records = wal.applicable(&guard, APPLY_BATCH);
+        let records = wal.applicable(&guard, max_writes);
         let Some(last) = records.last() else {
             return Ok(());
         };
@@ -173,7 +181,7 @@ pub(super) fn settle(engine: &Engine, how: Settle) -> Result<(), Error> {
         apply_to_sled(engine, &sets, Some(last.seq))
             .map_err(storage("applying logged changes to sled"))?;
         wal.applied(&guard, &records);
-        if how == Settle::OneBatch {
+        if how != Settle::All {
             return Ok(());
         }
     }

@@ -57,6 +57,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::TreeId;
 use super::overlay::Overlay;
 use super::tx::Redo;
 use format::{Checkpoint, REC_OVERHEAD, SEG_HEADER_LEN, SegmentHeader};
@@ -84,6 +85,9 @@ pub(crate) struct WalOptions {
 /// Log bytes waiting to be applied to sled before a committer applies them
 /// (one sled transaction per batch).
 const APPLY_BYTES: usize = 256 << 10;
+
+/// Writes per pending chunk of a deferred replay.
+const RESUME_CHUNK: usize = if cfg!(test) { 3 } else { 4096 };
 
 /// The longest a writer spins for the writer lock before it sleeps.
 const SPIN_LIMIT: Duration = Duration::from_micros(30);
@@ -405,37 +409,59 @@ impl Recovery {
             slots[i].0.file.sync()?;
         }
 
-        // The recovered records, oldest first, as pending changes.
-        let overlay = Overlay::new(last.0);
-        let mut pending = std::collections::VecDeque::new();
+        // The recovered records' changes: the last write of each key (as a
+        // replay into sled would apply them), pending in chunks. Only the
+        // last chunk moves sled's applied sequence number (to the last
+        // record); the earlier ones leave it where it is, so a crash between
+        // them replays all the records again over a state they only
+        // advanced, which gives the same end state.
+        let base_seq = applied.max(checkpoint.seq);
         let mut applied_pos = (checkpoint.segment, checkpoint.offset);
+        let mut latest: std::collections::HashMap<(TreeId, &[u8]), Option<&[u8]>> =
+            std::collections::HashMap::new();
         let mut unapplied = 0usize;
         for (seq, seg, range, next) in &records {
-            let end = (checkpoint.segment + *seg as u64, *next as u64);
             if *seq <= applied {
-                applied_pos = end;
+                applied_pos = (checkpoint.segment + *seg as u64, *next as u64);
                 continue;
             }
             let payload = &segments[*seg][range.clone()];
-            let redo: Vec<Redo> = redo::decode(payload)
-                .ok_or_else(|| corrupt("a record has a valid checksum but an unreadable redo set"))?
-                .into_iter()
-                .map(|w| Redo {
-                    tree: w.tree,
-                    key: w.key.to_vec(),
-                    value: w.value.map(<[u8]>::to_vec),
-                })
-                .collect();
-            overlay.add(*seq, &redo);
-            let len = REC_OVERHEAD + range.len();
-            unapplied += len;
+            let writes = redo::decode(payload).ok_or_else(|| {
+                corrupt("a record has a valid checksum but an unreadable redo set")
+            })?;
+            for w in writes {
+                latest.insert((w.tree, w.key), w.value);
+            }
+            unapplied += REC_OVERHEAD + range.len();
+        }
+        let end = (end_segment, end_offset);
+        let overlay = Overlay::new(last.0);
+        let mut pending = std::collections::VecDeque::new();
+        let mut writes: Vec<Redo> = latest
+            .into_iter()
+            .map(|((tree, key), value)| Redo {
+                tree,
+                key: key.to_vec(),
+                value: value.map(<[u8]>::to_vec),
+            })
+            .collect();
+        // Key order: sled applies each chunk's writes in fewer page visits.
+        writes.sort_unstable_by(|a, b| (a.tree.index(), &a.key).cmp(&(b.tree.index(), &b.key)));
+        let chunks = writes.len().div_ceil(RESUME_CHUNK).max(1);
+        let mut rest = writes.into_iter();
+        for i in 0..chunks {
+            let redo: Vec<Redo> = rest.by_ref().take(RESUME_CHUNK).collect();
+            overlay.add(last.0, &redo);
+            let final_chunk = i + 1 == chunks;
             pending.push_back(Arc::new(PendingRecord {
-                seq: *seq,
+                seq: if final_chunk { last.0 } else { base_seq },
+                content_seq: last.0,
                 redo,
-                end,
-                len,
+                end: if final_chunk { end } else { applied_pos },
+                len: unapplied / chunks,
             }));
         }
+        let unapplied = (unapplied / chunks) * chunks;
         drop(segments);
 
         let mut all_slots: BTreeSet<u32> = slots.iter().map(|(s, _)| s.no).collect();
@@ -468,7 +494,7 @@ impl Recovery {
             epoch: checkpoint.epoch,
             next_seq: last.0 + 1,
             appended_seq: last.0,
-            applied_seq: applied.max(checkpoint.seq),
+            applied_seq: base_seq,
             applied_pos,
             pending,
             segment: end_segment,
@@ -610,6 +636,9 @@ pub(crate) struct PendingRecord {
     end: (u64, u64),
     /// Its size in the log.
     len: usize,
+    /// The newest record whose changes it holds: `seq`, except for the
+    /// chunks of a deferred replay ([`Recovery::resume`]).
+    content_seq: u64,
 }
 
 struct Group {
@@ -816,13 +845,22 @@ impl Wal {
 
     /// The durable records not yet applied to sled, oldest first (at most
     /// `limit`). Call with the guard of [`Wal::begin_apply`].
-    pub fn applicable(&self, _apply: &MutexGuard<'_, ()>, limit: usize) -> Vec<Arc<PendingRecord>> {
+    pub fn applicable(
+        &self,
+        _apply: &MutexGuard<'_, ()>,
+        max_writes: usize,
+    ) -> Vec<Arc<PendingRecord>> {
         let durable = self.overlay.durable();
         let w = lock(&self.writer);
+        let mut writes = 0;
         w.pending
             .iter()
             .take_while(|p| p.seq <= durable)
-            .take(limit)
+            .take_while(|p| {
+                let first = writes == 0;
+                writes += p.redo.len().max(1);
+                first || writes <= max_writes
+            })
             .cloned()
             .collect()
     }
@@ -836,8 +874,15 @@ impl Wal {
         };
         {
             let mut w = lock(&self.writer);
-            let n = w.pending.iter().take_while(|p| p.seq <= last.seq).count();
-            debug_assert_eq!(n, records.len());
+            // They are the front of the queue: only the holder of the
+            // applying guard removes records, oldest first.
+            let n = records.len().min(w.pending.len());
+            debug_assert!(
+                w.pending
+                    .iter()
+                    .zip(records)
+                    .all(|(a, b)| Arc::ptr_eq(a, b))
+            );
             w.pending.drain(..n);
             w.applied_seq = last.seq;
             w.applied_pos = last.end;
@@ -845,7 +890,12 @@ impl Wal {
         let bytes: usize = records.iter().map(|r| r.len).sum();
         self.unapplied.fetch_sub(bytes, Ordering::Relaxed);
         let redo: Vec<&[Redo]> = records.iter().map(|r| r.redo.as_slice()).collect();
-        self.overlay.forget_upto(last.seq, &redo);
+        let newest = records
+            .iter()
+            .map(|r| r.content_seq)
+            .max()
+            .unwrap_or(last.seq);
+        self.overlay.forget_upto(newest, &redo);
     }
 
     /// `true` when the size or time threshold for a checkpoint is reached.
@@ -1015,6 +1065,7 @@ impl WriterGuard<'_> {
                 self.wal.overlay.add(seq, &redo);
                 w.pending.push_back(Arc::new(PendingRecord {
                     seq,
+                    content_seq: seq,
                     redo,
                     end,
                     len,
