@@ -177,7 +177,26 @@ pub(super) fn settle(engine: &Engine, how: Settle) -> Result<(), Error> {
         let Some(last) = records.last() else {
             return Ok(());
         };
-        let sets: Vec<&[Redo]> = records.iter().map(|r| r.redo.as_slice()).collect();
+        // Chunks of a deferred replay get their writes from the overlay.
+        let frozen = wal.overlay().frozen();
+        let owned: Vec<Vec<Redo>> = records
+            .iter()
+            .map(|r| match (&r.frozen, &frozen) {
+                (Some(range), Some(f)) => f.writes(range.clone()),
+                _ => Vec::new(),
+            })
+            .collect();
+        let sets: Vec<&[Redo]> = records
+            .iter()
+            .zip(&owned)
+            .map(|(r, o)| {
+                if r.frozen.is_some() {
+                    o.as_slice()
+                } else {
+                    r.redo.as_slice()
+                }
+            })
+            .collect();
         apply_to_sled(engine, &sets, Some(last.seq))
             .map_err(storage("applying logged changes to sled"))?;
         wal.applied(&guard, &records);

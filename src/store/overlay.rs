@@ -30,6 +30,8 @@ type Versions = Vec<(u64, Option<IVec>)>;
 
 pub(crate) struct Overlay {
     trees: RwLock<Vec<HashMap<Vec<u8>, Versions>>>,
+    /// The changes of a deferred replay ([`Frozen`]), below the maps.
+    frozen: RwLock<Option<std::sync::Arc<Frozen>>>,
     /// Keys held per tree (a fast "nothing here" for readers and scans).
     held: [AtomicUsize; TreeId::ALL.len()],
     /// Every record up to this one is durable: readers may see it.
@@ -48,6 +50,7 @@ impl Overlay {
     pub fn new(durable: u64) -> Self {
         Self {
             trees: RwLock::new(TreeId::ALL.iter().map(|_| HashMap::new()).collect()),
+            frozen: RwLock::new(None),
             held: Default::default(),
             durable: AtomicU64::new(durable),
         }
@@ -103,13 +106,50 @@ impl Overlay {
         if self.is_clear(tree) {
             return Found::NotHere;
         }
-        let trees = self.trees.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(versions) = trees[tree.index()].get(key) else {
-            return Found::NotHere;
-        };
-        match versions.iter().rev().find(|(seq, _)| *seq <= upto) {
-            Some((_, v)) => Found::Logged(v.clone()),
+        {
+            let trees = self.trees.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(versions) = trees[tree.index()].get(key)
+                && let Some((_, v)) = versions.iter().rev().find(|(seq, _)| *seq <= upto)
+            {
+                return Found::Logged(v.clone());
+            }
+        }
+        // A deferred replay's changes are all durable and older than any
+        // version in the maps.
+        let frozen = self.frozen.read().unwrap_or_else(PoisonError::into_inner);
+        match frozen.as_ref().and_then(|f| f.get(tree, key)) {
+            Some(v) => Found::Logged(v.map(IVec::from)),
             None => Found::NotHere,
+        }
+    }
+
+    /// Installs the changes of a deferred replay.
+    pub fn freeze(&self, frozen: std::sync::Arc<Frozen>) {
+        for (i, held) in self.held.iter().enumerate() {
+            held.fetch_add(frozen.per_tree[i], Ordering::AcqRel);
+        }
+        *self.frozen.write().unwrap_or_else(PoisonError::into_inner) = Some(frozen);
+    }
+
+    /// The deferred replay's changes, while sled does not hold them all.
+    pub fn frozen(&self) -> Option<std::sync::Arc<Frozen>> {
+        self.frozen
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// sled holds every change of the deferred replay: drop them.
+    pub fn thaw(&self) {
+        let old = self
+            .frozen
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(f) = old {
+            for (i, held) in self.held.iter().enumerate() {
+                held.fetch_sub(f.per_tree[i], Ordering::AcqRel);
+            }
         }
     }
 
@@ -141,6 +181,114 @@ impl Overlay {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.held.iter().map(|h| h.load(Ordering::Acquire)).sum()
+    }
+}
+
+/// The changes of a deferred replay ([`super::wal::Recovery::resume`]):
+/// the last write of each key over the recovered records, sorted by
+/// (tree, key), pointing into the log's bytes (no copy per key). Read by
+/// binary search; applied to sled in key-ordered chunks; dropped once the
+/// last chunk is in sled.
+pub(crate) struct Frozen {
+    segments: Vec<Vec<u8>>,
+    entries: Vec<FrozenEntry>,
+    per_tree: [usize; TreeId::ALL.len()],
+}
+
+#[derive(Clone, Copy)]
+struct FrozenEntry {
+    tree: u8,
+    segment: u32,
+    key: (u32, u32),
+    /// (start, len); `None` deletes.
+    value: Option<(u32, u32)>,
+}
+
+impl Frozen {
+    /// `writes`: (tree, segment index, key range, value range) in log order.
+    pub fn new(
+        segments: Vec<Vec<u8>>,
+        writes: impl Iterator<
+            Item = (
+                TreeId,
+                usize,
+                std::ops::Range<usize>,
+                Option<std::ops::Range<usize>>,
+            ),
+        >,
+    ) -> Self {
+        let span = |r: std::ops::Range<usize>| (r.start as u32, (r.end - r.start) as u32);
+        let mut entries: Vec<FrozenEntry> = writes
+            .map(|(tree, segment, key, value)| FrozenEntry {
+                tree: tree.index() as u8,
+                segment: segment as u32,
+                key: span(key),
+                value: value.map(span),
+            })
+            .collect();
+        // Stable: for equal keys the log order stays, and the last one wins.
+        entries.sort_by(|a, b| {
+            (a.tree, Self::bytes(&segments, a.segment, a.key))
+                .cmp(&(b.tree, Self::bytes(&segments, b.segment, b.key)))
+        });
+        let mut unique: Vec<FrozenEntry> = Vec::with_capacity(entries.len());
+        for e in entries {
+            match unique.last_mut() {
+                Some(last)
+                    if last.tree == e.tree
+                        && Self::bytes(&segments, last.segment, last.key)
+                            == Self::bytes(&segments, e.segment, e.key) =>
+                {
+                    *last = e;
+                }
+                _ => unique.push(e),
+            }
+        }
+        let mut per_tree = [0; TreeId::ALL.len()];
+        for e in &unique {
+            per_tree[usize::from(e.tree)] += 1;
+        }
+        Self {
+            segments,
+            entries: unique,
+            per_tree,
+        }
+    }
+
+    fn bytes(segments: &[Vec<u8>], segment: u32, (start, len): (u32, u32)) -> &[u8] {
+        &segments[segment as usize][start as usize..(start + len) as usize]
+    }
+
+    /// Distinct keys written.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// `None`: not written here; `Some(None)`: deleted.
+    fn get(&self, tree: TreeId, key: &[u8]) -> Option<Option<&[u8]>> {
+        let tree = tree.index() as u8;
+        let i = self
+            .entries
+            .binary_search_by(|e| {
+                (e.tree, Self::bytes(&self.segments, e.segment, e.key)).cmp(&(tree, key))
+            })
+            .ok()?;
+        let e = self.entries[i];
+        Some(e.value.map(|v| Self::bytes(&self.segments, e.segment, v)))
+    }
+
+    /// The writes of entries `range`, owned (to apply them to sled).
+    pub fn writes(&self, range: std::ops::Range<usize>) -> Vec<Redo> {
+        self.entries[range]
+            .iter()
+            .map(|e| Redo {
+                tree: TreeId::ALL[usize::from(e.tree)],
+                key: Self::bytes(&self.segments, e.segment, e.key).to_vec(),
+                value: e
+                    .value
+                    .map(|v| Self::bytes(&self.segments, e.segment, v).to_vec()),
+            })
+            .collect()
     }
 }
 

@@ -57,8 +57,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::TreeId;
-use super::overlay::Overlay;
+use super::overlay::{Frozen, Overlay};
 use super::tx::Redo;
 use format::{Checkpoint, REC_OVERHEAD, SEG_HEADER_LEN, SegmentHeader};
 pub(crate) use io::{FsDir, WalDir, WalFile};
@@ -417,52 +416,49 @@ impl Recovery {
         // advanced, which gives the same end state.
         let base_seq = applied.max(checkpoint.seq);
         let mut applied_pos = (checkpoint.segment, checkpoint.offset);
-        let mut latest: std::collections::HashMap<(TreeId, &[u8]), Option<&[u8]>> =
-            std::collections::HashMap::new();
         let mut unapplied = 0usize;
+        let mut writes = Vec::new();
         for (seq, seg, range, next) in &records {
             if *seq <= applied {
                 applied_pos = (checkpoint.segment + *seg as u64, *next as u64);
                 continue;
             }
-            let payload = &segments[*seg][range.clone()];
-            let writes = redo::decode(payload).ok_or_else(|| {
+            let bytes = &segments[*seg];
+            let payload = &bytes[range.clone()];
+            let decoded = redo::decode(payload).ok_or_else(|| {
                 corrupt("a record has a valid checksum but an unreadable redo set")
             })?;
-            for w in writes {
-                latest.insert((w.tree, w.key), w.value);
+            // Where each key and value lies in the segment's bytes.
+            let base = bytes.as_ptr() as usize;
+            let at = |part: &[u8]| {
+                let start = part.as_ptr() as usize - base;
+                start..start + part.len()
+            };
+            for w in decoded {
+                writes.push((w.tree, *seg, at(w.key), w.value.map(at)));
             }
             unapplied += REC_OVERHEAD + range.len();
         }
+        let frozen = Arc::new(Frozen::new(segments, writes.into_iter()));
         let end = (end_segment, end_offset);
         let overlay = Overlay::new(last.0);
         let mut pending = std::collections::VecDeque::new();
-        let mut writes: Vec<Redo> = latest
-            .into_iter()
-            .map(|((tree, key), value)| Redo {
-                tree,
-                key: key.to_vec(),
-                value: value.map(<[u8]>::to_vec),
-            })
-            .collect();
-        // Key order: sled applies each chunk's writes in fewer page visits.
-        writes.sort_unstable_by(|a, b| (a.tree.index(), &a.key).cmp(&(b.tree.index(), &b.key)));
-        let chunks = writes.len().div_ceil(RESUME_CHUNK).max(1);
-        let mut rest = writes.into_iter();
+        let keys = frozen.len();
+        let chunks = keys.div_ceil(RESUME_CHUNK).max(1);
         for i in 0..chunks {
-            let redo: Vec<Redo> = rest.by_ref().take(RESUME_CHUNK).collect();
-            overlay.add(last.0, &redo);
+            let range = i * RESUME_CHUNK..((i + 1) * RESUME_CHUNK).min(keys);
             let final_chunk = i + 1 == chunks;
             pending.push_back(Arc::new(PendingRecord {
                 seq: if final_chunk { last.0 } else { base_seq },
                 content_seq: last.0,
-                redo,
+                redo: Vec::new(),
+                frozen: Some(range),
                 end: if final_chunk { end } else { applied_pos },
                 len: unapplied / chunks,
             }));
         }
         let unapplied = (unapplied / chunks) * chunks;
-        drop(segments);
+        overlay.freeze(frozen);
 
         let mut all_slots: BTreeSet<u32> = slots.iter().map(|(s, _)| s.no).collect();
         let mut free = Vec::new();
@@ -639,6 +635,9 @@ pub(crate) struct PendingRecord {
     /// The newest record whose changes it holds: `seq`, except for the
     /// chunks of a deferred replay ([`Recovery::resume`]).
     content_seq: u64,
+    /// A chunk of a deferred replay: its writes are these entries of the
+    /// overlay's [`Frozen`] changes (`redo` is empty).
+    pub frozen: Option<Range<usize>>,
 }
 
 struct Group {
@@ -858,7 +857,7 @@ impl Wal {
             .take_while(|p| p.seq <= durable)
             .take_while(|p| {
                 let first = writes == 0;
-                writes += p.redo.len().max(1);
+                writes += p.frozen.as_ref().map_or(p.redo.len(), Range::len).max(1);
                 first || writes <= max_writes
             })
             .cloned()
@@ -896,6 +895,13 @@ impl Wal {
             .max()
             .unwrap_or(last.seq);
         self.overlay.forget_upto(newest, &redo);
+        // The last chunk of a deferred replay is in sled: all of it is.
+        if records
+            .iter()
+            .any(|r| r.frozen.is_some() && r.seq == r.content_seq)
+        {
+            self.overlay.thaw();
+        }
     }
 
     /// `true` when the size or time threshold for a checkpoint is reached.
@@ -1067,6 +1073,7 @@ impl WriterGuard<'_> {
                     seq,
                     content_seq: seq,
                     redo,
+                    frozen: None,
                     end,
                     len,
                 }));
