@@ -30,7 +30,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::tx::{Redo, Tx, TxError};
-use super::wal::{self, Recovery, WalDir, WalOptions, redo};
+use super::wal::{self, Loaded, redo};
 use super::{Engine, TreeId, meta, storage};
 use crate::error::{Error, StorageError};
 
@@ -221,14 +221,12 @@ pub(crate) struct RecoveryReport {
 
 /// Recovers the WAL in `dir` into sled, checkpoints, and starts the log.
 /// Runs before anything else writes.
-pub(super) fn start_wal(
-    engine: &mut Engine,
-    dir: Box<dyn WalDir>,
-    opts: WalOptions,
-) -> Result<RecoveryReport, Error> {
+pub(super) fn start_wal(engine: &mut Engine, loaded: Loaded) -> Result<RecoveryReport, Error> {
     let applied = applied_seq(engine)?;
-    let recovery =
-        Recovery::read(dir, opts, applied).map_err(io_error("reading the write-ahead log"))?;
+    let opts = loaded.options();
+    let recovery = loaded
+        .parse(applied)
+        .map_err(io_error("reading the write-ahead log"))?;
     let records_read = recovery.records().count();
     let last = recovery.last_seq();
     if last > applied && recovery.bytes_after(applied) >= opts.defer_replay_bytes {

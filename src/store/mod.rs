@@ -161,22 +161,49 @@ impl Engine {
         path: &Path,
         opts: EngineOptions,
         wal_opts: wal::WalOptions,
-        wal_dir: impl FnOnce(&Path) -> std::io::Result<Box<dyn wal::WalDir>>,
+        wal_dir: impl FnOnce(&Path) -> std::io::Result<Box<dyn wal::WalDir>> + Send,
     ) -> Result<Self, Error> {
         meta::check_directory(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(opts.cache_capacity)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(open_error)?;
+        let wal_error = |e| Error::Storage(StorageError::new("opening the write-ahead log", e));
+        // An existing log is read while sled opens (both take a while with a
+        // big store); a new store's log is created only once sled's meta
+        // checks have passed.
+        let existing_log = path.join("wal").join("checkpoint").is_file();
+        let mut wal_dir = Some(wal_dir);
+        let (db, preloaded) = std::thread::scope(|s| {
+            let loader = if existing_log {
+                wal_dir
+                    .take()
+                    .map(|open_dir| s.spawn(move || wal::Recovery::load(open_dir(path)?, wal_opts)))
+            } else {
+                None
+            };
+            let db = sled::Config::new()
+                .path(path)
+                .cache_capacity(opts.cache_capacity)
+                .flush_every_ms(Some(500))
+                .open()
+                .map_err(open_error);
+            let preloaded = loader.map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("reading the log panicked")))
+            });
+            (db, preloaded)
+        });
+        let db = db?;
         // The meta checks read only what store creation wrote, and creation
         // is made durable by the checkpoint that starts the log; a new store
         // is initialised before its log exists.
         let mut engine = Self::from_db(db, Some(path.to_path_buf()), opts)?;
-        let dir = wal_dir(path)
-            .map_err(|e| Error::Storage(StorageError::new("opening the write-ahead log", e)))?;
-        engine.recovery = commit::start_wal(&mut engine, dir, wal_opts)?;
+        let loaded = match (preloaded, wal_dir) {
+            (Some(loaded), _) => loaded.map_err(wal_error)?,
+            (None, Some(open_dir)) => {
+                wal::Recovery::load(open_dir(path).map_err(wal_error)?, wal_opts)
+                    .map_err(wal_error)?
+            }
+            (None, None) => unreachable!("the log directory is opened once"),
+        };
+        engine.recovery = commit::start_wal(&mut engine, loaded)?;
         Ok(engine)
     }
 

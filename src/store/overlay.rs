@@ -184,6 +184,13 @@ impl Overlay {
     }
 }
 
+fn prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
+}
+
 /// The changes of a deferred replay ([`super::wal::Recovery::resume`]):
 /// the last write of each key over the recovered records, sorted by
 /// (tree, key), pointing into the log's bytes (no copy per key). Read by
@@ -198,6 +205,12 @@ pub(crate) struct Frozen {
 #[derive(Clone, Copy)]
 struct FrozenEntry {
     tree: u8,
+    /// The key's first 8 bytes (zero-padded), big-endian: ordering by it,
+    /// then by the whole key, is the keys' byte order, and it settles most
+    /// comparisons without touching the log's bytes.
+    prefix: u64,
+    /// Position in the log (ties between writes of one key).
+    order: u32,
     segment: u32,
     key: (u32, u32),
     /// (start, len); `None` deletes.
@@ -219,17 +232,25 @@ impl Frozen {
     ) -> Self {
         let span = |r: std::ops::Range<usize>| (r.start as u32, (r.end - r.start) as u32);
         let mut entries: Vec<FrozenEntry> = writes
-            .map(|(tree, segment, key, value)| FrozenEntry {
+            .enumerate()
+            .map(|(order, (tree, segment, key, value))| FrozenEntry {
                 tree: tree.index() as u8,
+                prefix: prefix(&segments[segment][key.clone()]),
+                order: order as u32,
                 segment: segment as u32,
                 key: span(key),
                 value: value.map(span),
             })
             .collect();
-        // Stable: for equal keys the log order stays, and the last one wins.
-        entries.sort_by(|a, b| {
-            (a.tree, Self::bytes(&segments, a.segment, a.key))
-                .cmp(&(b.tree, Self::bytes(&segments, b.segment, b.key)))
+        // For equal keys the log order decides: the last write wins below.
+        entries.sort_unstable_by(|a, b| {
+            (a.tree, a.prefix)
+                .cmp(&(b.tree, b.prefix))
+                .then_with(|| {
+                    Self::bytes(&segments, a.segment, a.key)
+                        .cmp(Self::bytes(&segments, b.segment, b.key))
+                })
+                .then(a.order.cmp(&b.order))
         });
         let mut unique: Vec<FrozenEntry> = Vec::with_capacity(entries.len());
         for e in entries {
@@ -267,10 +288,13 @@ impl Frozen {
     /// `None`: not written here; `Some(None)`: deleted.
     fn get(&self, tree: TreeId, key: &[u8]) -> Option<Option<&[u8]>> {
         let tree = tree.index() as u8;
+        let p = prefix(key);
         let i = self
             .entries
             .binary_search_by(|e| {
-                (e.tree, Self::bytes(&self.segments, e.segment, e.key)).cmp(&(tree, key))
+                (e.tree, e.prefix)
+                    .cmp(&(tree, p))
+                    .then_with(|| Self::bytes(&self.segments, e.segment, e.key).cmp(key))
             })
             .ok()?;
         let e = self.entries[i];
@@ -349,5 +373,64 @@ mod tests {
             value(o.get_durable(TreeId::Customers, b"a")),
             Some(Some(b"2".to_vec()))
         );
+    }
+
+    #[test]
+    fn frozen_changes_keep_the_last_write_of_each_key_in_byte_order() {
+        // Keys that share 8-byte prefixes, are prefixes of each other, or
+        // end in zero bytes; written twice, deleted, in two trees.
+        let keys: Vec<&[u8]> = vec![
+            b"a",
+            b"a\0",
+            b"a\0b",
+            b"abcdefgh",
+            b"abcdefgh0",
+            b"abcdefgh1",
+            b"abcdefg",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+            b"",
+            b"b",
+        ];
+        let mut seg = Vec::new();
+        let mut writes = Vec::new();
+        let mut expect = std::collections::BTreeMap::new();
+        for round in 0..3u8 {
+            for (i, k) in keys.iter().enumerate() {
+                for tree in [TreeId::Emails, TreeId::Customers] {
+                    let ks = seg.len();
+                    seg.extend_from_slice(k);
+                    let value = if round == 2 && i % 3 == 0 {
+                        None
+                    } else {
+                        let vs = seg.len();
+                        seg.extend_from_slice(&[round, i as u8, tree as u8]);
+                        Some(vs..vs + 3)
+                    };
+                    let v = value.clone().map(|r| seg[r].to_vec());
+                    expect.insert((tree as usize, k.to_vec()), v);
+                    writes.push((tree, 0usize, ks..ks + k.len(), value));
+                }
+            }
+        }
+        let f = Frozen::new(vec![seg], writes.into_iter());
+        assert_eq!(f.len(), keys.len() * 2);
+        for ((tree, key), v) in &expect {
+            let got = f
+                .get(TreeId::ALL[*tree], key)
+                .map(|o| o.map(<[u8]>::to_vec));
+            assert_eq!(got.as_ref(), Some(v), "{tree} {key:?}");
+        }
+        assert!(f.get(TreeId::Customers, b"abcdefgh2").is_none());
+        assert!(f.get(TreeId::Customers, b"a\0\0").is_none());
+        assert!(f.get(TreeId::Apps, b"a").is_none());
+        // Chunks come out in the trees' byte order.
+        let all = f.writes(0..f.len());
+        let order: Vec<(usize, Vec<u8>)> = all
+            .iter()
+            .map(|w| (w.tree as usize, w.key.clone()))
+            .collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted);
     }
 }

@@ -165,7 +165,15 @@ impl Recovery {
     /// Reads the checkpoint and every valid record after it. Writes nothing.
     /// Records up to `applied` (sled holds their changes) are stepped over
     /// without checking their checksums: only the chain matters for them.
+    #[cfg(test)]
     pub fn read(dir: Box<dyn WalDir>, opts: WalOptions, applied: u64) -> stdio::Result<Self> {
+        Self::load(dir, opts)?.parse(applied)
+    }
+
+    /// The I/O half of [`Recovery::read`]: the checkpoint, every slot's
+    /// header, and the whole bytes of the slots that may hold the log after
+    /// the checkpoint. Independent of sled, so it can run while sled opens.
+    pub fn load(dir: Box<dyn WalDir>, opts: WalOptions) -> stdio::Result<Loaded> {
         let checkpoint = match dir.read_checkpoint()? {
             Some(bytes) => Checkpoint::decode(&bytes)
                 .ok_or_else(|| corrupt("the write-ahead log's checkpoint file is corrupt"))?,
@@ -197,21 +205,64 @@ impl Recovery {
             slots.push((Slot { no, file }, len));
         }
 
+        let mut bytes = BTreeMap::new();
+        if checkpoint.epoch > 0 {
+            for (&segment, &i) in &by_segment {
+                let (slot, len) = &slots[i];
+                let mut b = vec![0u8; usize::try_from(*len).unwrap_or(0)];
+                slot.file.read_at(&mut b, 0)?;
+                bytes.insert(segment, b);
+            }
+        }
+        Ok(Loaded {
+            dir,
+            opts,
+            checkpoint,
+            slots,
+            highest_segment,
+            by_segment,
+            bytes,
+        })
+    }
+}
+
+/// The write-ahead log's bytes as [`Recovery::load`] found them.
+pub(crate) struct Loaded {
+    dir: Box<dyn WalDir>,
+    opts: WalOptions,
+    checkpoint: Checkpoint,
+    slots: Vec<(Slot, u64)>,
+    highest_segment: u64,
+    by_segment: BTreeMap<u64, usize>,
+    /// The bytes of the slots in `by_segment`, by segment number.
+    bytes: BTreeMap<u64, Vec<u8>>,
+}
+
+impl Loaded {
+    pub fn options(&self) -> WalOptions {
+        self.opts
+    }
+
+    /// The parsing half of [`Recovery::read`].
+    pub fn parse(self, applied: u64) -> stdio::Result<Recovery> {
+        let Loaded {
+            dir,
+            opts,
+            checkpoint,
+            slots,
+            highest_segment,
+            by_segment,
+            mut bytes,
+        } = self;
         let mut segments = Vec::new();
         let mut records = Vec::new();
         let mut seq = checkpoint.seq + 1;
         let mut segment = checkpoint.segment;
         let mut at = usize::try_from(checkpoint.offset).unwrap_or(usize::MAX);
-        let read_all = |i: usize| -> stdio::Result<Vec<u8>> {
-            let (slot, len) = &slots[i];
-            let mut bytes = vec![0u8; usize::try_from(*len).unwrap_or(0)];
-            slot.file.read_at(&mut bytes, 0)?;
-            Ok(bytes)
-        };
         if checkpoint.epoch > 0
-            && let Some(&i) = by_segment.get(&segment)
+            && let Some(first) = bytes.remove(&segment)
         {
-            segments.push(read_all(i)?);
+            segments.push(first);
             loop {
                 let cur = segments.len() - 1;
                 let parse = |at, seq| {
@@ -228,20 +279,19 @@ impl Recovery {
                 }
                 // No valid record here: the log ends, unless the writer moved
                 // on to the next segment and the record we expect opens it.
-                let Some(&next) = by_segment.get(&(segment + 1)) else {
+                let Some(next) = bytes.remove(&(segment + 1)) else {
                     break;
                 };
-                let bytes = read_all(next)?;
-                if format::step_over_record(&bytes, SEG_HEADER_LEN, checkpoint.epoch, seq).is_none()
+                if format::step_over_record(&next, SEG_HEADER_LEN, checkpoint.epoch, seq).is_none()
                 {
                     break;
                 }
-                segments.push(bytes);
+                segments.push(next);
                 segment += 1;
                 at = SEG_HEADER_LEN;
             }
         }
-        Ok(Self {
+        Ok(Recovery {
             dir,
             opts,
             checkpoint,
@@ -252,7 +302,9 @@ impl Recovery {
             by_segment,
         })
     }
+}
 
+impl Recovery {
     /// The sequence number the checkpoint file records.
     pub fn checkpoint_seq(&self) -> u64 {
         self.checkpoint.seq
