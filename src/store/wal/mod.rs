@@ -469,7 +469,8 @@ impl Recovery {
         let base_seq = applied.max(checkpoint.seq);
         let mut applied_pos = (checkpoint.segment, checkpoint.offset);
         let mut unapplied = 0usize;
-        let mut writes = Vec::new();
+        // Rotation-shaped records write about three keys each.
+        let mut writes = Vec::with_capacity(records.len().saturating_mul(3));
         for (seq, seg, range, next) in &records {
             if *seq <= applied {
                 applied_pos = (checkpoint.segment + *seg as u64, *next as u64);
