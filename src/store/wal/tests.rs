@@ -863,6 +863,13 @@ fn committers_apply_batches_so_the_overlay_stays_bounded() {
     assert_eq!(e.tree(TreeId::Events).len(), 2_000);
 }
 
+/// Customer `k` as a point read sees it.
+fn customer(e: &Engine, k: u64) -> Option<Vec<u8>> {
+    e.get(TreeId::Customers, &k.to_be_bytes())
+        .unwrap()
+        .map(|v| v.to_vec())
+}
+
 /// Fixed-size records: record k writes customer k (8 bytes) = `fill` x 100.
 fn fixed_commit(e: &Engine, k: u64, fill: u8) {
     commit(
@@ -907,13 +914,7 @@ fn a_deferred_replay_goes_on_in_the_same_log_and_old_bytes_never_come_back() {
     assert_eq!((r.records_replayed, r.seq), (6, 6));
     // Readable at once, though sled has none of it yet.
     assert_eq!(commit::applied_seq(&e).unwrap(), 0);
-    assert_eq!(
-        e.get(TreeId::Customers, &6u64.to_be_bytes())
-            .unwrap()
-            .unwrap()
-            .as_ref(),
-        &[1u8; 100][..]
-    );
+    assert_eq!(customer(&e, 6), Some(vec![1u8; 100]));
     assert!(
         e.get(TreeId::Customers, &8u64.to_be_bytes())
             .unwrap()
@@ -986,13 +987,7 @@ fn a_deferred_replay_drains_into_sled_and_a_checkpoint_recycles_the_old_log() {
     // applied (the deferred chunks and it, in one batch), reads see it.
     fixed_commit(&e, 5, 9);
     e.settle().unwrap();
-    assert_eq!(
-        e.get(TreeId::Customers, &5u64.to_be_bytes())
-            .unwrap()
-            .unwrap()
-            .as_ref(),
-        &[9u8; 100][..]
-    );
+    assert_eq!(customer(&e, 5), Some(vec![9u8; 100]));
     let mut expected = expected;
     expected.insert(
         (TreeId::Customers as usize, 5u64.to_be_bytes().to_vec()),
