@@ -75,10 +75,16 @@ impl Overlay {
     pub fn add(&self, seq: u64, redo: &[Redo]) {
         let mut trees = self.trees.write().unwrap_or_else(PoisonError::into_inner);
         for w in redo {
-            let versions = trees[w.tree.index()].entry(w.key.clone()).or_default();
-            if versions.is_empty() {
+            let map = &mut trees[w.tree.index()];
+            // Most keys a commit writes are waiting already (its customer,
+            // the event counter): look them up without copying the key.
+            if !map.contains_key(w.key.as_slice()) {
+                map.insert(w.key.clone(), Vec::new());
                 self.held[w.tree.index()].fetch_add(1, Ordering::AcqRel);
             }
+            let Some(versions) = map.get_mut(w.key.as_slice()) else {
+                continue;
+            };
             let value = w.value.as_deref().map(IVec::from);
             match versions.last_mut() {
                 // A transaction that writes a key twice: its last write wins.

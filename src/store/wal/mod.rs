@@ -88,9 +88,6 @@ const APPLY_BYTES: usize = 256 << 10;
 /// Writes per pending chunk of a deferred replay.
 const RESUME_CHUNK: usize = if cfg!(test) { 3 } else { 4096 };
 
-/// The longest a writer spins for the writer lock before it sleeps.
-const SPIN_LIMIT: Duration = Duration::from_micros(30);
-
 /// The longest a group commit's leader waits for writers about to append.
 const GATHER_LIMIT: Duration = Duration::from_micros(200);
 
@@ -730,30 +727,9 @@ pub(crate) struct WalStats {
 impl Wal {
     /// Enters the writer section; fails when the log failed earlier.
     pub fn writer(&self) -> stdio::Result<WriterGuard<'_>> {
-        let w = self.lock_writer();
+        let w = lock(&self.writer);
         self.check_failed()?;
         Ok(WriterGuard { wal: self, w })
-    }
-
-    /// The writer lock, spinning briefly before sleeping: the section is
-    /// short, and the threads of a group all arrive at once after their
-    /// sync, so sleeping would hand the lock from thread to thread through a
-    /// wake-up each.
-    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
-        let start = Instant::now();
-        let mut spins = 0u32;
-        loop {
-            match self.writer.try_lock() {
-                Ok(g) => return g,
-                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => {}
-            }
-            spins += 1;
-            if spins.is_multiple_of(64) && start.elapsed() >= SPIN_LIMIT {
-                return lock(&self.writer);
-            }
-            std::hint::spin_loop();
-        }
     }
 
     /// Marks the calling thread as committing until the returned value is
