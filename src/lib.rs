@@ -70,7 +70,8 @@ pub use model::{
 };
 pub use model::{
     IssuedReset, MAX_METADATA_BYTES, MAX_OUTSTANDING_RESETS, MAX_REFERENCE_BYTES, RESET_ID_LEN,
-    RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, parse_reset_id, parse_token,
+    RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, ValidToken, parse_reset_id,
+    parse_token,
 };
 pub use ops::{Config, FailPoint, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
 pub use ops::{MIN_SALT, NONCE_TTL, SignedPasswordChange};

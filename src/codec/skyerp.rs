@@ -465,12 +465,12 @@ fn check_token(store: &Store, lang: Lang, token: &str) -> Response {
         return invalid();
     };
     match store.check_reset_token(&token) {
-        Ok(customer) => envelope(
+        Ok(valid) => envelope(
             200,
             true,
             lang,
             Msg::TokenValid,
-            json!({ "email": customer.email }),
+            json!({ "email": valid.email }),
         ),
         Err(e) if e.is_fault() => failure_response(lang, Failure::Fault),
         Err(_) => invalid(),

@@ -13,7 +13,8 @@ pub use email::Email;
 pub use event::{Event, EventKind, EventOutcome};
 pub use reset::{
     IssuedReset, MAX_METADATA_BYTES, MAX_OUTSTANDING_RESETS, MAX_REFERENCE_BYTES, RESET_ID_LEN,
-    RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, parse_reset_id, parse_token,
+    RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, ValidToken, parse_reset_id,
+    parse_token,
 };
 pub(crate) use reset::{check_reference, metadata_text};
 pub use secret::{AppKey, CustomerKey, Password, StoreSecret};

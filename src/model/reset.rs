@@ -128,6 +128,17 @@ pub struct Reset {
     pub metadata: Option<Map<String, Value>>,
 }
 
+/// What a valid token says ([`crate::Store::check_reset_token`]): whose
+/// it is, and the email it was sent to (the account's email: an email change
+/// kills the account's tokens).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidToken {
+    /// The customer the token was issued to.
+    pub box_id: crate::model::BoxId,
+    /// The email the reset was sent to.
+    pub email: String,
+}
+
 /// A reset just issued, with its token: the only time the token is readable.
 #[derive(Debug)]
 pub struct IssuedReset {

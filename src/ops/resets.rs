@@ -20,11 +20,14 @@ use crate::crypto::password::HashScheme;
 use crate::error::{Entity, Error};
 use crate::model::{
     Customer, Email, EventKind, EventOutcome, IssuedReset, MAX_OUTSTANDING_RESETS, Password,
-    RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, Timestamp, check_reference,
-    metadata_text, parse_reset_id,
+    RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, Timestamp, ValidToken,
+    check_reference, metadata_text, parse_reset_id,
 };
+use crate::store::encoding::decode_borrowed;
 use crate::store::encoding::printable_key;
-use crate::store::records::{CustomerRecord, ResetRecord, sortable_time};
+use crate::store::records::{
+    CustomerRecord, ResetRecord, TokenEntry, TokenEntryRef, sortable_time,
+};
 use crate::store::{TreeId, Tx, TxError};
 
 /// Expiry-index entries a purge reads, and deletes in one transaction, at a time.
@@ -134,10 +137,22 @@ impl Store {
     /// Checks a token without consuming it: the customer it was issued to,
     /// or [`Error::InvalidToken`] when it is unknown, expired, used, or
     /// superseded by a credential change.
-    pub fn check_reset_token(&self, token: &ResetToken) -> Result<Customer, Error> {
+    ///
+    /// One read: the token index entry exists only while the reset is unused
+    /// and its customer's credentials have not moved since it was issued.
+    pub fn check_reset_token(&self, token: &ResetToken) -> Result<ValidToken, Error> {
         let digest = self.token_digest(token);
-        let (_, cust) = self.live_reset_by_digest(&digest, self.now())?;
-        Ok(cust.to_public())
+        let Some(bytes) = self.engine().get(TreeId::ResetTokens, &digest)? else {
+            return Err(Error::InvalidToken);
+        };
+        let entry: TokenEntryRef<'_> = decode_borrowed(TreeId::ResetTokens, &digest, &bytes)?;
+        if self.now() >= entry.expires_at {
+            return Err(Error::InvalidToken);
+        }
+        Ok(ValidToken {
+            box_id: entry.box_id,
+            email: entry.email.to_owned(),
+        })
     }
 
     /// Sets a new password with a reset token, in one atomic rotation: the
@@ -358,11 +373,17 @@ impl Store {
         digest: &Digest,
         now: Timestamp,
     ) -> Result<(ResetRecord, CustomerRecord), Error> {
-        let Some(id) = self.engine().get(TreeId::ResetTokens, digest)? else {
+        let Some(entry) = self
+            .engine()
+            .get_record::<TokenEntry>(TreeId::ResetTokens, digest)?
+        else {
             return Err(Error::InvalidToken);
         };
         // Deleted since the index read: as good as unknown.
-        let Some(rec) = self.engine().get_record(TreeId::Resets, &id)? else {
+        let Some(rec) = self
+            .engine()
+            .get_record(TreeId::Resets, entry.id.as_bytes())?
+        else {
             return Err(Error::InvalidToken);
         };
         let cust = self.live_customer(&rec, digest, now)?;
@@ -420,6 +441,8 @@ impl Store {
                 return Err(Error::Conflict.into());
             }
             tx.remove(TreeId::ResetExpiry, &rec.expiry_key())?;
+            // A used token is gone from the token index at once.
+            tx.remove(TreeId::ResetTokens, &rec.token_digest)?;
             rec.used_at = Some(now);
             rec.updated_at = now;
             tx.insert(TreeId::ResetExpiry, &rec.expiry_key(), Vec::new())?;
@@ -468,11 +491,7 @@ fn load_reset(tx: &Tx<'_>, id: &str) -> Result<ResetRecord, TxError> {
 
 fn insert_reset(tx: &Tx<'_>, rec: &ResetRecord) -> Result<(), TxError> {
     tx.put_record(TreeId::Resets, rec.id.as_bytes(), rec)?;
-    tx.insert(
-        TreeId::ResetTokens,
-        &rec.token_digest,
-        rec.id.as_bytes().to_vec(),
-    )?;
+    tx.put_record(TreeId::ResetTokens, &rec.token_digest, &TokenEntry::of(rec))?;
     tx.insert(TreeId::ResetExpiry, &rec.expiry_key(), Vec::new())?;
     tx.insert(TreeId::ResetsByCustomer, &rec.customer_key(), Vec::new())
 }

@@ -50,6 +50,27 @@ pub(crate) fn decode<T: DeserializeOwned>(
     }
 }
 
+/// [`decode`] into a type that borrows from `bytes` (no allocation for its
+/// strings): same checks, same errors.
+pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(
+    tree: TreeId,
+    key: &[u8],
+    bytes: &'a [u8],
+) -> Result<T, Error> {
+    let corrupt = || Error::CorruptRecord {
+        tree: tree.name(),
+        key: printable_key(key),
+    };
+    let (&version, body) = bytes.split_first().ok_or_else(corrupt)?;
+    if version != VALUE_VERSION || body.len() > LIMIT {
+        return Err(corrupt());
+    }
+    match bincode::serde::borrow_decode_from_slice::<T, _>(body, config()) {
+        Ok((value, used)) if used == body.len() => Ok(value),
+        _ => Err(corrupt()),
+    }
+}
+
 /// A key as text for error messages: UTF-8 as is, else hex. Keys never hold a
 /// secret (token digests are keyed hashes, not tokens).
 pub(crate) fn printable_key(key: &[u8]) -> String {

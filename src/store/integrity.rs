@@ -1,7 +1,7 @@
 //! The integrity check: every record decodes, every index entry points at its
 //! record, and every record is indexed.
 
-use super::records::{AppRecord, CustomerRecord, ResetRecord};
+use super::records::{AppRecord, CustomerRecord, ResetRecord, TokenEntry};
 use super::{Engine, TreeId, encoding, storage};
 use crate::error::Error;
 use crate::model::{Email, Event};
@@ -151,11 +151,18 @@ fn check_resets(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
                 "reset {id:?} has metadata that is not a JSON object"
             ));
         }
-        match engine.get(TreeId::ResetTokens, &rec.token_digest)? {
-            Some(v) if v.as_ref() == id.as_bytes() => {}
-            _ => r
+        // Unused: its token index entry says what the record says. Used:
+        // none (a used token is removed from the index).
+        let entry = engine.get_record::<TokenEntry>(TreeId::ResetTokens, &rec.token_digest);
+        match (rec.used_at, entry) {
+            (None, Ok(Some(e))) if e == TokenEntry::of(&rec) => {}
+            (None, _) => r
                 .problems
                 .push(format!("reset {id:?} is not in the token index")),
+            (Some(_), Ok(None)) => {}
+            (Some(_), _) => r
+                .problems
+                .push(format!("used reset {id:?} is still in the token index")),
         }
         if engine
             .get(TreeId::ResetExpiry, &rec.expiry_key())?
@@ -195,7 +202,14 @@ fn check_resets(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
     }
     for item in engine.tree(TreeId::ResetTokens).iter() {
         let (k, v) = item.map_err(storage("scanning the reset token index"))?;
-        if !matches!(reset(&v), Ok(Some(rec)) if rec.token_digest[..] == k[..]) {
+        let points_back = match encoding::decode::<TokenEntry>(TreeId::ResetTokens, &k, &v) {
+            Ok(e) => matches!(
+                reset(e.id.as_bytes()),
+                Ok(Some(rec)) if rec.token_digest[..] == k[..] && rec.used_at.is_none()
+            ),
+            Err(_) => false,
+        };
+        if !points_back {
             r.problems.push(format!(
                 "token index entry {} points at no matching reset",
                 encoding::printable_key(&k)

@@ -76,6 +76,42 @@ impl AppRecord {
 /// and `resets_by_customer` ([`ResetRecord::customer_key`]). While unused it
 /// is listed in its customer's `resets`; once used it is kept (so that it can
 /// still be read by id) until a purge, and listed nowhere.
+/// A token index entry (`reset_tokens`: keyed token digest -> this): all a
+/// token check needs, so that it reads one key. It exists only while its
+/// reset is unused and its customer's credentials have not moved: consuming
+/// a reset removes it, and a credential change deletes the customer's
+/// outstanding resets with their index entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TokenEntry {
+    pub id: String,
+    pub box_id: BoxId,
+    /// The customer's email at issue (an email change deletes the entry).
+    pub email: String,
+    pub expires_at: Timestamp,
+}
+
+/// [`TokenEntry`] read in place: the same encoding, strings borrowed (the
+/// token check allocates only the email it returns).
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenEntryRef<'a> {
+    /// Read past, not used (the field order must match [`TokenEntry`]'s).
+    pub _id: &'a str,
+    pub box_id: BoxId,
+    pub email: &'a str,
+    pub expires_at: Timestamp,
+}
+
+impl TokenEntry {
+    pub fn of(rec: &ResetRecord) -> Self {
+        Self {
+            id: rec.id.clone(),
+            box_id: rec.box_id,
+            email: rec.email.clone(),
+            expires_at: rec.expires_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ResetRecord {
     pub id: String,
@@ -127,4 +163,43 @@ impl ResetRecord {
 /// A timestamp as 8 bytes that sort like the number.
 pub(crate) fn sortable_time(t: Timestamp) -> [u8; 8] {
     ((t.0 as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{TreeId, encoding};
+
+    #[test]
+    fn a_token_entry_reads_back_in_place() {
+        let e = TokenEntry {
+            id: "abcdefghijklmnopqrstuvwx".into(),
+            box_id: 811_111,
+            email: "johndoe@email.com".into(),
+            expires_at: Timestamp(1_700_000_000_123),
+        };
+        let bytes = encoding::encode(&e);
+        let r: TokenEntryRef<'_> =
+            encoding::decode_borrowed(TreeId::ResetTokens, b"k", &bytes).unwrap();
+        assert_eq!(
+            (r._id, r.box_id, r.email),
+            (e.id.as_str(), e.box_id, e.email.as_str())
+        );
+        assert_eq!(r.expires_at, e.expires_at);
+        // Trailing or missing bytes are corrupt records, as for `decode`.
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(
+            encoding::decode_borrowed::<TokenEntryRef<'_>>(TreeId::ResetTokens, b"k", &longer)
+                .is_err()
+        );
+        assert!(
+            encoding::decode_borrowed::<TokenEntryRef<'_>>(
+                TreeId::ResetTokens,
+                b"k",
+                &bytes[..bytes.len() - 1]
+            )
+            .is_err()
+        );
+    }
 }
