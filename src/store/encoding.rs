@@ -36,17 +36,10 @@ pub(crate) fn decode<T: DeserializeOwned>(
     key: &[u8],
     bytes: &[u8],
 ) -> Result<T, Error> {
-    let corrupt = || Error::CorruptRecord {
-        tree: tree.name(),
-        key: printable_key(key),
-    };
-    let (&version, body) = bytes.split_first().ok_or_else(corrupt)?;
-    if version != VALUE_VERSION || body.len() > LIMIT {
-        return Err(corrupt());
-    }
+    let body = body(tree, key, bytes)?;
     match bincode::serde::decode_from_slice::<T, _>(body, config()) {
         Ok((value, used)) if used == body.len() => Ok(value),
-        _ => Err(corrupt()),
+        _ => Err(corrupt(tree, key)),
     }
 }
 
@@ -57,17 +50,25 @@ pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(
     key: &[u8],
     bytes: &'a [u8],
 ) -> Result<T, Error> {
-    let corrupt = || Error::CorruptRecord {
-        tree: tree.name(),
-        key: printable_key(key),
-    };
-    let (&version, body) = bytes.split_first().ok_or_else(corrupt)?;
-    if version != VALUE_VERSION || body.len() > LIMIT {
-        return Err(corrupt());
-    }
+    let body = body(tree, key, bytes)?;
     match bincode::serde::borrow_decode_from_slice::<T, _>(body, config()) {
         Ok((value, used)) if used == body.len() => Ok(value),
-        _ => Err(corrupt()),
+        _ => Err(corrupt(tree, key)),
+    }
+}
+
+/// The record after its version byte, once the version and size are right.
+fn body<'a>(tree: TreeId, key: &[u8], bytes: &'a [u8]) -> Result<&'a [u8], Error> {
+    match bytes.split_first() {
+        Some((&VALUE_VERSION, body)) if body.len() <= LIMIT => Ok(body),
+        _ => Err(corrupt(tree, key)),
+    }
+}
+
+fn corrupt(tree: TreeId, key: &[u8]) -> Error {
+    Error::CorruptRecord {
+        tree: tree.name(),
+        key: printable_key(key),
     }
 }
 
