@@ -607,9 +607,12 @@ fn load_then_sigterm_loses_no_acknowledged_change() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let outbox = dir.path().join("outbox");
-    // Customers for the writers.
+    // One customer per writer thread: a writer's acknowledged passwords then
+    // come in the order they were applied (two writers on one account could
+    // each be acknowledged, the older password applied last).
+    const WRITERS: usize = 8;
     let mut keys = Vec::new();
-    for i in 0..4 {
+    for i in 0..WRITERS {
         let (code, out, err) = cli(
             &data,
             &[
@@ -643,7 +646,7 @@ fn load_then_sigterm_loses_no_acknowledged_change() {
     let stop = Arc::new(AtomicBool::new(false));
     let terminated = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicU64::new(0));
-    let acked: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; 4]));
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; WRITERS]));
     let bad: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let base = server.base.clone();
 
@@ -666,7 +669,7 @@ fn load_then_sigterm_loses_no_acknowledged_change() {
                     let r = match t % 4 {
                         // writers: sequential password changes, each acknowledged one recorded
                         0 => {
-                            let w = t / 4 % 4;
+                            let w = t / 4;
                             let (box_id, key) = &keys[w];
                             let next = acked.lock().unwrap()[w] + 1;
                             let body = json!({"user_code": 396, "app_key": APP_KEY, "customer_box_id": box_id,
