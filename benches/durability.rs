@@ -21,6 +21,9 @@
 //! and performs exactly `n` rotations from 8 threads after setting up, so
 //! `strace -f -c -e trace=fdatasync,fsync <bench binary>` counts the syncs of
 //! `n` commits (run it once with `n = 0` to subtract the setup's).
+//! `DURABILITY_STRACE_WRITERS=<k>` changes the thread count, and
+//! `DURABILITY_NOSYNC=1` opens the store with
+//! `PeriodicFlushLosesRecentChanges` (the commit path's CPU ceiling).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;

@@ -22,6 +22,7 @@
 //! and replaying whole-value redo sets in order over any prefix between the
 //! checkpoint and the WAL's end gives the WAL's end state.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
@@ -49,16 +50,17 @@ pub(super) fn run<T>(
     let mut writer = wal
         .writer()
         .map_err(io_error("writing the write-ahead log"))?;
-    let tx = Tx::new(engine, Some(writer.overlay()), engine.fail_point.as_ref());
+    let tx = Tx::new(engine, Some(writer.overlay()));
     let out = f(&tx).map_err(|TxError(e)| e)?;
     let redo = tx.redo.take();
     if redo.is_empty() {
         return Ok(out);
     }
-    if redo::encoded_len(&redo) > writer.max_payload() {
+    let len = redo::encoded_len(&redo);
+    if len > writer.max_payload() {
         return Err(too_large());
     }
-    let mut payload = Vec::with_capacity(redo::encoded_len(&redo));
+    let mut payload = Vec::with_capacity(len);
     redo::encode(&mut payload, &redo);
     let seq = writer
         .append(&payload, redo)
@@ -93,7 +95,7 @@ fn run_without_wal<T>(
         .unlogged_writer
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let tx = Tx::new(engine, None, engine.fail_point.as_ref());
+    let tx = Tx::new(engine, None);
     let out = f(&tx).map_err(|TxError(e)| e)?;
     let redo = tx.redo.take();
     if !redo.is_empty() {
@@ -177,26 +179,21 @@ pub(super) fn settle(engine: &Engine, how: Settle) -> Result<(), Error> {
         let Some(last) = records.last() else {
             return Ok(());
         };
-        // Chunks of a deferred replay get their writes from the overlay.
+        // Chunks of a deferred replay get their writes from the overlay,
+        // which keeps them until the last chunk is applied.
         let frozen = wal.overlay().frozen();
-        let owned: Vec<Vec<Redo>> = records
+        let sets: Vec<Cow<'_, [Redo]>> = records
             .iter()
             .map(|r| match (&r.frozen, &frozen) {
-                (Some(range), Some(f)) => f.writes(range.clone()),
-                _ => Vec::new(),
+                (None, _) => Ok(Cow::Borrowed(r.redo.as_slice())),
+                (Some(range), Some(f)) => Ok(Cow::Owned(f.writes(range.clone()))),
+                (Some(_), None) => Err(Error::Storage(StorageError::new(
+                    "applying logged changes to sled",
+                    "a deferred replay's changes are gone before all were applied",
+                ))),
             })
-            .collect();
-        let sets: Vec<&[Redo]> = records
-            .iter()
-            .zip(&owned)
-            .map(|(r, o)| {
-                if r.frozen.is_some() {
-                    o.as_slice()
-                } else {
-                    r.redo.as_slice()
-                }
-            })
-            .collect();
+            .collect::<Result<_, _>>()?;
+        let sets: Vec<&[Redo]> = sets.iter().map(AsRef::as_ref).collect();
         apply_to_sled(engine, &sets, Some(last.seq))
             .map_err(storage("applying logged changes to sled"))?;
         wal.applied(&guard, &records);

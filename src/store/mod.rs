@@ -195,14 +195,13 @@ impl Engine {
         // is made durable by the checkpoint that starts the log; a new store
         // is initialised before its log exists.
         let mut engine = Self::from_db(db, Some(path.to_path_buf()), opts)?;
+        // `wal_dir` was used by the loader exactly when `preloaded` is set.
         let loaded = match (preloaded, wal_dir) {
-            (Some(loaded), _) => loaded.map_err(wal_error)?,
-            (None, Some(open_dir)) => {
-                wal::Recovery::load(open_dir(path).map_err(wal_error)?, wal_opts)
-                    .map_err(wal_error)?
-            }
-            (None, None) => unreachable!("the log directory is opened once"),
-        };
+            (Some(loaded), _) => loaded,
+            (None, Some(open_dir)) => open_dir(path).and_then(|d| wal::Recovery::load(d, wal_opts)),
+            (None, None) => Err(std::io::Error::other("the log directory was not opened")),
+        }
+        .map_err(wal_error)?;
         engine.recovery = commit::start_wal(&mut engine, loaded)?;
         Ok(engine)
     }

@@ -101,11 +101,7 @@ impl Overlay {
 
     /// The newest durable version of a key (for readers).
     pub fn get_durable(&self, tree: TreeId, key: &[u8]) -> Found {
-        if self.is_clear(tree) {
-            return Found::NotHere;
-        }
-        let durable = self.durable();
-        self.get(tree, key, durable)
+        self.get(tree, key, self.durable())
     }
 
     fn get(&self, tree: TreeId, key: &[u8], upto: u64) -> Found {

@@ -40,22 +40,16 @@ pub(crate) struct Tx<'a> {
     engine: &'a Engine,
     overlay: Option<&'a Overlay>,
     pub(super) redo: RefCell<Vec<Redo>>,
-    pub(super) fail_point: Option<&'a crate::ops::FailPoint>,
 }
 
 impl<'a> Tx<'a> {
     /// A transaction over sled plus `overlay` (every logged version in it,
     /// synced or not). Only inside the writer section.
-    pub(super) fn new(
-        engine: &'a Engine,
-        overlay: Option<&'a Overlay>,
-        fail_point: Option<&'a crate::ops::FailPoint>,
-    ) -> Self {
+    pub(super) fn new(engine: &'a Engine, overlay: Option<&'a Overlay>) -> Self {
         Self {
             engine,
             overlay,
             redo: RefCell::new(Vec::new()),
-            fail_point,
         }
     }
 
@@ -177,7 +171,7 @@ impl<'a> Tx<'a> {
     /// A test hook: aborts the transaction when the store's fail point fires
     /// at `name`. Does nothing in normal use.
     pub fn fail_point(&self, name: &'static str) -> Result<(), TxError> {
-        if let Some(fp) = self.fail_point
+        if let Some(fp) = &self.engine.fail_point
             && fp.fires(name)
         {
             return Err(Error::Storage(crate::error::StorageError::new(

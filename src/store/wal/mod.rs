@@ -574,10 +574,7 @@ impl Wal {
             sync_enabled: AtomicBool::new(opts.sync),
             failed: AtomicBool::new(false),
             writer: Mutex::new(writer),
-            group: Mutex::new(Group {
-                done_seq: appended,
-                leader: false,
-            }),
+            group: Mutex::new(Group { leader: false }),
             synced: Condvar::new(),
             checkpointing: Mutex::new(()),
             applying: Mutex::new(()),
@@ -690,9 +687,9 @@ pub(crate) struct PendingRecord {
     pub frozen: Option<Range<usize>>,
 }
 
+/// Group commit's state, beside the durable sequence number (the
+/// overlay's, raised under this lock while syncing).
 struct Group {
-    /// Every record up to this one is durable and applied to sled.
-    done_seq: u64,
     /// A leader is syncing right now.
     leader: bool,
 }
@@ -750,7 +747,7 @@ impl Wal {
     }
 
     /// `false` when records are appended without waiting for a sync (each
-    /// change is then applied to sled before its record is appended).
+    /// is written at once and counts as durable when appended).
     pub fn syncing(&self) -> bool {
         self.sync_enabled.load(Ordering::Relaxed)
     }
@@ -762,7 +759,8 @@ impl Wal {
     pub fn wait_durable(&self, seq: u64) -> stdio::Result<()> {
         let mut g = lock(&self.group);
         loop {
-            if g.done_seq >= seq {
+            // Raised under this lock by leaders (always, when syncing).
+            if self.overlay.durable() >= seq {
                 return Ok(());
             }
             self.check_failed()?;
@@ -790,10 +788,7 @@ impl Wal {
             g = lock(&self.group);
             g.leader = false;
             match result {
-                Ok(()) => {
-                    g.done_seq = g.done_seq.max(target);
-                    self.overlay.set_durable(target);
-                }
+                Ok(()) => self.overlay.set_durable(target),
                 // After a failed fsync the kernel may have dropped the dirty
                 // pages: nothing written since the last good sync can be
                 // trusted, so stop acknowledging anything.
