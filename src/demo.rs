@@ -20,11 +20,11 @@ pub const APP_USER_CODE: UserCode = 396;
 pub const APP_KEY: &str = "1656d700707ad9a77f737e5df3db088a";
 /// The demo app's shop key (seed 002).
 pub const SHOP_KEY: &str = "acme12aa";
-/// The user_code of the demo's Commerce Layer app.
-pub const BEARER_APP_USER_CODE: UserCode = 9003;
-/// That app's key: seed 003's placeholder bearer token, so that the seed's
-/// curl works as printed (and gets the documented 422). Demo only.
-pub const BEARER_APP_KEY: &str = "your-access-token";
+/// Seed 003's placeholder bearer token: accepted while the server runs with
+/// `--demo`, for the demo customer only (see [`settings`]), so that the
+/// seed's curl works as printed (and gets the documented 422). It is never
+/// stored: a demo leaves no public credential behind.
+pub const PLACEHOLDER_BEARER: &str = "your-access-token";
 
 /// The demo customer's box_id.
 pub const BOX_ID: BoxId = 811111;
@@ -54,22 +54,32 @@ pub struct Seeded {
     pub customer: bool,
 }
 
-/// The gateway settings of the demo: WCF dates shown at `-0500`.
+/// The gateway settings of the demo: WCF dates shown at `-0500`, and seed
+/// 003's placeholder bearer for the demo customer only.
 pub fn settings() -> GatewaySettings {
-    GatewaySettings::default().with_wcf_offset(WcfOffset::from_minutes(DISPLAY_OFFSET_MINUTES))
+    GatewaySettings::default()
+        .with_wcf_offset(WcfOffset::from_minutes(DISPLAY_OFFSET_MINUTES))
+        .with_demo_bearer(PLACEHOLDER_BEARER, BOX_ID)
+}
+
+/// Disables any app whose key is the public placeholder bearer (earlier
+/// releases' `--demo` stored one as app 9003, and an operator may have
+/// imported it): a credential printed in a public document must not open a
+/// real store. Returns the user_codes disabled. Run at every server start.
+pub fn retire_placeholder_app(store: &Store) -> Result<Vec<UserCode>, Error> {
+    let placeholder = AppKey::new(PLACEHOLDER_BEARER)?;
+    let mut retired = Vec::new();
+    for app in store.apps()? {
+        if app.enabled && store.app_key(app.user_code)?.ct_eq(&placeholder) {
+            store.set_app_enabled(app.user_code, false)?;
+            retired.push(app.user_code);
+        }
+    }
+    Ok(retired)
 }
 
 /// Seeds the demo parties where absent; seeding twice changes nothing.
 pub fn seed(store: &Store) -> Result<Seeded, Error> {
-    if let Err(Error::NotFound(_)) = store.app(BEARER_APP_USER_CODE) {
-        let key = AppKey::new(BEARER_APP_KEY)?;
-        store.import_app(
-            BEARER_APP_USER_CODE,
-            "Demo Commerce Layer client (seed 003)",
-            None,
-            &key,
-        )?;
-    }
     let app = match store.app(APP_USER_CODE) {
         Ok(_) => false,
         Err(Error::NotFound(_)) => {

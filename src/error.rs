@@ -28,6 +28,19 @@ pub enum Error {
         /// When the lock ends.
         until: Timestamp,
     },
+    /// The account is disabled (`is_enable: false`): it cannot log in,
+    /// change or reset its password. Only said to a caller that proved the
+    /// credential (the right password or key).
+    #[error("the account is disabled")]
+    Disabled,
+    /// Every box_id the store may assign (1 to [`crate::MAX_BOX_ID`]) is
+    /// taken or past: registering needs an operator (import with free ids,
+    /// or a store with a lower first box_id).
+    #[error("no box_id left to assign: the next one would pass {max}")]
+    BoxIdsExhausted {
+        /// The largest box_id the store assigns.
+        max: u64,
+    },
     /// The password was right, but the customer must change it before logging in.
     #[error("the password must be changed before logging in")]
     MustChangePassword,
@@ -88,7 +101,8 @@ pub enum Error {
     /// A signed request's digest does not match the request.
     #[error("invalid digest")]
     InvalidDigest,
-    /// A signed request reused a salt the same app sent within the last 24 hours.
+    /// A signed request reused a salt the same app sent before (salts are
+    /// kept for good).
     #[error("salt already used")]
     ReplayedSalt,
 }
@@ -247,6 +261,13 @@ pub enum InputError {
     /// A reset id is not 10 characters of `[A-Za-z0-9]`.
     #[error("reset id must be 10 characters of [A-Za-z0-9]")]
     MalformedResetId,
+    /// A box_id outside 1 to [`crate::MAX_BOX_ID`] (2^53 − 1, so that every
+    /// JSON client reads it exactly).
+    #[error("box_id must be between 1 and {max}")]
+    BoxIdOutOfRange {
+        /// The largest box_id accepted.
+        max: u64,
+    },
     /// A signed request's salt has fewer than 9 digits (or is negative).
     #[error("salt must be a number of at least 9 digits")]
     ShortSalt,

@@ -10,7 +10,7 @@
 use std::fmt;
 
 use crate::codec::aspnet::{self, Input, Output};
-use crate::codec::commerce_layer::{self, CommerceLayerSettings};
+use crate::codec::commerce_layer::{self, CommerceLayerSettings, DemoBearer};
 use crate::codec::skyerp::{self, BodyFormat, Lang, SkyErpSettings};
 use crate::codec::skypostal::{self, SkypostalSettings};
 use crate::codec::wcf_date::WcfOffset;
@@ -143,16 +143,24 @@ impl GatewaySettings {
         self
     }
 
+    /// Accepts a public placeholder bearer on the Commerce Layer routes for
+    /// one customer only (a demo; see [`DemoBearer`]).
+    pub fn with_demo_bearer(mut self, token: impl Into<String>, box_id: crate::BoxId) -> Self {
+        self.commerce_layer.demo_bearer = Some(DemoBearer {
+            token: token.into(),
+            box_id,
+        });
+        self
+    }
+
     /// Sets the Commerce Layer links' base URL and mode.
     pub fn with_commerce_layer(
         mut self,
         base_url: impl Into<String>,
         mode: commerce_layer::Mode,
     ) -> Self {
-        self.commerce_layer = CommerceLayerSettings {
-            base_url: base_url.into(),
-            mode,
-        };
+        self.commerce_layer.base_url = base_url.into();
+        self.commerce_layer.mode = mode;
         self
     }
 }

@@ -65,8 +65,8 @@ pub use gateway::{Gateway, GatewaySettings, Headers, Request, Response};
 pub use mail::{MailError, Mailer, RecordingMailer, ResetMail};
 pub use model::{
     App, AppKey, BoxId, Clock, Customer, CustomerFlags, CustomerKey, Email, Event, EventKind,
-    EventOutcome, FlagsUpdate, ImportedCustomer, Login, ManualClock, NewCustomer, Password,
-    StoreSecret, SystemClock, Timestamp, UserCode,
+    EventOutcome, FlagsUpdate, ImportedCustomer, Login, MAX_BOX_ID, ManualClock, NewCustomer,
+    Password, StoreSecret, SystemClock, Timestamp, UserCode,
 };
 pub use model::{
     IssuedReset, MAX_METADATA_BYTES, MAX_OUTSTANDING_RESETS, MAX_REFERENCE_BYTES, RESET_ID_LEN,
@@ -74,5 +74,5 @@ pub use model::{
     parse_token,
 };
 pub use ops::{Config, FailPoint, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
-pub use ops::{MIN_SALT, NONCE_TTL, SignedPasswordChange};
+pub use ops::{MIN_SALT, SignedPasswordChange};
 pub use store::{Durability, IntegrityReport};

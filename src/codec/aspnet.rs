@@ -380,7 +380,10 @@ fn verdict(failure: &Failure) -> (u16, String) {
             (405, "This endpoint accepts POST only".to_owned())
         }
         Failure::Decode(e) => (400, format!("Malformed request: {e}")),
-        Failure::Store(e) if e.is_fault() => (500, "Internal error; try again later".to_owned()),
+        Failure::Store(e) if e.is_fault() => {
+            super::log_fault("aspnet", e);
+            (500, "Internal error; try again later".to_owned())
+        }
         Failure::Store(e) => {
             let text = match e {
                 Error::InvalidDigest => "Invalid digest".to_owned(),
@@ -390,6 +393,7 @@ fn verdict(failure: &Failure) -> (u16, String) {
                 }
                 Error::InvalidCredentials(Credential::App) => "Unknown or disabled app".to_owned(),
                 Error::InvalidCredentials(_) => "Invalid customer credentials".to_owned(),
+                Error::Disabled => "Customer account is disabled".to_owned(),
                 Error::Policy(v) => format!("Password does not meet the policy: {v}"),
                 Error::Conflict => {
                     "The credentials changed concurrently; send a new request".to_owned()

@@ -17,7 +17,7 @@ pub use document::{
 
 use super::{Refusal, Response, media, to_json};
 use crate::error::{Entity, Error, InputError};
-use crate::model::{AppKey, Password, Reset, ResetDetails, ResetUpdate, parse_token};
+use crate::model::{AppKey, BoxId, Password, Reset, ResetDetails, ResetUpdate, parse_token};
 use crate::ops::Store;
 
 const CONTENT_TYPE: &str = "application/vnd.api+json";
@@ -50,6 +50,8 @@ pub struct CommerceLayerSettings {
     pub base_url: String,
     /// `meta.mode`.
     pub mode: Mode,
+    /// The demo's placeholder bearer, while a demo runs (`None` otherwise).
+    pub demo_bearer: Option<DemoBearer>,
 }
 
 impl Default for CommerceLayerSettings {
@@ -57,6 +59,47 @@ impl Default for CommerceLayerSettings {
         Self {
             base_url: "http://127.0.0.1:8080".to_owned(),
             mode: Mode::Test,
+            demo_bearer: None,
+        }
+    }
+}
+
+/// A public placeholder bearer (seed 003's `your-access-token`) accepted
+/// for one customer only, while a demo runs (`credstore serve --demo`): for
+/// any other customer's email or reset it is a 401. It is never stored, so
+/// a demo leaves no public credential behind in the store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DemoBearer {
+    /// The placeholder token.
+    pub token: String,
+    /// The one customer it may act for.
+    pub box_id: BoxId,
+}
+
+impl std::fmt::Debug for DemoBearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoBearer")
+            .field("token", &"[redacted]")
+            .field("box_id", &self.box_id)
+            .finish()
+    }
+}
+
+/// Who a bearer token authenticates.
+#[derive(Debug, Clone, Copy)]
+enum Principal {
+    /// An enabled app: any customer.
+    App,
+    /// The demo placeholder: this customer only.
+    Demo(BoxId),
+}
+
+impl Principal {
+    /// Refuses a customer the principal may not act for.
+    fn may_act_for(self, box_id: BoxId) -> Result<(), Failure> {
+        match self {
+            Principal::Demo(only) if only != box_id => Err(Failure::Unauthorized { sent: true }),
+            _ => Ok(()),
         }
     }
 }
@@ -215,12 +258,15 @@ fn problem(failure: Failure) -> Problem {
             "_reset_password_token",
             "is invalid, expired or already used",
         ),
-        Failure::Store(e) if e.is_fault() => Problem::new(
-            500,
-            "INTERNAL_SERVER_ERROR",
-            "Internal server error",
-            "the request could not be completed; try again later",
-        ),
+        Failure::Store(e) if e.is_fault() => {
+            super::log_fault("commerce_layer", &e);
+            Problem::new(
+                500,
+                "INTERNAL_SERVER_ERROR",
+                "Internal server error",
+                "the request could not be completed; try again later",
+            )
+        }
         Failure::Store(e) => match e {
             Error::NotFound(Entity::Reset) | Error::InvalidInput(InputError::MalformedResetId) => {
                 Problem::new(
@@ -230,7 +276,10 @@ fn problem(failure: Failure) -> Problem {
                     "no customer_password_resets with that id",
                 )
             }
-            Error::NotFound(_) => Problem::attribute("customer_email", "not found"),
+            // A disabled customer is answered as an unknown email (SPEC §5.10).
+            Error::NotFound(_) | Error::Disabled => {
+                Problem::attribute("customer_email", "not found")
+            }
             Error::InvalidInput(
                 InputError::EmptyEmail
                 | InputError::EmailTooLong { .. }
@@ -346,37 +395,65 @@ pub fn allowed_methods(has_id: bool) -> &'static str {
 
 /// Handles one call.
 pub fn handle(store: &Store, settings: &CommerceLayerSettings, call: &Call<'_>) -> Response {
-    let key = match bearer(call.authorization) {
-        Ok(k) => k,
+    let principal = match authenticate(store, settings, call.authorization) {
+        Ok(p) => p,
         Err(f) => return fail(f),
     };
-    match store.authenticate_app_key(&key) {
-        Ok(_) => {}
-        Err(e) if e.is_fault() => return fail(Failure::Store(e)),
-        Err(_) => return fail(Failure::Unauthorized { sent: true }),
-    }
     let needs_body = matches!(call.method, "POST" | "PATCH");
     if needs_body && !document_type_ok(call.content_type) {
         return fail(Failure::Refused(Refusal::UnsupportedMediaType));
     }
     let result = match (call.method, call.id) {
-        ("POST", None) => create(store, settings, call.body),
-        ("GET", Some(id)) => store
-            .reset(id)
-            .map(|r| ok(200, settings, &r, None))
-            .map_err(Failure::Store),
-        ("PATCH", Some(id)) => update(store, settings, id, call.body),
+        ("POST", None) => create(store, settings, principal, call.body),
+        ("GET", Some(id)) => reset_for(store, principal, id).map(|r| ok(200, settings, &r, None)),
+        ("PATCH", Some(id)) => update(store, settings, principal, id, call.body),
         _ => Err(Failure::Refused(Refusal::MethodNotAllowed)),
     };
     result.unwrap_or_else(fail)
 }
 
+/// The bearer's principal: the demo placeholder (while a demo runs), or an
+/// enabled app.
+fn authenticate(
+    store: &Store,
+    settings: &CommerceLayerSettings,
+    authorization: Option<&str>,
+) -> Result<Principal, Failure> {
+    let key = bearer(authorization)?;
+    if let Some(demo) = &settings.demo_bearer
+        && AppKey::new(demo.token.as_str()).is_ok_and(|d| d.ct_eq(&key))
+    {
+        return Ok(Principal::Demo(demo.box_id));
+    }
+    match store.authenticate_app_key(&key) {
+        Ok(_) => Ok(Principal::App),
+        Err(e) if e.is_fault() => Err(Failure::Store(e)),
+        Err(_) => Err(Failure::Unauthorized { sent: true }),
+    }
+}
+
+/// The reset `id`, if the principal may see it.
+fn reset_for(store: &Store, principal: Principal, id: &str) -> Result<Reset, Failure> {
+    let reset = store.reset(id).map_err(Failure::Store)?;
+    principal.may_act_for(reset.box_id)?;
+    Ok(reset)
+}
+
 fn create(
     store: &Store,
     settings: &CommerceLayerSettings,
+    principal: Principal,
     body: &[u8],
 ) -> Result<Response, Failure> {
     let req = decode_create(body).map_err(Failure::Decode)?;
+    if let Principal::Demo(_) = principal {
+        // Any other customer, known or not, is not the demo's to touch.
+        match store.customer_by_email(&req.customer_email) {
+            Ok(c) => principal.may_act_for(c.box_id)?,
+            Err(e) if e.is_fault() => return Err(Failure::Store(e)),
+            Err(_) => return Err(Failure::Unauthorized { sent: true }),
+        }
+    }
     let details = ResetDetails {
         reference: req.reference,
         reference_origin: req.reference_origin,
@@ -398,20 +475,28 @@ fn create(
 fn update(
     store: &Store,
     settings: &CommerceLayerSettings,
+    principal: Principal,
     id: &str,
     body: &[u8],
 ) -> Result<Response, Failure> {
     let req = decode_update(body, id).map_err(Failure::Decode)?;
+    let new_password = match (&req.customer_password, &req.reset_password_token) {
+        (Some(_), None) => return Err(Failure::MissingToken),
+        (None, Some(_)) => return Err(Failure::MissingPassword),
+        (Some(password), Some(token)) => Some((password, token)),
+        (None, None) => None,
+    };
+    if let Principal::Demo(_) = principal {
+        reset_for(store, principal, id)?;
+    }
     let changes = ResetUpdate {
         reference: req.reference,
         reference_origin: req.reference_origin,
         metadata: req.metadata,
     };
     let has_changes = changes != ResetUpdate::default();
-    let reset = match (&req.customer_password, &req.reset_password_token) {
-        (Some(_), None) => return Err(Failure::MissingToken),
-        (None, Some(_)) => return Err(Failure::MissingPassword),
-        (Some(password), Some(token)) => {
+    let reset = match new_password {
+        Some((password, token)) => {
             let token = parse_token(token.expose_secret().as_bytes())
                 .map_err(|_| Failure::MalformedToken)?;
             let max = store.config().password_policy().max_chars;
@@ -420,19 +505,14 @@ fn update(
                     max,
                 }))
             })?;
-            let used = store
-                .reset_password_by_id(id, &token, &password)
-                .map_err(Failure::Store)?;
-            // The password is set; reference changes follow (a refusal of
-            // those leaves the password changed, and says so by failing).
-            if has_changes {
-                store.update_reset(id, changes).map_err(Failure::Store)?
-            } else {
-                used
-            }
+            // All or nothing: the other attributes are checked first and
+            // written in the transaction that consumes the token.
+            store
+                .reset_password_by_id_and_update(id, &token, &password, &changes)
+                .map_err(Failure::Store)?
         }
-        (None, None) if has_changes => store.update_reset(id, changes).map_err(Failure::Store)?,
-        (None, None) => store.reset(id).map_err(Failure::Store)?,
+        None if has_changes => store.update_reset(id, changes).map_err(Failure::Store)?,
+        None => store.reset(id).map_err(Failure::Store)?,
     };
     Ok(ok(200, settings, &reset, None))
 }

@@ -52,6 +52,13 @@ impl Refusal {
 
 /// Serializes a response body; these bodies are plain data that always
 /// serialize, so the fallback is never used.
+/// Logs an internal fault once, with its cause, as it becomes a 5xx answer
+/// (the answer itself says nothing internal). [`crate::Error`]'s texts never
+/// hold a secret.
+pub(crate) fn log_fault(format: &'static str, e: &crate::Error) {
+    tracing::error!(format, error = %e, "internal error; answered 500");
+}
+
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
 }

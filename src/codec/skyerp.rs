@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 pub use messages::Lang;
 
 use super::{JsonError, Refusal, Response, SecretText, form, json as strict_json, to_json};
-use crate::error::{Entity, Error, PolicyViolation};
+use crate::error::{Error, PolicyViolation};
 use crate::mail::{Mailer, ResetMail};
 use crate::model::{Email, IssuedReset, Password, ResetDetails, parse_token};
 use crate::ops::Store;
@@ -327,8 +327,8 @@ enum Failure {
     UnknownShop,
     Decode(Op),
     Invalid(Op, Errors),
-    /// An internal fault: its text stays inside.
-    Fault,
+    /// An internal fault: logged, its text stays inside.
+    Fault(Error),
 }
 
 /// The one mapping from failures to SkyERP statuses and messages.
@@ -354,7 +354,10 @@ fn failure_response(lang: Lang, failure: Failure) -> Response {
         Failure::Invalid(op, errors) => {
             envelope(400, false, lang, invalid(op), errors_data(&errors))
         }
-        Failure::Fault => envelope(500, false, lang, Msg::Internal, Value::Null),
+        Failure::Fault(e) => {
+            super::log_fault("skyerp", &e);
+            envelope(500, false, lang, Msg::Internal, Value::Null)
+        }
     }
 }
 
@@ -374,7 +377,7 @@ pub fn handle(
     match store.app_by_shop(call.shop) {
         Ok(_) => {}
         Err(Error::NotFound(_)) => return failure_response(lang, Failure::UnknownShop),
-        Err(e) if e.is_fault() => return failure_response(lang, Failure::Fault),
+        Err(e) if e.is_fault() => return failure_response(lang, Failure::Fault(e)),
         Err(_) => return failure_response(lang, Failure::UnknownShop),
     }
     let body = match decode(call.format, call.body) {
@@ -426,7 +429,7 @@ fn request_reset(
     let sent = || envelope(200, true, lang, Msg::Sent, json!({ "email": email }));
     let issued: IssuedReset = match store.request_reset(&email, ResetDetails::default()) {
         Ok(issued) => issued,
-        Err(e) if e.is_fault() => return failure_response(lang, Failure::Fault),
+        Err(e) if e.is_fault() => return failure_response(lang, Failure::Fault(e)),
         // Unknown, throttled, or any other refusal: the answer of a granted
         // request, so that nobody learns which emails exist.
         Err(_) => return sent(),
@@ -472,7 +475,7 @@ fn check_token(store: &Store, lang: Lang, token: &str) -> Response {
             Msg::TokenValid,
             json!({ "email": valid.email }),
         ),
-        Err(e) if e.is_fault() => failure_response(lang, Failure::Fault),
+        Err(e) if e.is_fault() => failure_response(lang, Failure::Fault(e)),
         Err(_) => invalid(),
     }
 }
@@ -534,34 +537,11 @@ fn update_password(store: &Store, lang: Lang, body: &Body, path_token: Option<&s
     if token.is_none() {
         errors.push(("token", Rule::Required.text(lang, "token", 0)));
     }
-    // Laravel's `exists` rule, last, and only for a well-formed address.
-    if let Some(e) = &email {
-        match store.customer_by_email(e) {
-            Ok(_) => {}
-            Err(Error::NotFound(Entity::Customer)) => {
-                errors.insert(0, ("email", Rule::Exists.text(lang, "email", 0)));
-            }
-            Err(err) if err.is_fault() => return failure_response(lang, Failure::Fault),
-            Err(_) => errors.insert(0, ("email", Rule::Exists.text(lang, "email", 0))),
-        }
-    }
+    // The checks above look at the fields alone.
     let (Some(email), Some(password), Some(token), true) =
         (email, password, token, errors.is_empty())
     else {
         return failure_response(lang, Failure::Invalid(Op::Update, errors));
-    };
-
-    let failed = || {
-        envelope(
-            200,
-            false,
-            lang,
-            Msg::ChangeFailed,
-            json!({ "email": email }),
-        )
-    };
-    let Ok(token) = parse_token(token.as_bytes()) else {
-        return failed();
     };
     let Ok(password) = Password::new(password.expose_secret()) else {
         let errors = vec![(
@@ -570,6 +550,19 @@ fn update_password(store: &Store, lang: Lang, body: &Body, path_token: Option<&s
         )];
         return failure_response(lang, Failure::Invalid(Op::Update, errors));
     };
+
+    // Then the pair (email, token): an unknown email and a known one whose
+    // token is malformed, unknown, expired, used or another's get the same
+    // answer (Laravel's `exists` message), byte for byte and after the same
+    // work (one token lookup; no hashing before the token verified), so the
+    // PUT tells nobody which emails exist.
+    let no_such_pair = || {
+        let errors = vec![("email", Rule::Exists.text(lang, "email", 0))];
+        failure_response(lang, Failure::Invalid(Op::Update, errors))
+    };
+    let Ok(token) = parse_token(token.as_bytes()) else {
+        return no_such_pair();
+    };
     match store.reset_password(&token, Some(&email), &password) {
         Ok(_) => envelope(200, true, lang, Msg::Changed, json!({ "email": email })),
         Err(Error::Policy(v)) => {
@@ -577,8 +570,16 @@ fn update_password(store: &Store, lang: Lang, body: &Body, path_token: Option<&s
             let errors = vec![("password", rule.text(lang, "password", n))];
             failure_response(lang, Failure::Invalid(Op::Update, errors))
         }
-        Err(e) if e.is_fault() => failure_response(lang, Failure::Fault),
-        Err(_) => failed(),
+        Err(e) if e.is_fault() => failure_response(lang, Failure::Fault(e)),
+        // The token verified, but a concurrent reset or rotation won.
+        Err(Error::Conflict) => envelope(
+            200,
+            false,
+            lang,
+            Msg::ChangeFailed,
+            json!({ "email": email }),
+        ),
+        Err(_) => no_such_pair(),
     }
 }
 

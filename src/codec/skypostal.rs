@@ -249,12 +249,15 @@ fn verdict(route: Route, failure: &Failure) -> Verdict {
             status: 400,
             ..handled(e.field, &e.to_string())
         },
-        Failure::Store(e) if e.is_fault() => Verdict {
-            status: 500,
-            location: "server",
-            description: "internal error; try again later".to_owned(),
-            system_error: true,
-        },
+        Failure::Store(e) if e.is_fault() => {
+            super::log_fault("skypostal", e);
+            Verdict {
+                status: 500,
+                location: "server",
+                description: "internal error; try again later".to_owned(),
+                system_error: true,
+            }
+        }
         Failure::Store(e) => match (route, e) {
             (_, Error::InvalidCredentials(Credential::App)) => {
                 handled("app_key", "invalid user_code or app_key")
@@ -273,6 +276,7 @@ fn verdict(route: Route, failure: &Failure) -> Verdict {
                 "customer",
                 "the account is locked after too many failed logins; try again later",
             ),
+            (_, Error::Disabled) => handled("customer", "the account is disabled"),
             (_, Error::MustChangePassword) => {
                 handled("customer", "the password must be changed before logging in")
             }

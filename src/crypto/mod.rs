@@ -26,6 +26,8 @@ pub(crate) struct Keys {
     pub customer_seal: [u8; 32],
     pub app_seal: [u8; 32],
     pub token_digest: [u8; 32],
+    /// Keys the lock-out state of emails no customer has (login guards).
+    pub login_guard: [u8; 32],
 }
 
 impl Keys {
@@ -37,6 +39,7 @@ impl Keys {
             customer_seal: blake3::derive_key("credstore 2026-11 customer key seal v1", s),
             app_seal: blake3::derive_key("credstore 2026-11 app key seal v1", s),
             token_digest: blake3::derive_key("credstore 2026-11 reset token digest v1", s),
+            login_guard: blake3::derive_key("credstore 2026-11 login guard v1", s),
         }
     }
 }
@@ -68,6 +71,7 @@ mod tests {
             a.customer_seal,
             a.app_seal,
             a.token_digest,
+            a.login_guard,
         ];
         for i in 0..all.len() {
             for j in i + 1..all.len() {

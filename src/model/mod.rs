@@ -19,8 +19,22 @@ pub use reset::{
 pub(crate) use reset::{check_reference, metadata_text};
 pub use secret::{AppKey, CustomerKey, Password, StoreSecret};
 
-/// A customer's number, assigned by the store or given on import.
+/// A customer's number, assigned by the store or given on import: 1 to
+/// [`MAX_BOX_ID`].
 pub type BoxId = u64;
+
+/// The largest box_id: 2^53 − 1, the largest integer every JSON client
+/// (JavaScript's numbers included) reads exactly.
+pub const MAX_BOX_ID: BoxId = (1 << 53) - 1;
+
+/// Refuses a box_id outside 1 to [`MAX_BOX_ID`].
+pub(crate) fn check_box_id(box_id: BoxId) -> Result<(), crate::error::InputError> {
+    if (1..=MAX_BOX_ID).contains(&box_id) {
+        Ok(())
+    } else {
+        Err(crate::error::InputError::BoxIdOutOfRange { max: MAX_BOX_ID })
+    }
+}
 
 /// A partner app's number (`user_code`).
 pub type UserCode = u32;

@@ -6,7 +6,7 @@ use crate::crypto::{random, seal};
 use crate::error::{Credential, Entity, Error};
 use crate::model::{
     BoxId, Customer, CustomerKey, Email, EventKind, EventOutcome, FlagsUpdate, ImportedCustomer,
-    NewCustomer,
+    MAX_BOX_ID, NewCustomer, check_box_id,
 };
 use crate::store::records::CustomerRecord;
 use crate::store::{TreeId, Tx, TxError};
@@ -31,9 +31,16 @@ impl Store {
         let first = self.config().first_box_id;
         let record = self.engine().transact(|tx| {
             ensure_email_free(tx, &email)?;
+            // Imports raise the counter past their ids, so the first free id
+            // is normally the counter's; the range check bounds the search.
             let mut box_id = tx.next_counter(NEXT_BOX_ID, first)?;
-            // Imports may have taken ids ahead of the counter.
-            while tx.get(TreeId::Customers, &box_id.to_be_bytes())?.is_some() {
+            loop {
+                if check_box_id(box_id).is_err() {
+                    return Err(Error::BoxIdsExhausted { max: MAX_BOX_ID }.into());
+                }
+                if tx.get(TreeId::Customers, &box_id.to_be_bytes())?.is_none() {
+                    break;
+                }
                 box_id = tx.next_counter(NEXT_BOX_ID, first)?;
             }
             let rec = CustomerRecord {
@@ -72,6 +79,7 @@ impl Store {
     /// (argon2 PHC or bcrypt). The hash is verified as it is at the next login
     /// and replaced by the current scheme then. Returns the customer and key.
     pub fn import_customer(&self, imp: ImportedCustomer) -> Result<(Customer, CustomerKey), Error> {
+        check_box_id(imp.box_id)?;
         let email = Email::parse(&imp.email)?;
         check_text("first_name", &imp.first_name)?;
         check_text("last_name", &imp.last_name)?;
@@ -87,7 +95,7 @@ impl Store {
                 return Err(Error::AlreadyExists(Entity::Customer).into());
             }
             ensure_email_free(tx, &email)?;
-            tx.raise_counter(NEXT_BOX_ID, box_id.saturating_add(1))?;
+            tx.raise_counter(NEXT_BOX_ID, box_id + 1)?;
             let rec = CustomerRecord {
                 box_id,
                 email: email.as_str().to_owned(),
@@ -152,12 +160,19 @@ impl Store {
         self.authenticate_record(box_id, key).map(|r| r.to_public())
     }
 
-    /// Sets some of a customer's flags.
+    /// Sets some of a customer's flags. Disabling a customer (`is_enable`
+    /// from true to false) is a credential change: the credential version
+    /// moves and every outstanding reset dies, so that nothing computed for
+    /// the enabled account (a verified password, a token) can still be used.
     pub fn set_flags(&self, box_id: BoxId, update: FlagsUpdate) -> Result<Customer, Error> {
         let now = self.now();
         let rec = self.engine().transact(|tx| {
             let mut rec = load(tx, box_id)?;
+            let disables = rec.flags.is_enable && update.is_enable == Some(false);
             update.apply(&mut rec.flags);
+            if disables {
+                super::rotation::bump_credentials(tx, &mut rec, now)?;
+            }
             if update.is_active == Some(true) && rec.activation_date.is_none() {
                 rec.activation_date = Some(now);
             }
@@ -294,6 +309,19 @@ impl Store {
 pub(crate) fn load(tx: &Tx<'_>, box_id: BoxId) -> Result<CustomerRecord, TxError> {
     tx.get_record::<CustomerRecord>(TreeId::Customers, &box_id.to_be_bytes())?
         .ok_or_else(|| Error::NotFound(Entity::Customer).into())
+}
+
+/// The box_id an email belongs to, if any (inside a transaction).
+pub(crate) fn box_id_by_email(tx: &Tx<'_>, email: &Email) -> Result<Option<BoxId>, TxError> {
+    let key = email.normalized().as_bytes();
+    let Some(v) = tx.get(TreeId::Emails, key)? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::CorruptRecord {
+        tree: TreeId::Emails.name(),
+        key: crate::store::encoding::printable_key(key),
+    })?;
+    Ok(Some(u64::from_be_bytes(bytes)))
 }
 
 fn ensure_email_free(tx: &Tx<'_>, email: &Email) -> Result<(), TxError> {

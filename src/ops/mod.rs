@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{Config, FailPoint, LockoutPolicy};
-pub use signed::{MIN_SALT, NONCE_TTL, SignedPasswordChange};
+pub use signed::{MIN_SALT, SignedPasswordChange};
 
 use crate::crypto::Keys;
 use crate::crypto::password::Hasher;

@@ -48,8 +48,10 @@ impl Store {
     /// one drops the oldest (and any expired ones). Errors:
     /// [`Error::NotFound`]`(Entity::Customer)` for an unknown email and
     /// [`Error::Throttled`] when the customer was issued a reset less than
-    /// [`RESET_THROTTLE`] ago; codecs that face anonymous callers must answer
-    /// both like a success. Neither writes anything.
+    /// [`RESET_THROTTLE`] ago, [`Error::Disabled`] for a disabled customer;
+    /// codecs that face anonymous callers must answer all three like a
+    /// success (and as for an unknown email). Each refusal appends one
+    /// refused event, so that every request costs the same durable write.
     pub fn request_reset(&self, email: &str, details: ResetDetails) -> Result<IssuedReset, Error> {
         let email = Email::parse(email)?;
         if let Some(r) = &details.reference {
@@ -65,12 +67,29 @@ impl Store {
             let (token, id, digest) = self.reset_material()?;
             let now = self.now();
             let issued = self.engine().transact(|tx| {
-                let box_id = box_id_by_email(tx, &email)?;
+                // A refused request is logged like a granted one, so that
+                // every request costs the same durable write.
+                let refuse = |box_id, why: Error| {
+                    tx.append_event(
+                        now,
+                        EventKind::ResetIssued,
+                        EventOutcome::Refused,
+                        box_id,
+                        None,
+                    )?;
+                    Ok(Issue::Refused(why))
+                };
+                let Some(box_id) = super::customers::box_id_by_email(tx, &email)? else {
+                    return refuse(None, Error::NotFound(Entity::Customer));
+                };
                 let mut cust = super::customers::load(tx, box_id)?;
+                if !cust.flags.is_enable {
+                    return refuse(Some(box_id), Error::Disabled);
+                }
                 if tx.get(TreeId::Resets, id.as_bytes())?.is_some()
                     || tx.get(TreeId::ResetTokens, &digest)?.is_some()
                 {
-                    return Ok(None);
+                    return Ok(Issue::Clash);
                 }
                 let mut live = Vec::with_capacity(cust.resets.len() + 1);
                 for rid in &cust.resets {
@@ -81,7 +100,7 @@ impl Store {
                 if let Some(newest) = live.iter().map(|r| r.created_at).max()
                     && now < newest.plus(RESET_THROTTLE)
                 {
-                    return Err(Error::Throttled.into());
+                    return refuse(Some(box_id), Error::Throttled);
                 }
                 // Expired resets die now; then the oldest until there is room.
                 live.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -122,13 +141,17 @@ impl Store {
                     Some(box_id),
                     None,
                 )?;
-                Ok(Some(rec))
+                Ok(Issue::Issued(Box::new(rec)))
             })?;
-            if let Some(rec) = issued {
-                return Ok(IssuedReset {
-                    reset: to_public(&rec)?,
-                    token,
-                });
+            match issued {
+                Issue::Issued(rec) => {
+                    return Ok(IssuedReset {
+                        reset: to_public(&rec)?,
+                        token,
+                    });
+                }
+                Issue::Refused(why) => return Err(why),
+                Issue::Clash => {}
             }
         }
         Err(Error::Conflict)
@@ -177,7 +200,9 @@ impl Store {
             return Err(Error::InvalidToken);
         }
         let hash = self.hash_new_password(new_password)?;
-        let (_, cust) = self.consume(&rec.id, &digest, cust.credential_version, &hash)?;
+        let no_change = CheckedUpdate::default();
+        let (_, cust) =
+            self.consume(&rec.id, &digest, cust.credential_version, &hash, &no_change)?;
         Ok(cust.to_public())
     }
 
@@ -191,11 +216,26 @@ impl Store {
         token: &ResetToken,
         new_password: &Password,
     ) -> Result<Reset, Error> {
+        self.reset_password_by_id_and_update(id, token, new_password, &ResetUpdate::default())
+    }
+
+    /// [`Store::reset_password_by_id`] that also changes the reset's
+    /// `reference`, `reference_origin` or `metadata`, all or nothing: every
+    /// field is checked before anything is written, and the changes are
+    /// made in the same transaction that consumes the token.
+    pub fn reset_password_by_id_and_update(
+        &self,
+        id: &str,
+        token: &ResetToken,
+        new_password: &Password,
+        update: &ResetUpdate,
+    ) -> Result<Reset, Error> {
+        let update = CheckedUpdate::new(update)?;
         let rec = self.reset_record(id)?;
         let digest = self.token_digest(token);
         let cust = self.live_customer(&rec, &digest, self.now())?;
         let hash = self.hash_new_password(new_password)?;
-        let (rec, _) = self.consume(&rec.id, &digest, cust.credential_version, &hash)?;
+        let (rec, _) = self.consume(&rec.id, &digest, cust.credential_version, &hash, &update)?;
         to_public(&rec)
     }
 
@@ -208,29 +248,11 @@ impl Store {
     /// Changes a reset's `reference`, `reference_origin` or `metadata`.
     pub fn update_reset(&self, id: &str, update: ResetUpdate) -> Result<Reset, Error> {
         let id = parse_reset_id(id.as_bytes())?;
-        if let Some(Some(r)) = &update.reference {
-            check_reference("reference", r)?;
-        }
-        if let Some(Some(r)) = &update.reference_origin {
-            check_reference("reference_origin", r)?;
-        }
-        let metadata = match &update.metadata {
-            Some(Some(m)) => Some(Some(metadata_text(m)?)),
-            Some(None) => Some(None),
-            None => None,
-        };
+        let update = CheckedUpdate::new(&update)?;
         let now = self.now();
         let rec = self.engine().transact(|tx| {
             let mut rec = load_reset(tx, &id)?;
-            if let Some(r) = &update.reference {
-                rec.reference.clone_from(r);
-            }
-            if let Some(r) = &update.reference_origin {
-                rec.reference_origin.clone_from(r);
-            }
-            if let Some(m) = &metadata {
-                rec.metadata.clone_from(m);
-            }
+            update.apply(&mut rec);
             rec.updated_at = now;
             tx.put_record(TreeId::Resets, id.as_bytes(), &rec)?;
             tx.append_event(
@@ -405,7 +427,7 @@ impl Store {
             Err(Error::NotFound(_)) => return Err(Error::InvalidToken),
             Err(e) => return Err(e),
         };
-        if cust.credential_version != rec.credential_version {
+        if cust.credential_version != rec.credential_version || !cust.flags.is_enable {
             return Err(Error::InvalidToken);
         }
         Ok(cust)
@@ -419,6 +441,7 @@ impl Store {
         digest: &Digest,
         expected_version: u64,
         hash: &str,
+        update: &CheckedUpdate,
     ) -> Result<(ResetRecord, CustomerRecord), Error> {
         let now = self.now();
         self.engine().transact(|tx| {
@@ -434,6 +457,7 @@ impl Store {
             };
             if cust.credential_version != rec.credential_version
                 || !cust.resets.iter().any(|r| r == id)
+                || !cust.flags.is_enable
             {
                 return Err(Error::InvalidToken.into());
             }
@@ -443,6 +467,7 @@ impl Store {
             tx.remove(TreeId::ResetExpiry, &rec.expiry_key())?;
             // A used token is gone from the token index at once.
             tx.remove(TreeId::ResetTokens, &rec.token_digest)?;
+            update.apply(&mut rec);
             rec.used_at = Some(now);
             rec.updated_at = now;
             tx.insert(TreeId::ResetExpiry, &rec.expiry_key(), Vec::new())?;
@@ -467,21 +492,58 @@ impl Store {
     }
 }
 
+/// A [`ResetUpdate`] whose fields passed their checks (metadata as text).
+#[derive(Default)]
+struct CheckedUpdate {
+    reference: Option<Option<String>>,
+    reference_origin: Option<Option<String>>,
+    metadata: Option<Option<String>>,
+}
+
+impl CheckedUpdate {
+    fn new(update: &ResetUpdate) -> Result<Self, Error> {
+        if let Some(Some(r)) = &update.reference {
+            check_reference("reference", r)?;
+        }
+        if let Some(Some(r)) = &update.reference_origin {
+            check_reference("reference_origin", r)?;
+        }
+        let metadata = match &update.metadata {
+            Some(Some(m)) => Some(Some(metadata_text(m)?)),
+            Some(None) => Some(None),
+            None => None,
+        };
+        Ok(Self {
+            reference: update.reference.clone(),
+            reference_origin: update.reference_origin.clone(),
+            metadata,
+        })
+    }
+
+    fn apply(&self, rec: &mut ResetRecord) {
+        if let Some(r) = &self.reference {
+            rec.reference.clone_from(r);
+        }
+        if let Some(r) = &self.reference_origin {
+            rec.reference_origin.clone_from(r);
+        }
+        if let Some(m) = &self.metadata {
+            rec.metadata.clone_from(m);
+        }
+    }
+}
+
+/// What issuing a reset came to inside its transaction.
+enum Issue {
+    Issued(Box<ResetRecord>),
+    /// The random id or digest is taken: draw again.
+    Clash,
+    Refused(Error),
+}
+
 /// Unused, unexpired, and `digest` is its token's (compared in constant time).
 fn is_live(rec: &ResetRecord, digest: &Digest, now: Timestamp) -> bool {
     ct_eq(&rec.token_digest, digest) & rec.used_at.is_none() & (now < rec.expires_at)
-}
-
-fn box_id_by_email(tx: &Tx<'_>, email: &Email) -> Result<u64, TxError> {
-    let key = email.normalized().as_bytes();
-    let Some(v) = tx.get(TreeId::Emails, key)? else {
-        return Err(Error::NotFound(Entity::Customer).into());
-    };
-    let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::CorruptRecord {
-        tree: TreeId::Emails.name(),
-        key: printable_key(key),
-    })?;
-    Ok(u64::from_be_bytes(bytes))
 }
 
 fn load_reset(tx: &Tx<'_>, id: &str) -> Result<ResetRecord, TxError> {

@@ -53,7 +53,9 @@ impl Store {
     }
 
     /// The Skypostal password update: the customer proves itself with
-    /// (box_id, key); `current_email` must be the account's email.
+    /// (box_id, key); `current_email` must be the account's email. A
+    /// disabled customer gets [`Error::Disabled`] (disabling moves the
+    /// credential version, so a change racing it is a conflict).
     pub fn update_password(
         &self,
         box_id: BoxId,
@@ -62,6 +64,9 @@ impl Store {
         new_password: &Password,
     ) -> Result<Customer, Error> {
         let rec = self.authenticate_record(box_id, key)?;
+        if !rec.flags.is_enable {
+            return Err(Error::Disabled);
+        }
         let matches = Email::parse(current_email).is_ok_and(|e| e.same_as(&rec.email));
         if !matches {
             return Err(Error::InvalidCredentials(Credential::Email));

@@ -1,20 +1,17 @@
 //! The signed change-password request of the ASP.NET format (SPEC §6.4): a
 //! partner app signs (user, salt, new password) with a digest keyed by its app
-//! key; the salt is a nonce, refused when the same app reuses it within 24 h.
+//! key; the salt is a nonce, used once per app, ever: the used salts are kept
+//! (never purged), so that a captured request can never set a password back.
 
 use std::fmt;
-use std::time::Duration;
 
 use zeroize::Zeroizing;
 
 use super::Store;
 use crate::crypto::digest::{change_password_digest, digest_matches};
 use crate::error::{Credential, Entity, Error, InputError, PolicyViolation};
-use crate::model::{Customer, CustomerKey, Email, EventKind, Password, Timestamp, UserCode};
+use crate::model::{Customer, CustomerKey, Email, EventKind, Password, UserCode};
 use crate::store::TreeId;
-
-/// How long a salt stays used.
-pub const NONCE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The smallest salt accepted: 9 digits.
 pub const MIN_SALT: i64 = 100_000_000;
@@ -24,7 +21,7 @@ pub const MIN_SALT: i64 = 100_000_000;
 pub struct SignedPasswordChange {
     /// `UserName`: the partner app's user_code in decimal.
     pub user_name: String,
-    /// `Salt`: at least 9 digits, used once per app within 24 hours.
+    /// `Salt`: at least 9 digits, used once per app, ever.
     pub salt: i64,
     /// `Digest`: 64 lowercase hex characters (see [`crate::change_password_digest`]).
     pub digest: String,
@@ -52,7 +49,9 @@ impl fmt::Debug for SignedPasswordChange {
     }
 }
 
-/// The nonce tree's key: user_code BE ++ salt BE.
+/// The nonce tree's key: user_code BE ++ salt BE. The value is the time the
+/// salt was first used (older stores hold that time plus 24 hours); only the
+/// key's presence matters.
 fn nonce_key(user_code: UserCode, salt: i64) -> [u8; 12] {
     let mut k = [0u8; 12];
     k[..4].copy_from_slice(&user_code.to_be_bytes());
@@ -77,8 +76,8 @@ impl Store {
     /// time; else [`Error::InvalidDigest`]), the salt's freshness
     /// ([`Error::ReplayedSalt`]), the customer (`User.Email` and
     /// `User.UserName` both the account's email, `User.Key` its key; else
-    /// [`Credential::Email`] / [`Credential::CustomerKey`]) and the password
-    /// policy. The password is hashed before the transaction; the transaction
+    /// [`Credential::Email`] / [`Credential::CustomerKey`]), the account
+    /// ([`Error::Disabled`]) and the password policy. The password is hashed before the transaction; the transaction
     /// records the salt and performs the rotation together, so a replay
     /// racing the original gets [`Error::ReplayedSalt`] or
     /// [`Error::Conflict`], never a second change.
@@ -112,14 +111,9 @@ impl Store {
             return Err(Error::InvalidDigest);
         }
 
-        let now = self.now();
         let key = nonce_key(user_code, req.salt);
         // Cheap early refusal; the transaction checks again.
-        if let Some(expiry) = self
-            .engine()
-            .get_record::<Timestamp>(TreeId::Nonces, &key)?
-            && expiry > now
-        {
+        if self.engine().get(TreeId::Nonces, &key)?.is_some() {
             return Err(Error::ReplayedSalt);
         }
 
@@ -137,6 +131,11 @@ impl Store {
         if !self.unseal_customer_key(&rec)?.ct_eq(&presented) {
             return Err(Error::InvalidCredentials(Credential::CustomerKey));
         }
+        // Disabling moves the credential version: the rotation's version
+        // check refuses a change that races it.
+        if !rec.flags.is_enable {
+            return Err(Error::Disabled);
+        }
 
         let max = self.config().policy.max_chars;
         let password = Password::new(req.new_password.as_str())
@@ -150,58 +149,13 @@ impl Store {
             EventKind::PasswordChanged,
             Some(user_code),
             |tx, now| {
-                if let Some(expiry) = tx.get_record::<Timestamp>(TreeId::Nonces, &key)?
-                    && expiry > now
-                {
+                if tx.get(TreeId::Nonces, &key)?.is_some() {
                     return Err(Error::ReplayedSalt.into());
                 }
-                tx.put_record(TreeId::Nonces, &key, &now.plus(NONCE_TTL))
+                tx.put_record(TreeId::Nonces, &key, &now)
             },
         )?;
         Ok(rec.to_public())
-    }
-
-    /// Removes the salts of signed requests older than 24 hours; returns how
-    /// many were removed.
-    pub fn purge_expired_nonces(&self) -> Result<usize, Error> {
-        const BATCH: usize = 256;
-        let now = self.now();
-        let mut removed = 0;
-        let mut start: Vec<u8> = Vec::new();
-        loop {
-            let rows = self.engine().scan(TreeId::Nonces, &start, 1024)?;
-            let Some((last, _)) = rows.last() else {
-                break;
-            };
-            start = last.to_vec();
-            start.push(0);
-            let mut expired = Vec::new();
-            for (k, v) in &rows {
-                let expiry: Timestamp = crate::store::encoding::decode(TreeId::Nonces, k, v)?;
-                if expiry <= now {
-                    expired.push(k.to_vec());
-                }
-            }
-            for chunk in expired.chunks(BATCH) {
-                removed += self.engine().transact(|tx| {
-                    let mut n = 0;
-                    for k in chunk {
-                        // Re-check: only a still-expired entry goes.
-                        if let Some(expiry) = tx.get_record::<Timestamp>(TreeId::Nonces, k)?
-                            && expiry <= now
-                        {
-                            tx.remove(TreeId::Nonces, k)?;
-                            n += 1;
-                        }
-                    }
-                    Ok(n)
-                })?;
-            }
-            if rows.len() < 1024 {
-                break;
-            }
-        }
-        Ok(removed)
     }
 }
 

@@ -119,6 +119,7 @@ pub(super) fn check(engine: &Engine) -> Result<IntegrityReport, Error> {
     }
     check_resets(engine, &mut r)?;
     check_nonces(engine, &mut r)?;
+    check_login_guards(engine, &mut r)?;
     Ok(r)
 }
 
@@ -259,7 +260,7 @@ fn check_resets(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
 }
 
 /// Nonces of the signed change-password format: each keyed by
-/// user_code BE ++ salt BE (12 bytes), each holding its expiry.
+/// user_code BE ++ salt BE (12 bytes), each holding a time.
 fn check_nonces(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
     for item in engine.tree(TreeId::Nonces).iter() {
         let (k, v) = item.map_err(storage("scanning nonces"))?;
@@ -271,6 +272,25 @@ fn check_nonces(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
             ));
         }
         if let Err(e) = encoding::decode::<crate::model::Timestamp>(TreeId::Nonces, &k, &v) {
+            r.problems.push(e.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Login guards: each keyed by a 32-byte digest, each a guard record.
+fn check_login_guards(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
+    for item in engine.tree(TreeId::LoginGuards).iter() {
+        let (k, v) = item.map_err(storage("scanning login guards"))?;
+        if k.len() != 32 {
+            r.problems.push(format!(
+                "login guard {} has a key of {} bytes, not 32",
+                encoding::printable_key(&k),
+                k.len()
+            ));
+        }
+        if let Err(e) = encoding::decode::<super::records::GuardRecord>(TreeId::LoginGuards, &k, &v)
+        {
             r.problems.push(e.to_string());
         }
     }

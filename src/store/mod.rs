@@ -7,6 +7,7 @@ pub(crate) mod encoding;
 mod integrity;
 mod meta;
 mod overlay;
+mod perms;
 pub(crate) mod records;
 mod tx;
 pub(crate) mod wal;
@@ -37,12 +38,16 @@ pub(crate) enum TreeId {
     ResetExpiry,
     /// box_id BE ++ reset id -> ()
     ResetsByCustomer,
-    /// user_code BE ++ salt BE -> expiry (signed change-password nonces)
+    /// user_code BE ++ salt BE -> time of first use (signed change-password
+    /// nonces, kept for good)
     Nonces,
+    /// keyed digest of a normalised email no customer has -> its lock-out
+    /// state, so that unknown emails lock out like known ones
+    LoginGuards,
 }
 
 impl TreeId {
-    pub const ALL: [TreeId; 11] = [
+    pub const ALL: [TreeId; 12] = [
         TreeId::Meta,
         TreeId::Customers,
         TreeId::Emails,
@@ -54,6 +59,7 @@ impl TreeId {
         TreeId::ResetExpiry,
         TreeId::ResetsByCustomer,
         TreeId::Nonces,
+        TreeId::LoginGuards,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +75,7 @@ impl TreeId {
             TreeId::ResetExpiry => "reset_expiry",
             TreeId::ResetsByCustomer => "resets_by_customer",
             TreeId::Nonces => "nonces",
+            TreeId::LoginGuards => "login_guards",
         }
     }
 
@@ -164,6 +171,10 @@ impl Engine {
         wal_dir: impl FnOnce(&Path) -> std::io::Result<Box<dyn wal::WalDir>> + Send,
     ) -> Result<Self, Error> {
         meta::check_directory(path)?;
+        perms::create_private_dir(path)?;
+        if let Some(warning) = perms::exposure(path) {
+            tracing::warn!("{warning}");
+        }
         let wal_error = |e| Error::Storage(StorageError::new("opening the write-ahead log", e));
         // An existing log is read while sled opens (both take a while with a
         // big store); a new store's log is created only once sled's meta
@@ -203,6 +214,7 @@ impl Engine {
         }
         .map_err(wal_error)?;
         engine.recovery = commit::start_wal(&mut engine, loaded)?;
+        perms::restrict_files(path);
         Ok(engine)
     }
 

@@ -71,6 +71,18 @@ impl AppRecord {
     }
 }
 
+/// The lock-out state of an email that no customer has (tree
+/// `login_guards`, keyed by a keyed digest of the normalised email: the
+/// email itself is not stored). Logins for unknown emails count and lock
+/// exactly as a customer's do, so the lock-out tells nobody which emails
+/// exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GuardRecord {
+    pub failed_logins: u32,
+    pub locked_until: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
 /// A password reset (tree `resets`, keyed by id). Indexed by
 /// `reset_tokens` (digest -> id), `reset_expiry` ([`ResetRecord::expiry_key`])
 /// and `resets_by_customer` ([`ResetRecord::customer_key`]). While unused it

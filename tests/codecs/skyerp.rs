@@ -199,7 +199,10 @@ fn seed_put_with_the_token_changes_the_password() {
     let r = env.send(Request::new("GET", format!("{BASE}/{token}")));
     assert_eq!(json(&r)["success"], false);
     let r = put(&env, &body);
-    envelope(&r, 200, false, "Error cambiando contraseña de la cuenta");
+    assert_eq!(
+        validation(&r),
+        json!({"email": ["El campo email seleccionado es inválido."]})
+    );
 }
 
 #[test]
@@ -293,67 +296,78 @@ fn validation_errors_are_laravel_shaped() {
     envelope(&r, 200, true, "Contraseña actualizada");
 }
 
+/// SPEC §6.2: after the field checks, an unknown email and a known email
+/// whose token is malformed, unknown, expired, used or another customer's
+/// get the same answer, byte for byte, and nothing changes.
 #[test]
-fn invalid_expired_used_and_foreign_tokens() {
+fn the_put_does_not_tell_which_emails_exist() {
     let env = env();
-    let good = |t: &str| put_body(EMAIL, "asasasasasasas", "asasasasasasas", Some(t));
-    // malformed and unknown
-    for t in ["short", SEED_TOKEN] {
-        let r = put(&env, &good(t));
-        let data = envelope(&r, 200, false, "Error cambiando contraseña de la cuenta");
-        assert_eq!(data, json!({"email": EMAIL}));
-    }
-    // expired
-    let token = mailed_token(&env);
-    env.advance(Duration::from_secs(60 * 60 + 1));
-    let r = env.send(Request::new("GET", format!("{BASE}/{token}")));
-    assert_eq!(json(&r)["success"], false);
-    envelope(
-        &put(&env, &good(&token)),
-        200,
-        false,
-        "Error cambiando contraseña de la cuenta",
-    );
-    // a token for another account
-    env.store()
+    let body = |email: &str, t: &str| put_body(email, "asasasasasasas", "asasasasasasas", Some(t));
+    let jane = env
+        .store()
         .register(credstore::NewCustomer::new(
             "jane@email.com",
             "Jane",
             "Roe",
             credstore::Password::new("jane-pass-123").unwrap(),
         ))
-        .unwrap();
-    let token = mailed_token(&env);
-    let r = put(
-        &env,
-        &put_body(
-            "jane@email.com",
-            "asasasasasasas",
-            "asasasasasasas",
-            Some(&token),
-        ),
+        .unwrap()
+        .0;
+    // A used token, an expired one, and one of Jane's.
+    let used = mailed_token(&env);
+    envelope(&put(&env, &body(EMAIL, &used)), 200, true, "Contraseña actualizada");
+    env.advance(Duration::from_secs(61));
+    let expired = mailed_token(&env);
+    env.advance(Duration::from_secs(60 * 60 + 1));
+    let janes = {
+        request_for(&env, "jane@email.com");
+        env.mailer.last().unwrap().token().expose_secret().to_owned()
+    };
+    let (_, customers) = env.snapshot();
+    let events_before = env.event_count();
+
+    let unknown = put(&env, &body("nobody@email.com", SEED_TOKEN));
+    let errors = validation(&unknown);
+    assert_eq!(
+        errors,
+        json!({"email": ["El campo email seleccionado es inválido."]})
     );
-    envelope(&r, 200, false, "Error cambiando contraseña de la cuenta");
-    // path and body tokens that disagree
+    let cases = [
+        ("unknown email, another's live token", body("nobody@email.com", &janes)),
+        ("malformed token", body(EMAIL, "short")),
+        ("unknown token", body(EMAIL, SEED_TOKEN)),
+        ("expired token", body(EMAIL, &expired)),
+        ("used token", body(EMAIL, &used)),
+        ("another customer's token", body(EMAIL, &janes)),
+        ("case and spaces", body("  JohnDoe@Email.com ", &janes)),
+    ];
+    for (what, b) in cases {
+        let r = put(&env, &b);
+        assert_eq!(
+            (r.status, text(&r)),
+            (unknown.status, text(&unknown)),
+            "{what}"
+        );
+    }
+    // Path and body tokens that disagree: neither is trusted.
     let r = env.send(
         Request::new("PUT", format!("{BASE}/{SEED_TOKEN}"))
             .header("Content-Type", "application/json")
-            .body(good(&token)),
+            .body(body(EMAIL, &janes)),
     );
-    envelope(&r, 200, false, "Error cambiando contraseña de la cuenta");
-    assert!(env.password_is(PASSWORD));
-    // used
+    assert_eq!((r.status, text(&r)), (unknown.status, text(&unknown)));
+    assert_eq!(env.event_count(), events_before, "nothing written");
+    assert_eq!(env.snapshot().1, customers, "no customer changed");
+    // Jane's token still works for Jane.
     envelope(
-        &put(&env, &good(&token)),
+        &put(&env, &body("jane@email.com", &janes)),
         200,
         true,
         "Contraseña actualizada",
     );
-    envelope(
-        &put(&env, &good(&token)),
-        200,
-        false,
-        "Error cambiando contraseña de la cuenta",
+    assert_eq!(
+        env.store().customer(jane.box_id).unwrap().credential_version,
+        jane.credential_version + 1
     );
 }
 

@@ -54,6 +54,19 @@ impl Env {
         self.store().events(0, 10_000).expect("events").len()
     }
 
+    /// What a refused request must leave as it was: the whole event log and
+    /// every customer (credential version, counts, flags, times).
+    pub fn snapshot(&self) -> (Vec<credstore::Event>, Vec<credstore::Customer>) {
+        let events = self.store().events(0, 10_000).expect("events");
+        let mut customers = Vec::new();
+        for box_id in [BOX_ID, 1, 2, 3] {
+            if let Ok(c) = self.store().customer(box_id) {
+                customers.push(c);
+            }
+        }
+        (events, customers)
+    }
+
     /// Whether the demo customer's password is `pw` (a login attempt: it
     /// counts towards lock-out when wrong).
     pub fn password_is(&self, pw: &str) -> bool {

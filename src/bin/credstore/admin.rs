@@ -295,8 +295,8 @@ pub fn reset(g: &Global, cmd: ResetCommand) -> CliResult {
 pub fn purge(g: &Global) -> CliResult {
     let store = g.open()?;
     let resets = store.purge_resets()?;
-    let nonces = store.purge_expired_nonces()?;
-    println!("purged {resets} expired or used resets and {nonces} expired nonces");
+    let guards = store.purge_login_guards()?;
+    println!("purged {resets} expired or used resets and {guards} idle login guards");
     Ok(ExitCode::SUCCESS)
 }
 

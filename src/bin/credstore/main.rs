@@ -54,7 +54,7 @@ enum Command {
     /// Password resets.
     #[command(subcommand)]
     Reset(admin::ResetCommand),
-    /// Remove expired and used resets and expired nonces.
+    /// Remove expired and used resets and idle login guards (used salts are kept).
     Purge,
     /// Check the store's integrity; exit 0 only when it is sound.
     Check,
@@ -120,6 +120,19 @@ impl Global {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // Admin commands show the library's warnings (e.g. a data directory
+        // others can read) as plain lines; `serve` sets up its own logging.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("CREDSTORE_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_target(false)
+            .try_init();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::App(c) => admin::app(&cli.global, c),

@@ -23,9 +23,27 @@ pub struct ServeArgs {
     #[arg(long)]
     pub mail_outbox: Option<PathBuf>,
     /// Seed the seeds' example parties when absent (app 396 / acme12aa,
-    /// customer 811111 johndoe@email.com) and show WCF dates at -0500.
+    /// customer 811111 johndoe@email.com), show WCF dates at -0500, and
+    /// accept seed 003's placeholder bearer for the demo customer only.
     #[arg(long)]
     pub demo: bool,
+    /// Seconds a request's headers may take to arrive (also how long an
+    /// idle keep-alive connection stays open).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub header_timeout: f64,
+    /// Seconds a request's body may take to arrive.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub body_timeout: f64,
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+}
+
+fn seconds(name: &str, s: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| Failure(format!("--{name} wants a positive number of seconds, got {s}")))
 }
 
 /// Writes each mail as a JSON file; the file holds the token, so the folder is
@@ -46,7 +64,15 @@ impl Mailer for OutboxMailer {
         let name = format!("{}.json", mail.reset_id());
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                // The file holds a live token: readable by its owner only.
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&tmp)?;
             f.write_all(body.to_string().as_bytes())?;
             f.sync_all()?;
             std::fs::rename(&tmp, self.dir.join(&name))
@@ -120,6 +146,12 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
         .try_init();
 
     let store = g.open()?;
+    for user_code in credstore::demo::retire_placeholder_app(&store)? {
+        tracing::warn!(
+            user_code,
+            "disabled an app whose key is seed 003's public placeholder bearer"
+        );
+    }
     let settings = if args.demo {
         let seeded = credstore::demo::seed(&store)?;
         tracing::info!(
@@ -142,6 +174,12 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
         .enable_all()
         .build()
         .map_err(|e| Failure(format!("cannot start the runtime: {e}")))?;
+    let limits = credstore::http::server::ServerLimits {
+        header_timeout: seconds("header-timeout", args.header_timeout)?,
+        max_connections: args.max_connections.max(1),
+        ..Default::default()
+    };
+    let body_timeout = seconds("body-timeout", args.body_timeout)?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
@@ -149,25 +187,12 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
         let addr = listener.local_addr()?;
         println!("credstore listening on http://{addr}");
         let _ = std::io::stdout().flush();
-        let app = credstore::http::router(gateway, workers * 2);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-        });
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing requests in flight");
-        let _ = tx.send(());
-        // Give in-flight requests up to 4 s, then stop regardless: every
-        // acknowledged change is already durable.
-        match tokio::time::timeout(Duration::from_secs(4), server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server error during shutdown"),
-            Ok(Err(_)) | Err(_) => tracing::warn!("requests still in flight after 4 s; stopping"),
-        }
+        let app = credstore::http::router_with(gateway, workers * 2, body_timeout);
+        credstore::http::server::serve(listener, app, limits, async {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+        })
+        .await;
         Ok::<(), Failure>(())
     })?;
     rt.shutdown_timeout(Duration::from_millis(500));

@@ -103,10 +103,7 @@ impl WalDir for FsDir {
         let final_path = self.slot_path(slot);
         let tmp = final_path.with_extension("tmp");
         {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
+            let file = private(OpenOptions::new().read(true).write(true).create(true))
                 .truncate(true)
                 .open(&tmp)?;
             // Real zeros, not a sparse file or fallocate's unwritten extents:
@@ -141,7 +138,9 @@ impl WalDir for FsDir {
     fn write_checkpoint(&self, bytes: &[u8]) -> io::Result<()> {
         let tmp = self.path.join(CHECKPOINT_TMP);
         {
-            let mut file = File::create(&tmp)?;
+            let mut file = private(OpenOptions::new().write(true).create(true))
+                .truncate(true)
+                .open(&tmp)?;
             io::Write::write_all(&mut file, bytes)?;
             file.sync_all()?;
         }
@@ -211,6 +210,16 @@ fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// New files of the log are readable by their owner only (mode 0600).
+fn private(opts: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts
 }
 
 /// Makes a directory's entries (creations, renames) durable.

@@ -3,9 +3,12 @@
 //! semaphore so that a flood of logins cannot allocate argon2 memory without
 //! limit. One log line per request (method, route, status, latency), never a
 //! secret: the route label replaces a token in the path by `{token}`.
+//! [`server`] serves the router with bounds on what a client may hold.
+
+pub mod server;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -21,15 +24,26 @@ use crate::gateway::{Gateway, Request, Response};
 struct AppState {
     gateway: Arc<Gateway>,
     permits: Arc<Semaphore>,
+    body_timeout: Duration,
 }
+
+/// How long a request's body may take to arrive, by default.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A router serving every documented route through `gateway`. At most
 /// `max_concurrent` requests run their (argon2-heavy) work at once; the rest
 /// wait. A good value is the number of cores times two.
 pub fn router(gateway: Arc<Gateway>, max_concurrent: usize) -> Router {
+    router_with(gateway, max_concurrent, DEFAULT_BODY_TIMEOUT)
+}
+
+/// [`router`] with a body timeout: a request whose body has not fully
+/// arrived after `body_timeout` is answered 408 and its connection closed.
+pub fn router_with(gateway: Arc<Gateway>, max_concurrent: usize, body_timeout: Duration) -> Router {
     let state = AppState {
         gateway,
         permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        body_timeout,
     };
     Router::new().fallback(handle).with_state(state)
 }
@@ -60,9 +74,14 @@ async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse
     }
     // Read at most one byte past the limit: the gateway then answers 413 in
     // the route's own format without the rest ever being buffered.
-    greq.body = match axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await {
-        Ok(b) => b.to_vec(),
-        Err(_) => vec![0u8; MAX_BODY_BYTES + 1],
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES + 1);
+    greq.body = match tokio::time::timeout(state.body_timeout, read).await {
+        Ok(Ok(b)) => b.to_vec(),
+        Ok(Err(_)) => vec![0u8; MAX_BODY_BYTES + 1],
+        Err(_) => {
+            tracing::info!(method = %method, route = %label, status = 408, "request body timed out");
+            return into_axum(request_timeout());
+        }
     };
     let response = match state.permits.clone().acquire_owned().await {
         Ok(permit) => {
@@ -72,7 +91,10 @@ async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse
                 gateway.handle(greq)
             })
             .await;
-            joined.unwrap_or_else(|_| internal_error())
+            joined.unwrap_or_else(|_| {
+                tracing::error!(method = %method, route = %label, "the request's handler panicked");
+                internal_error()
+            })
         }
         Err(_) => internal_error(),
     };
@@ -92,6 +114,17 @@ fn internal_error() -> Response {
         status: 500,
         headers: vec![("Content-Type".into(), "text/plain".into())],
         body: b"internal error".to_vec(),
+    }
+}
+
+fn request_timeout() -> Response {
+    Response {
+        status: 408,
+        headers: vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("Connection".into(), "close".into()),
+        ],
+        body: br#"{"status":408,"message":"the request body did not arrive in time"}"#.to_vec(),
     }
 }
 
