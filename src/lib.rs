@@ -73,6 +73,6 @@ pub use model::{
     RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, ValidToken, parse_reset_id,
     parse_token,
 };
-pub use ops::{Config, FailPoint, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
+pub use ops::{Config, FAILURE_MEMORY, FailPoint, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
 pub use ops::{MIN_SALT, SignedPasswordChange};
 pub use store::{Durability, IntegrityReport};

@@ -12,6 +12,9 @@ use credstore::{
     Password, PasswordPolicy, PasswordScheme, PolicyViolation, Store, StoreSecret, Timestamp,
 };
 
+#[path = "store/security.rs"]
+mod security;
+
 fn secret() -> StoreSecret {
     StoreSecret::from_bytes([0x5a; 32])
 }

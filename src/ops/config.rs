@@ -7,9 +7,15 @@ use crate::model::{Clock, SystemClock};
 use crate::store::Durability;
 
 /// Lock-out after repeated failed logins.
+///
+/// The bound holds under any concurrency: each login reserves one attempt
+/// of the budget before its password is verified, so at most
+/// `max_failures` wrong passwords are ever verified per lock window. Emails
+/// that no customer has count and lock the same way. Failures are forgotten
+/// after [`crate::FAILURE_MEMORY`] without one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {
-    /// Consecutive failures that lock the account (default 5).
+    /// Consecutive failures that lock the account (default 5; 0 counts as 1).
     pub max_failures: u32,
     /// How long the lock lasts (default 15 minutes).
     pub lock_for: Duration,

@@ -192,6 +192,7 @@ impl Store {
         let v = self
             .hasher()
             .verify(rec.scheme, &rec.password_hash, password)?;
+        self.fail_point("login:verified")?;
         if !v.matched {
             self.login_failed(Target::Customer(rec.box_id))?;
             return Err(Error::InvalidCredentials(Credential::Password));

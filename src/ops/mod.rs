@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{Config, FailPoint, LockoutPolicy};
+pub use login::FAILURE_MEMORY;
 pub use signed::{MIN_SALT, SignedPasswordChange};
 
 use crate::crypto::Keys;
@@ -103,6 +104,18 @@ impl Store {
 
     pub(crate) fn hasher(&self) -> &Hasher {
         &self.inner.hasher
+    }
+
+    /// A test hook outside transactions (see [`Config::with_fail_point`]):
+    /// fails with a storage error when the fail point fires at `name`.
+    pub(crate) fn fail_point(&self, name: &'static str) -> Result<(), Error> {
+        match &self.inner.config.fail_point {
+            Some(fp) if fp.fires(name) => Err(Error::Storage(crate::error::StorageError::new(
+                "running an operation",
+                format!("injected failure at {name}"),
+            ))),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn now(&self) -> Timestamp {
