@@ -7,6 +7,8 @@ mod common;
 mod aspnet;
 #[path = "codecs/commerce_layer.rs"]
 mod commerce_layer;
+#[path = "codecs/refusals.rs"]
+mod refusals;
 #[path = "codecs/skyerp.rs"]
 mod skyerp;
 #[path = "codecs/skypostal.rs"]

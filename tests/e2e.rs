@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "e2e/security.rs"]
+mod security;
+
 const BIN: &str = env!("CARGO_BIN_EXE_credstore");
 const CHEAP: &str = "8,1,1";
 const APP_KEY: &str = "1656d700707ad9a77f737e5df3db088a";

@@ -427,7 +427,7 @@ fn request_reset(
         return failure_response(lang, Failure::Invalid(Op::Request, errors));
     };
     let sent = || envelope(200, true, lang, Msg::Sent, json!({ "email": email }));
-    let issued: IssuedReset = match store.request_reset(&email, ResetDetails::default()) {
+    let issued: IssuedReset = match store.request_reset_anonymous(&email, ResetDetails::default()) {
         Ok(issued) => issued,
         Err(e) if e.is_fault() => return failure_response(lang, Failure::Fault(e)),
         // Unknown, throttled, or any other refusal: the answer of a granted

@@ -46,13 +46,34 @@ impl Store {
     ///
     /// At most [`MAX_OUTSTANDING_RESETS`] stay outstanding per customer: a new
     /// one drops the oldest (and any expired ones). Errors:
-    /// [`Error::NotFound`]`(Entity::Customer)` for an unknown email and
+    /// [`Error::NotFound`]`(Entity::Customer)` for an unknown email,
     /// [`Error::Throttled`] when the customer was issued a reset less than
-    /// [`RESET_THROTTLE`] ago, [`Error::Disabled`] for a disabled customer;
-    /// codecs that face anonymous callers must answer all three like a
-    /// success (and as for an unknown email). Each refusal appends one
-    /// refused event, so that every request costs the same durable write.
+    /// [`RESET_THROTTLE`] ago, [`Error::Disabled`] for a disabled customer.
+    /// A refusal writes nothing. Callers that face anonymous clients use
+    /// [`Store::request_reset_anonymous`] instead.
     pub fn request_reset(&self, email: &str, details: ResetDetails) -> Result<IssuedReset, Error> {
+        self.issue_reset(email, details, false)
+    }
+
+    /// [`Store::request_reset`] for callers that must not let anyone learn
+    /// whether an email exists (SPEC §5.7): a refusal (unknown email,
+    /// throttled, disabled) costs the same durable write as an issue, one
+    /// refused event, so that answers take the same time. The caller answers
+    /// every refusal like a success.
+    pub fn request_reset_anonymous(
+        &self,
+        email: &str,
+        details: ResetDetails,
+    ) -> Result<IssuedReset, Error> {
+        self.issue_reset(email, details, true)
+    }
+
+    fn issue_reset(
+        &self,
+        email: &str,
+        details: ResetDetails,
+        log_refusals: bool,
+    ) -> Result<IssuedReset, Error> {
         let email = Email::parse(email)?;
         if let Some(r) = &details.reference {
             check_reference("reference", r)?;
@@ -67,16 +88,18 @@ impl Store {
             let (token, id, digest) = self.reset_material()?;
             let now = self.now();
             let issued = self.engine().transact(|tx| {
-                // A refused request is logged like a granted one, so that
-                // every request costs the same durable write.
+                // For anonymous callers a refused request is logged, so that
+                // it costs the same durable write as a granted one.
                 let refuse = |box_id, why: Error| {
-                    tx.append_event(
-                        now,
-                        EventKind::ResetIssued,
-                        EventOutcome::Refused,
-                        box_id,
-                        None,
-                    )?;
+                    if log_refusals {
+                        tx.append_event(
+                            now,
+                            EventKind::ResetIssued,
+                            EventOutcome::Refused,
+                            box_id,
+                            None,
+                        )?;
+                    }
                     Ok(Issue::Refused(why))
                 };
                 let Some(box_id) = super::customers::box_id_by_email(tx, &email)? else {

@@ -134,6 +134,13 @@ fn the_post_does_not_tell_which_emails_exist() {
     let r = env.send(post(BASE, "application/json", SEED_POST));
     assert_eq!(json(&r)["success"], true);
     assert_eq!(json(&r)["data"]["email"], "foo@example.com");
+    // Each request, granted or not, cost one durable write (one event):
+    // the same bookkeeping, so the same time (SPEC §5.7).
+    let before = env.event_count();
+    request_for(&env, EMAIL);
+    assert_eq!(env.event_count(), before + 1, "throttled");
+    request_for(&env, "nobody@example.com");
+    assert_eq!(env.event_count(), before + 2, "unknown");
 }
 
 #[test]
@@ -315,13 +322,23 @@ fn the_put_does_not_tell_which_emails_exist() {
         .0;
     // A used token, an expired one, and one of Jane's.
     let used = mailed_token(&env);
-    envelope(&put(&env, &body(EMAIL, &used)), 200, true, "Contraseña actualizada");
+    envelope(
+        &put(&env, &body(EMAIL, &used)),
+        200,
+        true,
+        "Contraseña actualizada",
+    );
     env.advance(Duration::from_secs(61));
     let expired = mailed_token(&env);
     env.advance(Duration::from_secs(60 * 60 + 1));
     let janes = {
         request_for(&env, "jane@email.com");
-        env.mailer.last().unwrap().token().expose_secret().to_owned()
+        env.mailer
+            .last()
+            .unwrap()
+            .token()
+            .expose_secret()
+            .to_owned()
     };
     let (_, customers) = env.snapshot();
     let events_before = env.event_count();
@@ -333,7 +350,10 @@ fn the_put_does_not_tell_which_emails_exist() {
         json!({"email": ["El campo email seleccionado es inválido."]})
     );
     let cases = [
-        ("unknown email, another's live token", body("nobody@email.com", &janes)),
+        (
+            "unknown email, another's live token",
+            body("nobody@email.com", &janes),
+        ),
         ("malformed token", body(EMAIL, "short")),
         ("unknown token", body(EMAIL, SEED_TOKEN)),
         ("expired token", body(EMAIL, &expired)),
@@ -366,7 +386,10 @@ fn the_put_does_not_tell_which_emails_exist() {
         "Contraseña actualizada",
     );
     assert_eq!(
-        env.store().customer(jane.box_id).unwrap().credential_version,
+        env.store()
+            .customer(jane.box_id)
+            .unwrap()
+            .credential_version,
         jane.credential_version + 1
     );
 }

@@ -236,7 +236,11 @@ fn idle_login_guards_are_purged_and_failures_forgotten() {
             assert!(matches!(e, Error::InvalidCredentials(_)), "{email}: {e:?}");
         }
     }
-    assert!(store.login("known@email.com", &pw("right-password")).is_ok());
+    assert!(
+        store
+            .login("known@email.com", &pw("right-password"))
+            .is_ok()
+    );
 }
 
 /// SPEC §5.7: a login with an unknown email costs what a wrong password
@@ -333,7 +337,10 @@ fn disabled_customers_cannot_log_in_change_or_reset() {
         Err(Error::Disabled)
     ));
     for e in [
-        store.check_reset_token(&issued.token).map(|_| ()).unwrap_err(),
+        store
+            .check_reset_token(&issued.token)
+            .map(|_| ())
+            .unwrap_err(),
         store
             .reset_password(&issued.token, None, &pw("new-password-1"))
             .map(|_| ())
@@ -386,7 +393,9 @@ fn imported(box_id: u64, email: &str) -> ImportedCustomer {
 fn box_ids_stay_in_range_and_registering_past_it_fails_at_once() {
     let store = Store::temporary(&secret(), Config::for_tests()).unwrap();
     for bad in [0, MAX_BOX_ID + 1, u64::MAX] {
-        let e = store.import_customer(imported(bad, "x@email.com")).unwrap_err();
+        let e = store
+            .import_customer(imported(bad, "x@email.com"))
+            .unwrap_err();
         assert!(
             matches!(e, Error::InvalidInput(InputError::BoxIdOutOfRange { .. })),
             "{bad}: {e:?}"
@@ -398,10 +407,18 @@ fn box_ids_stay_in_range_and_registering_past_it_fails_at_once() {
     let before = store.events(0, 10_000).unwrap();
     let t = Instant::now();
     let e = store
-        .register(NewCustomer::new("next@email.com", "A", "B", pw("right-password")))
+        .register(NewCustomer::new(
+            "next@email.com",
+            "A",
+            "B",
+            pw("right-password"),
+        ))
         .unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-    assert!(matches!(e, Error::BoxIdsExhausted { max } if max == MAX_BOX_ID), "{e:?}");
+    assert!(
+        matches!(e, Error::BoxIdsExhausted { max } if max == MAX_BOX_ID),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("9007199254740991"), "{e}");
     assert_eq!(store.events(0, 10_000).unwrap(), before);
     assert!(matches!(

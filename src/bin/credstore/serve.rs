@@ -43,7 +43,11 @@ fn seconds(name: &str, s: f64) -> Result<Duration, Failure> {
     Duration::try_from_secs_f64(s)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| Failure(format!("--{name} wants a positive number of seconds, got {s}")))
+        .ok_or_else(|| {
+            Failure(format!(
+                "--{name} wants a positive number of seconds, got {s}"
+            ))
+        })
 }
 
 /// Writes each mail as a JSON file; the file holds the token, so the folder is
