@@ -111,6 +111,95 @@ pub fn wcf_date(data: &[u8]) {
     }
 }
 
+/// The whole gateway: `data` is read as a request (`METHOD PATH` on the
+/// first line, `Name: value` header lines, a blank line, then the body)
+/// and answered by a gateway over a temporary store holding the demo
+/// parties (cheap argon2, a mailer that drops mail), rebuilt every 20,000
+/// requests so that a long run's writes stay bounded. Checks: no panic, no
+/// 500 from a healthy store, a status the formats use, and a body in the
+/// media type the answer names.
+pub fn gateway_request(data: &[u8]) {
+    use std::cell::RefCell;
+    thread_local! {
+        static GATEWAY: RefCell<(usize, Option<crate::Gateway>)> = const { RefCell::new((0, None)) };
+    }
+    let req = raw_request(data);
+    GATEWAY.with(|g| {
+        let mut g = g.borrow_mut();
+        if g.0 % 20_000 == 0 {
+            g.1 = None;
+        }
+        g.0 += 1;
+        let gateway = g.1.get_or_insert_with(fuzz_gateway);
+        let r = gateway.handle(req);
+        check_response(&r);
+    });
+}
+
+struct DropMail;
+
+impl crate::Mailer for DropMail {
+    fn send(&self, _: &crate::ResetMail) -> Result<(), crate::MailError> {
+        Ok(())
+    }
+}
+
+fn fuzz_gateway() -> crate::Gateway {
+    let store = crate::Store::temporary(
+        &crate::StoreSecret::from_bytes([9; 32]),
+        crate::Config::for_tests()
+            .with_durability(crate::Durability::PeriodicFlushLosesRecentChanges),
+    )
+    .expect("a temporary store");
+    crate::demo::seed(&store).expect("the demo seed");
+    crate::Gateway::new(store, Box::new(DropMail), crate::demo::settings())
+}
+
+/// `METHOD PATH\nName: value\n...\n\nbody`; anything goes.
+fn raw_request(data: &[u8]) -> crate::Request {
+    let (head, body) = match data.windows(2).position(|w| w == b"\n\n") {
+        Some(i) => (&data[..i], &data[i + 2..]),
+        None => (data, &[][..]),
+    };
+    let head = String::from_utf8_lossy(head);
+    let mut lines = head.split('\n');
+    let first = lines.next().unwrap_or_default();
+    let (method, path) = first.split_once(' ').unwrap_or((first, "/"));
+    let mut req = crate::Request::new(method, path).body(body.to_vec());
+    if let Some((p, q)) = path.split_once('?') {
+        req.path = p.to_owned();
+        req.query = Some(q.to_owned());
+    }
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            req.headers.append(k.trim(), v.trim());
+        }
+    }
+    req
+}
+
+fn check_response(r: &crate::Response) {
+    const STATUSES: [u16; 13] = [
+        200, 201, 400, 401, 404, 405, 408, 409, 413, 415, 422, 429, 500,
+    ];
+    assert!(STATUSES.contains(&r.status), "status {}", r.status);
+    assert_ne!(r.status, 500, "a healthy store answered 500");
+    let ct = r
+        .header("content-type")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if ct.contains("json") {
+        assert!(
+            serde_json::from_slice::<Value>(&r.body).is_ok(),
+            "a {ct} body that is not JSON"
+        );
+    } else if ct.contains("xml") {
+        assert!(r.body.starts_with(b"<"), "a {ct} body that is not XML");
+    } else {
+        panic!("an answer without a known content type: {ct:?}");
+    }
+}
+
 /// The password-change transaction with a hash made beforehand (the
 /// durability bench: SQLite's peer transaction hashes nothing either).
 /// Returns the new credential version.
@@ -164,5 +253,9 @@ mod tests {
         assert!(!close(&serde_json::json!(1.0), &serde_json::json!(1.1)));
         aspnet_xml_request(b"<ChangePasswordRequest UserName=\"1\" Salt=\"3\" Digest=\"d\"><User><UserName>u</UserName><Email>e</Email><Key>k</Key></User><UserNewPassword>p</UserNewPassword></ChangePasswordRequest>");
         wcf_date(b"/Date(1550761010000-0500)/");
+        gateway_request(b"POST /wcf-services/service-customer.svc/customer/customer-login\nContent-Type: application/json\n\n{\"user_code\":396,\"app_key\":\"1656d700707ad9a77f737e5df3db088a\",\"customer_email\":\"johndoe@email.com\",\"customer_password\":\"pass12345\"}");
+        gateway_request(b"GET /api/v1/acme12aa/customers/reset-password/x?y\n\n");
+        gateway_request(b"");
+        gateway_request(b"\xff\xfe /\x00\nContent-Type: \xff\n\n\xff");
     }
 }
