@@ -1,6 +1,10 @@
 //! Model test: random operation sequences run against the store and against a
 //! plain in-memory model; every outcome is compared, then the final state.
 
+#[path = "support/backend.rs"]
+mod backend;
+use backend::Backend;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -112,14 +116,14 @@ fn same_pw(a: usize, b: usize) -> bool {
     a == b
 }
 
-fn run(ops: Vec<Op>) {
+fn run(backend: Backend, ops: Vec<Op>) {
     let config = Config::for_tests()
         .with_first_box_id(100)
         .with_lockout(LockoutPolicy {
             max_failures: u32::MAX,
             lock_for: Duration::from_secs(1),
         });
-    let store = Store::temporary(&StoreSecret::from_bytes([1; 32]), config).unwrap();
+    let store = backend.open(&StoreSecret::from_bytes([1; 32]), config);
     let mut model: Vec<Model> = Vec::new();
     let by_email = |m: &Vec<Model>, e: usize| m.iter().position(|c| c.email == e);
 
@@ -285,6 +289,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn store_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(ops);
+        for backend in Backend::ALL {
+            run(backend, ops.clone());
+        }
     }
 }

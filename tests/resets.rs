@@ -3,6 +3,11 @@
 //! dying with the password or email, the consume race, purge, and secrets at
 //! rest.
 
+#[macro_use]
+#[path = "support/backend.rs"]
+mod backend;
+use backend::{Backend, TestStore};
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,9 +37,9 @@ fn config(clock: &ManualClock) -> Config {
     Config::for_tests().with_clock(Arc::new(clock.clone()))
 }
 
-fn store() -> (Store, ManualClock) {
+fn store(backend: Backend) -> (TestStore, ManualClock) {
     let clock = ManualClock::new(T0);
-    let store = Store::temporary(&secret(), config(&clock)).unwrap();
+    let store = backend.open(&secret(), config(&clock));
     (store, clock)
 }
 
@@ -146,9 +151,9 @@ fn parser_accepts_exactly_64_alphanumerics() {
     }
 }
 
-#[test]
-fn token_never_shows_in_debug_events_or_errors() {
-    let (store, _) = store();
+on_every_backend! {
+    fn token_never_shows_in_debug_events_or_errors(backend) {
+    let (store, _) = store(backend);
     customer(&store, "jane@example.com");
     let issued = issue(&store, "jane@example.com");
     let secret = issued.token.expose_secret().to_owned();
@@ -168,12 +173,13 @@ fn token_never_shows_in_debug_events_or_errors() {
         .unwrap_err();
     assert!(!format!("{err} {err:?}").contains(&secret));
 }
+}
 
 // ---------------------------------------------------------------- issue
 
-#[test]
-fn request_returns_the_reset_and_a_working_token() {
-    let (store, _) = store();
+on_every_backend! {
+    fn request_returns_the_reset_and_a_working_token(backend) {
+    let (store, _) = store(backend);
     let (c, _) = customer(&store, "Jane@Example.com");
     let before = events(&store).len();
     let mut meta = serde_json::Map::new();
@@ -209,10 +215,11 @@ fn request_returns_the_reset_and_a_working_token() {
     assert_eq!(ev.last().unwrap().box_id, Some(c.box_id));
     assert_sound(&store);
 }
+}
 
-#[test]
-fn unknown_email_and_bad_details_write_nothing() {
-    let (store, _) = store();
+on_every_backend! {
+    fn unknown_email_and_bad_details_write_nothing(backend) {
+    let (store, _) = store(backend);
     customer(&store, "jane@example.com");
     let before = events(&store).len();
     assert!(matches!(
@@ -248,12 +255,13 @@ fn unknown_email_and_bad_details_write_nothing() {
     assert_eq!(events(&store).len(), before);
     assert_eq!(store.check_integrity().unwrap().resets, 0);
 }
+}
 
 // ---------------------------------------------------------------- rules
 
-#[test]
-fn token_expires_at_exactly_ttl() {
-    let (store, clock) = store();
+on_every_backend! {
+    fn token_expires_at_exactly_ttl(backend) {
+    let (store, clock) = store(backend);
     customer(&store, "jane@example.com");
     let issued = issue(&store, "jane@example.com");
     clock.advance(TTL - Duration::from_millis(1));
@@ -276,10 +284,11 @@ fn token_expires_at_exactly_ttl() {
             .is_ok()
     );
 }
+}
 
-#[test]
-fn token_is_single_use() {
-    let (store, clock) = store();
+on_every_backend! {
+    fn token_is_single_use(backend) {
+    let (store, clock) = store(backend);
     let (c, _) = customer(&store, "jane@example.com");
     let issued = issue(&store, "jane@example.com");
     clock.advance(Duration::from_secs(5));
@@ -329,10 +338,11 @@ fn token_is_single_use() {
     }
     assert!(store.reset(&issued.reset.id).is_ok());
 }
+}
 
-#[test]
-fn fourth_token_drops_the_first() {
-    let (store, clock) = store();
+on_every_backend! {
+    fn fourth_token_drops_the_first(backend) {
+    let (store, clock) = store(backend);
     customer(&store, "jane@example.com");
     let mut issued = Vec::new();
     for _ in 0..4 {
@@ -350,10 +360,11 @@ fn fourth_token_drops_the_first() {
     assert_eq!(store.check_integrity().unwrap().resets, 3);
     assert_sound(&store);
 }
+}
 
-#[test]
-fn second_request_within_60_seconds_is_throttled() {
-    let (store, clock) = store();
+on_every_backend! {
+    fn second_request_within_60_seconds_is_throttled(backend) {
+    let (store, clock) = store(backend);
     customer(&store, "jane@example.com");
     customer(&store, "john@example.com");
     let first = issue(&store, "jane@example.com");
@@ -375,10 +386,11 @@ fn second_request_within_60_seconds_is_throttled() {
     assert!(store.check_reset_token(&first.token).is_ok());
     assert!(store.check_reset_token(&second.token).is_ok());
 }
+}
 
-#[test]
-fn password_change_kills_tokens() {
-    let (store, clock) = store();
+on_every_backend! {
+    fn password_change_kills_tokens(backend) {
+    let (store, clock) = store(backend);
     let (c, key) = customer(&store, "jane@example.com");
     let a = issue(&store, "jane@example.com");
     clock.advance(Duration::from_secs(61));
@@ -410,10 +422,11 @@ fn password_change_kills_tokens() {
     let c = issue(&store, "jane@example.com");
     assert!(store.check_reset_token(&c.token).is_ok());
 }
+}
 
-#[test]
-fn email_change_kills_tokens() {
-    let (store, _) = store();
+on_every_backend! {
+    fn email_change_kills_tokens(backend) {
+    let (store, _) = store(backend);
     let (c, key) = customer(&store, "jane@example.com");
     let a = issue(&store, "jane@example.com");
     store
@@ -433,10 +446,11 @@ fn email_change_kills_tokens() {
     assert_eq!(store.check_integrity().unwrap().resets, 0);
     assert_sound(&store);
 }
+}
 
-#[test]
-fn wrong_email_and_policy_leave_the_token_unused() {
-    let (store, _) = store();
+on_every_backend! {
+    fn wrong_email_and_policy_leave_the_token_unused(backend) {
+    let (store, _) = store(backend);
     customer(&store, "jane@example.com");
     customer(&store, "john@example.com");
     let issued = issue(&store, "jane@example.com");
@@ -469,10 +483,11 @@ fn wrong_email_and_policy_leave_the_token_unused() {
         )
         .unwrap();
 }
+}
 
-#[test]
-fn consume_by_id() {
-    let (store, clock) = store();
+on_every_backend! {
+    fn consume_by_id(backend) {
+    let (store, clock) = store(backend);
     customer(&store, "jane@example.com");
     customer(&store, "john@example.com");
     let jane = issue(&store, "jane@example.com");
@@ -505,10 +520,11 @@ fn consume_by_id() {
     assert!(store.check_reset_token(&john.token).is_ok());
     assert_sound(&store);
 }
+}
 
-#[test]
-fn update_and_revoke() {
-    let (store, clock) = store();
+on_every_backend! {
+    fn update_and_revoke(backend) {
+    let (store, clock) = store(backend);
     customer(&store, "jane@example.com");
     let issued = store
         .request_reset(
@@ -571,11 +587,12 @@ fn update_and_revoke() {
     // A revoked reset (a mail that failed) does not throttle the next one.
     issue(&store, "jane@example.com");
 }
+}
 
 // ---------------------------------------------------------------- race
 
-#[test]
-fn sixteen_threads_one_token_one_winner() {
+on_every_backend! {
+    fn sixteen_threads_one_token_one_winner(backend) {
     let clock = ManualClock::new(T0);
     // Production-cost hashing (~20 ms each) keeps all 16 threads between
     // their token check and their transaction at the same time, so the
@@ -586,7 +603,7 @@ fn sixteen_threads_one_token_one_winner() {
             max_failures: 1000,
             lock_for: Duration::from_secs(60),
         });
-    let store = Store::temporary(&secret(), cfg).unwrap();
+    let store = backend.open(&secret(), cfg);
     customer(&store, "jane@example.com");
     let issued = issue(&store, "jane@example.com");
     let text = issued.token.expose_secret().to_owned();
@@ -630,12 +647,13 @@ fn sixteen_threads_one_token_one_winner() {
     assert_eq!(consumed, 1);
     assert_sound(&store);
 }
+}
 
 // ---------------------------------------------------------------- purge
 
-#[test]
-fn purge_removes_exactly_the_expired_and_used() {
-    let (store, clock) = store();
+on_every_backend! {
+    fn purge_removes_exactly_the_expired_and_used(backend) {
+    let (store, clock) = store(backend);
     for i in 0..6 {
         customer(&store, &format!("c{i}@example.com"));
     }
@@ -677,6 +695,7 @@ fn purge_removes_exactly_the_expired_and_used() {
     assert_eq!(store.purge_resets().unwrap(), 0);
     issue(&store, "c0@example.com");
     assert_sound(&store);
+}
 }
 
 /// Issues `customers * 3` resets, lets them expire, purges, and checks that

@@ -1,6 +1,12 @@
 //! Store foundation: opening, secrets at rest, legacy hashes, lock-out,
 //! concurrency, atomic rotation, customers, apps, the event log.
 
+#[macro_use]
+#[path = "support/backend.rs"]
+mod backend;
+#[allow(unused_imports)]
+use backend::{Backend, TestStore};
+
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -21,10 +27,6 @@ fn secret() -> StoreSecret {
 
 fn pw(s: &str) -> Password {
     Password::new(s).unwrap()
-}
-
-fn temp_store() -> Store {
-    Store::temporary(&secret(), Config::for_tests()).unwrap()
 }
 
 fn john(store: &Store) -> (credstore::Customer, CustomerKey) {
@@ -315,8 +317,10 @@ fn import(store: &Store, box_id: u64, email: &str, hash: &str) -> Result<(), Err
         .map(|_| ())
 }
 
+/// Hashing-heavy: on the production backend only.
 #[test]
 fn legacy_hashes_verify_and_are_rehashed_at_first_login() {
+    let backend = Backend::Wal;
     let vs = vectors();
     assert!(vs.len() >= 40, "the vector file has {} entries", vs.len());
     // A strict policy: login must not apply it (the vectors include "" and "password").
@@ -324,7 +328,7 @@ fn legacy_hashes_verify_and_are_rehashed_at_first_login() {
         min_chars: 30,
         max_chars: 255,
     });
-    let store = Store::temporary(&secret(), config).unwrap();
+    let store = backend.open(&secret(), config);
     let params = Argon2Params::insecure_for_tests();
     let current = (params.m_cost(), params.t_cost(), params.p_cost());
     std::thread::scope(|s| {
@@ -389,9 +393,9 @@ fn legacy_hashes_verify_and_are_rehashed_at_first_login() {
     assert_eq!(rehashed, vs.len());
 }
 
-#[test]
-fn bcrypt_reads_72_bytes_and_the_rehash_covers_the_whole_password() {
-    let store = temp_store();
+on_every_backend! {
+    fn bcrypt_reads_72_bytes_and_the_rehash_covers_the_whole_password(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     let v = vectors()
         .into_iter()
         .find(|v| v.hash.starts_with("$2b$04$") && v.password.len() == 72)
@@ -406,10 +410,11 @@ fn bcrypt_reads_72_bytes_and_the_rehash_covers_the_whole_password() {
     assert!(store.login("long@example.com", &pw(&v.password)).is_err());
     store.login("long@example.com", &pw(&longer)).unwrap();
 }
+}
 
-#[test]
-fn absurd_legacy_parameters_are_refused_before_hashing() {
-    let store = temp_store();
+on_every_backend! {
+    fn absurd_legacy_parameters_are_refused_before_hashing(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     let bombs = [
         "$argon2id$v=19$m=4294967295,t=3,p=4$LQ4/tLTwlbQu/DrnaZs+DQ$RXo6/waKMVL1w6tPeVDodvqdOaXtXY02u0+sQL9WbMU",
         "$argon2id$v=19$m=65536,t=4000000,p=4$LQ4/tLTwlbQu/DrnaZs+DQ$RXo6/waKMVL1w6tPeVDodvqdOaXtXY02u0+sQL9WbMU",
@@ -439,17 +444,16 @@ fn absurd_legacy_parameters_are_refused_before_hashing() {
     ));
     assert_eq!(event_count(&store), 0);
 }
+}
 
 // ---------------------------------------------------------------- lock-out
 
-#[test]
-fn lockout_after_failures_then_unlock_after_the_lock_time() {
+on_every_backend! {
+    fn lockout_after_failures_then_unlock_after_the_lock_time(backend) {
     let clock = ManualClock::new(Timestamp(1_700_000_000_000));
-    let store = Store::temporary(
-        &secret(),
+    let store = backend.open(&secret(),
         Config::for_tests().with_clock(Arc::new(clock.clone())),
-    )
-    .unwrap();
+    );
     john(&store);
     for i in 0..5 {
         let e = store
@@ -479,20 +483,19 @@ fn lockout_after_failures_then_unlock_after_the_lock_time() {
     assert_eq!(login.customer.failed_logins, 0);
     assert_eq!(login.customer.locked_until, None);
 }
+}
 
-#[test]
-fn lockout_is_configurable_and_success_resets_the_count() {
+on_every_backend! {
+    fn lockout_is_configurable_and_success_resets_the_count(backend) {
     let clock = ManualClock::new(Timestamp(0));
-    let store = Store::temporary(
-        &secret(),
+    let store = backend.open(&secret(),
         Config::for_tests()
             .with_clock(Arc::new(clock.clone()))
             .with_lockout(LockoutPolicy {
                 max_failures: 2,
                 lock_for: Duration::from_secs(60),
             }),
-    )
-    .unwrap();
+    );
     john(&store);
     store
         .login("johndoe@email.com", &pw("nope-nope"))
@@ -521,10 +524,11 @@ fn lockout_is_configurable_and_success_resets_the_count() {
         .collect();
     assert!(kinds.contains(&EventKind::AccountLocked));
 }
+}
 
-#[test]
-fn unknown_email_and_wrong_password_look_the_same() {
-    let store = temp_store();
+on_every_backend! {
+    fn unknown_email_and_wrong_password_look_the_same(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     john(&store);
     let a = store
         .login("nobody@email.com", &pw("pass12345"))
@@ -535,10 +539,11 @@ fn unknown_email_and_wrong_password_look_the_same() {
     assert_eq!(a.to_string(), b.to_string());
     assert!(matches!(a, Error::InvalidCredentials(Credential::Password)));
 }
+}
 
-#[test]
-fn must_change_password_is_refused_after_a_correct_password() {
-    let store = temp_store();
+on_every_backend! {
+    fn must_change_password_is_refused_after_a_correct_password(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     let (c, key) = john(&store);
     store
         .set_flags(
@@ -565,16 +570,17 @@ fn must_change_password_is_refused_after_a_correct_password() {
         .unwrap();
     assert!(!login.customer.flags.must_change_password);
 }
+}
 
 // ---------------------------------------------------------------- concurrency and atomicity
 
-#[test]
-fn concurrent_rotations_with_the_same_version_have_exactly_one_winner() {
+on_every_backend! {
+    fn concurrent_rotations_with_the_same_version_have_exactly_one_winner(backend) {
     let lenient = LockoutPolicy {
         max_failures: 100,
         lock_for: Duration::from_secs(1),
     };
-    let store = Store::temporary(&secret(), Config::for_tests().with_lockout(lenient)).unwrap();
+    let store = backend.open(&secret(), Config::for_tests().with_lockout(lenient));
     let (c, _) = john(&store);
     let v0 = c.credential_version;
     let barrier = Arc::new(Barrier::new(8));
@@ -619,15 +625,16 @@ fn concurrent_rotations_with_the_same_version_have_exactly_one_winner() {
         .count();
     assert_eq!(changes, 1);
 }
+}
 
-#[test]
-fn a_failed_rotation_changes_nothing() {
+on_every_backend! {
+    fn a_failed_rotation_changes_nothing(backend) {
     let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let a = armed.clone();
     let fp = FailPoint::new(move |name| {
         name == "rotation:before-event" && a.load(std::sync::atomic::Ordering::SeqCst)
     });
-    let store = Store::temporary(&secret(), Config::for_tests().with_fail_point(fp)).unwrap();
+    let store = backend.open(&secret(), Config::for_tests().with_fail_point(fp));
     let (c, key) = john(&store);
     let events_before = event_count(&store);
     armed.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -650,13 +657,14 @@ fn a_failed_rotation_changes_nothing() {
     );
     assert!(store.check_integrity().unwrap().is_sound());
 }
+}
 
 // ---------------------------------------------------------------- customers
 
-#[test]
-fn register_assigns_ids_and_refuses_duplicates() {
+on_every_backend! {
+    fn register_assigns_ids_and_refuses_duplicates(backend) {
     let store =
-        Store::temporary(&secret(), Config::for_tests().with_first_box_id(811_000)).unwrap();
+        backend.open(&secret(), Config::for_tests().with_first_box_id(811_000));
     let (a, ka) = store
         .register(NewCustomer::new(
             "a@example.com",
@@ -707,10 +715,11 @@ fn register_assigns_ids_and_refuses_duplicates() {
     );
     assert!(store.check_integrity().unwrap().is_sound());
 }
+}
 
-#[test]
-fn authenticate_by_key_and_change_email_rotates_the_key() {
-    let store = temp_store();
+on_every_backend! {
+    fn authenticate_by_key_and_change_email_rotates_the_key(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     let (c, key) = john(&store);
     assert_eq!(
         store.authenticate_customer(c.box_id, &key).unwrap().box_id,
@@ -749,10 +758,11 @@ fn authenticate_by_key_and_change_email_rotates_the_key() {
         .unwrap();
     assert!(store.check_integrity().unwrap().is_sound());
 }
+}
 
-#[test]
-fn update_password_checks_key_then_email_then_policy() {
-    let store = temp_store();
+on_every_backend! {
+    fn update_password_checks_key_then_email_then_policy(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     let (c, key) = john(&store);
     let other = CustomerKey::new("not-the-key").unwrap();
     assert!(matches!(
@@ -772,10 +782,11 @@ fn update_password_checks_key_then_email_then_policy() {
         .unwrap();
     assert_eq!(updated.credential_version, c.credential_version + 1);
 }
+}
 
-#[test]
-fn bad_input_gets_a_precise_error_and_changes_nothing() {
-    let store = temp_store();
+on_every_backend! {
+    fn bad_input_gets_a_precise_error_and_changes_nothing(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     let reg = |email: &str, password: Password| {
         store
             .register(NewCustomer::new(email, "N", "N", password))
@@ -840,12 +851,13 @@ fn bad_input_gets_a_precise_error_and_changes_nothing() {
         Err(Error::NotFound(_))
     ));
 }
+}
 
 // ---------------------------------------------------------------- apps
 
-#[test]
-fn apps_create_import_authenticate_disable_list() {
-    let store = temp_store();
+on_every_backend! {
+    fn apps_create_import_authenticate_disable_list(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     let (app, key) = store.create_app(1, "First", None).unwrap();
     assert_eq!(key.expose_secret().len(), 32);
     assert_eq!(store.authenticate_app(1, &key).unwrap(), app);
@@ -890,12 +902,13 @@ fn apps_create_import_authenticate_disable_list() {
     store.authenticate_app(396, &demo).unwrap();
     assert!(store.check_integrity().unwrap().is_sound());
 }
+}
 
 // ---------------------------------------------------------------- events, debug
 
-#[test]
-fn event_log_reads_bounded_from_a_sequence_and_trims() {
-    let store = temp_store();
+on_every_backend! {
+    fn event_log_reads_bounded_from_a_sequence_and_trims(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     let (c, key) = john(&store);
     for i in 0..5 {
         store
@@ -922,10 +935,11 @@ fn event_log_reads_bounded_from_a_sequence_and_trims() {
     let dump = format!("{:?}", store.events(0, 100).unwrap());
     assert!(!dump.contains("password-"));
 }
+}
 
-#[test]
-fn debug_of_secret_bearing_types_prints_no_secret() {
-    let store = temp_store();
+on_every_backend! {
+    fn debug_of_secret_bearing_types_prints_no_secret(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     let (_, key) = john(&store);
     let login = store.login("johndoe@email.com", &pw("pass12345")).unwrap();
     let (_, app_key) = store.create_app(7, "x", None).unwrap();
@@ -937,7 +951,7 @@ fn debug_of_secret_bearing_types_prints_no_secret() {
         format!("{:?}", app_key),
         format!("{:?}", s),
         format!("{:?}", pw("pass12345")),
-        format!("{:?}", store),
+        format!("{:?}", *store),
         format!("{:?}", Config::for_tests()),
     ];
     let hexsecret: String = s
@@ -953,4 +967,5 @@ fn debug_of_secret_bearing_types_prints_no_secret() {
         assert!(!d.contains("90, 90, 90"), "{d}"); // the secret's bytes as a list
     }
     assert!(dumps[0].contains("[redacted]"));
+}
 }

@@ -1,6 +1,6 @@
-//! Shared helpers for the codec tests: a temporary store holding the demo
-//! parties (SPEC §7), behind a gateway with a recording mailer and a
-//! manual clock.
+//! Shared helpers for the codec tests: a store on disk (the production
+//! path: write-ahead log, group commit) holding the demo parties (SPEC §7),
+//! behind a gateway with a recording mailer and a manual clock.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -21,6 +21,8 @@ pub struct Env {
     pub gw: Gateway,
     pub mailer: RecordingMailer,
     pub clock: ManualClock,
+    /// The store's directory; dropped after the gateway (and its store).
+    _dir: tempfile::TempDir,
 }
 
 /// 2026-01-01T00:00:00Z
@@ -29,11 +31,22 @@ pub const START: i64 = 1_767_225_600_000;
 pub fn env() -> Env {
     let clock = ManualClock::new(Timestamp(START));
     let config = Config::for_tests().with_clock(Arc::new(clock.clone()));
-    let store = Store::temporary(&StoreSecret::from_bytes([7; 32]), config).expect("store");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(
+        dir.path().join("data"),
+        &StoreSecret::from_bytes([7; 32]),
+        config,
+    )
+    .expect("store");
     credstore::demo::seed(&store).expect("demo seed");
     let mailer = RecordingMailer::new();
     let gw = Gateway::new(store, Box::new(mailer.clone()), credstore::demo::settings());
-    Env { gw, mailer, clock }
+    Env {
+        gw,
+        mailer,
+        clock,
+        _dir: dir,
+    }
 }
 
 impl Env {

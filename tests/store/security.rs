@@ -181,11 +181,11 @@ fn a_lock_set_during_the_verification_refuses_the_right_password() {
     );
 }
 
-/// Unknown emails count and lock exactly like known ones: the lock-out
-/// tells nobody which emails exist.
-#[test]
-fn unknown_emails_lock_out_like_known_ones() {
-    let store = Store::temporary(&secret(), Config::for_tests()).unwrap();
+on_every_backend! {
+    /// Unknown emails count and lock exactly like known ones: the lock-out
+    /// tells nobody which emails exist.
+    fn unknown_emails_lock_out_like_known_ones(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     register(&store, "known@email.com");
     for email in ["known@email.com", "ghost@email.com"] {
         for i in 0..5 {
@@ -212,15 +212,14 @@ fn unknown_emails_lock_out_like_known_ones() {
     assert_eq!(store.purge_login_guards().unwrap(), 0);
     assert!(store.check_integrity().unwrap().is_sound());
 }
+}
 
-#[test]
-fn idle_login_guards_are_purged_and_failures_forgotten() {
+on_every_backend! {
+    fn idle_login_guards_are_purged_and_failures_forgotten(backend) {
     let clock = ManualClock::new(Timestamp(0));
-    let store = Store::temporary(
-        &secret(),
+    let store = backend.open(&secret(),
         Config::for_tests().with_clock(Arc::new(clock.clone())),
-    )
-    .unwrap();
+    );
     register(&store, "known@email.com");
     for email in ["known@email.com", "ghost@email.com"] {
         for _ in 0..4 {
@@ -241,6 +240,7 @@ fn idle_login_guards_are_purged_and_failures_forgotten() {
             .login("known@email.com", &pw("right-password"))
             .is_ok()
     );
+}
 }
 
 /// SPEC §5.7: a login with an unknown email costs what a wrong password
@@ -290,13 +290,13 @@ fn unknown_email_and_wrong_password_take_the_same_time() {
     );
 }
 
-/// SPEC §5.10: a disabled customer cannot log in, change or reset its
-/// password; the right password says "disabled", a wrong one is a wrong
-/// password; a reset request issues nothing and answers as for an unknown
-/// email; tokens issued before the disabling die with it.
-#[test]
-fn disabled_customers_cannot_log_in_change_or_reset() {
-    let store = Store::temporary(&secret(), Config::for_tests()).unwrap();
+on_every_backend! {
+    /// SPEC §5.10: a disabled customer cannot log in, change or reset its
+    /// password; the right password says "disabled", a wrong one is a wrong
+    /// password; a reset request issues nothing and answers as for an unknown
+    /// email; tokens issued before the disabling die with it.
+    fn disabled_customers_cannot_log_in_change_or_reset(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     let (c, key) = store
         .register(NewCustomer::new(
             "off@email.com",
@@ -371,6 +371,7 @@ fn disabled_customers_cannot_log_in_change_or_reset() {
     assert!(store.check_reset_token(&issued.token).is_err());
     assert!(store.check_integrity().unwrap().is_sound());
 }
+}
 
 fn imported(box_id: u64, email: &str) -> ImportedCustomer {
     let hash = "$2b$04$A8o/DQoaiuvDHQavS99ueOBOwn7p1ikJcPxbWRJvq./25vWNMu3wS";
@@ -387,11 +388,11 @@ fn imported(box_id: u64, email: &str) -> ImportedCustomer {
     }
 }
 
-/// SPEC §5.12: box_ids are 1 to 2^53 − 1; once the last is taken,
-/// registering fails at once with a clear error.
-#[test]
-fn box_ids_stay_in_range_and_registering_past_it_fails_at_once() {
-    let store = Store::temporary(&secret(), Config::for_tests()).unwrap();
+on_every_backend! {
+    /// SPEC §5.12: box_ids are 1 to 2^53 − 1; once the last is taken,
+    /// registering fails at once with a clear error.
+    fn box_ids_stay_in_range_and_registering_past_it_fails_at_once(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
     for bad in [0, MAX_BOX_ID + 1, u64::MAX] {
         let e = store
             .import_customer(imported(bad, "x@email.com"))
@@ -425,4 +426,5 @@ fn box_ids_stay_in_range_and_registering_past_it_fails_at_once() {
         store.customer_by_email("next@email.com"),
         Err(Error::NotFound(Entity::Customer))
     ));
+}
 }
