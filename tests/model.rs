@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use credstore::{
     Config, Credential, CustomerKey, Entity, Error, FlagsUpdate, LockoutPolicy, NewCustomer,
-    Password, PolicyViolation, Store, StoreSecret,
+    Password, PolicyViolation, StoreSecret,
 };
 use proptest::prelude::*;
 
