@@ -1,6 +1,10 @@
 //! The integrity check: every record decodes, every index entry points at its
 //! record, and every record is indexed.
 
+#[cfg(test)]
+#[path = "integrity_tests.rs"]
+mod tests;
+
 use super::records::{AppRecord, CustomerRecord, ResetRecord, TokenEntry};
 use super::{Engine, TreeId, encoding, storage};
 use crate::error::Error;
