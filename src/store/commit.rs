@@ -51,7 +51,11 @@ pub(super) fn run<T>(
         .writer()
         .map_err(io_error("writing the write-ahead log"))?;
     let tx = Tx::new(engine, Some(writer.overlay()));
-    let out = f(&tx).map_err(|TxError(e)| e)?;
+    let out = {
+        let _no_hashing = crate::crypto::password::NoHashing::enter();
+        f(&tx)
+    }
+    .map_err(|TxError(e)| e)?;
     let redo = tx.redo.take();
     if redo.is_empty() {
         return Ok(out);
@@ -96,7 +100,11 @@ fn run_without_wal<T>(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let tx = Tx::new(engine, None);
-    let out = f(&tx).map_err(|TxError(e)| e)?;
+    let out = {
+        let _no_hashing = crate::crypto::password::NoHashing::enter();
+        f(&tx)
+    }
+    .map_err(|TxError(e)| e)?;
     let redo = tx.redo.take();
     if !redo.is_empty() {
         apply_to_sled(engine, &[&redo], None).map_err(storage("committing a transaction"))?;
