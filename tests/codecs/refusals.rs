@@ -89,7 +89,19 @@ fn skypostal(r: &Response) -> (bool, String) {
     )
 }
 
+/// `(Success, Message)` of a ChangePasswordResponse, JSON or XML.
 fn aspnet_message(r: &Response) -> (bool, String) {
+    if r.header("content-type").is_some_and(|c| c.contains("xml")) {
+        let t = text(r);
+        let between = |a: &str, b: &str| {
+            let start = t.find(a).map(|i| i + a.len()).unwrap_or(0);
+            t[start..].split(b).next().unwrap_or_default().to_owned()
+        };
+        return (
+            between("<Success>", "</Success>") == "true",
+            between("<Message>", "</Message>"),
+        );
+    }
     let v = json(r);
     (
         v["Success"].as_bool().unwrap(),
@@ -409,4 +421,135 @@ fn disabled_customers_are_refused_in_every_format() {
         (false, "Customer account is disabled".to_owned())
     );
     assert!(!env.password_is("a-new-passphrase"));
+}
+
+/// SPEC §8: invalid UTF-8 and numbers no type can hold, through every
+/// route: the format's own 400-class answer, never a 500, nothing changed.
+#[test]
+fn bad_utf8_and_huge_numbers_through_every_route() {
+    let env = env();
+    let huge = "123456789012345678901234567890";
+    let bodies: Vec<(&str, &str, Vec<u8>)> = vec![
+        (LOGIN, "application/json", b"{\"user_code\":396,\"app_key\":\"\xff\xfe\",\"customer_email\":\"a\",\"customer_password\":\"b\"}".to_vec()),
+        (LOGIN, "application/json", format!(r#"{{"user_code":{huge},"app_key":"k","customer_email":"a","customer_password":"b"}}"#).into_bytes()),
+        (LOGIN, "application/json", br#"{"user_code":1e400,"app_key":"k","customer_email":"a","customer_password":"b"}"#.to_vec()),
+        (UPDATE, "application/json", format!(r#"{{"user_code":396,"app_key":"{APP_KEY}","customer_box_id":{huge},"customer_key":"k","customer_email":"a","customer_new_password":"b"}}"#).into_bytes()),
+        (UPDATE, "application/json", format!(r#"{{"user_code":396,"app_key":"{APP_KEY}","customer_box_id":-1,"customer_key":"k","customer_email":"a","customer_new_password":"b"}}"#).into_bytes()),
+        (SKYERP, "application/json", b"{\"email\":\"\xc3\x28@b.co\"}".to_vec()),
+        (SKYERP, "application/x-www-form-urlencoded", b"email=%ff%fe".to_vec()),
+        (SKYERP, "application/json", format!(r#"{{"email":{huge}}}"#).into_bytes()),
+        (ASPNET, "application/json", format!(r#"{{"UserName":"396","Salt":{huge},"Digest":"d","User":{{"UserName":"a","Email":"a","Key":"k"}},"UserNewPassword":"p"}}"#).into_bytes()),
+        (ASPNET, "application/json", b"{\"UserName\":\"\xff\",\"Salt\":123456789}".to_vec()),
+        (ASPNET, "application/xml", b"<ChangePasswordRequest UserName=\"\xff\" Salt=\"1\" Digest=\"d\"/>".to_vec()),
+        (ASPNET, "application/x-www-form-urlencoded", format!("UserName=396&Salt={huge}&Digest=d").into_bytes()),
+    ];
+    for (path, ct, body) in bodies {
+        let before = env.snapshot();
+        let r = env.send(post(path, ct, body.clone()));
+        let what = format!("{path} {ct} {}", String::from_utf8_lossy(&body));
+        assert!(
+            (200..500).contains(&r.status) && r.status != 201,
+            "{what}: {} {}",
+            r.status,
+            text(&r)
+        );
+        assert!(env.snapshot() == before, "{what} changed the store");
+        // Skypostal and ASP.NET refusals are 200/400 with their own shape.
+        if path == ASPNET {
+            assert!(!aspnet_message(&r).0, "{what}");
+        } else if path == LOGIN || path == UPDATE {
+            assert!(!skypostal(&r).0, "{what}");
+        } else {
+            assert_eq!(json(&r)["success"], false, "{what}");
+        }
+    }
+    for body in [
+        b"{\"data\":{\"type\":\"customer_password_resets\",\"attributes\":{\"customer_email\":\"\xff\"}}}".to_vec(),
+        br#"{"data":{"type":"customer_password_resets","attributes":{"customer_email":"a@b.co","metadata":{"n":1e400}}}}"#.to_vec(),
+    ] {
+        let before = env.snapshot();
+        let r = env.send(
+            Request::new("POST", RESETS)
+                .header("Authorization", format!("Bearer {APP_KEY}"))
+                .header("Content-Type", JSONAPI)
+                .body(body),
+        );
+        assert!((400..500).contains(&r.status), "{} {}", r.status, text(&r));
+        assert!(json(&r)["errors"][0]["status"].is_string());
+        assert!(env.snapshot() == before);
+    }
+    // A token that is not UTF-8, in the path.
+    let r = env.send(Request::new("GET", format!("{SKYERP}/%FF%FE")));
+    assert_eq!(json(&r)["success"], false);
+}
+
+/// SPEC §5.8 end to end: a password set through one format in one Unicode
+/// form logs in through another in its NFKC twin (the ligature "ﬁ" and
+/// "fi", a full-width digit and an ASCII one).
+#[test]
+fn nfkc_twins_are_one_password_across_formats() {
+    let env = env();
+    let r = env.send(cl_create(EMAIL));
+    let token = json(&r)["data"]["attributes"]["reset_password_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Set through the SkyERP PUT in the composed form...
+    let r = env.send(skyerp_put(EMAIL, "ﬁne-password-１", &token));
+    assert_eq!(json(&r)["success"], true, "{}", text(&r));
+    // ...and log in through Skypostal with the spelled-out twin.
+    let r = env.send(login(APP_KEY, "fine-password-1"));
+    assert_eq!(skypostal(&r).0, true, "{}", text(&r));
+    let r = env.send(login(APP_KEY, "ﬁne-password-１"));
+    assert_eq!(skypostal(&r).0, true);
+    let r = env.send(login(APP_KEY, "fine-password-2"));
+    assert_eq!(skypostal(&r), (false, "customer_password".to_owned()));
+    // The ASP.NET change in the twin form, then the Skypostal update back.
+    let r = env.send(signed(
+        444_444_444,
+        CUSTOMER_KEY,
+        "ｐａｓｓ-word-99",
+        "ｐａｓｓ-word-99",
+    ));
+    assert_eq!(aspnet_message(&r), (true, "Password changed".to_owned()));
+    assert!(env.password_is("pass-word-99"));
+}
+
+/// SPEC §5.3 through the Commerce Layer route on the WAL path: sixteen
+/// PATCHes with the same token at once: exactly one 200, the rest 422.
+#[test]
+fn sixteen_concurrent_patches_with_one_token_have_one_winner() {
+    let env = std::sync::Arc::new(env());
+    let r = env.send(cl_create(EMAIL));
+    let v = json(&r);
+    let id = v["data"]["id"].as_str().unwrap().to_owned();
+    let token = v["data"]["attributes"]["reset_password_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let (env, barrier, id, token) =
+                (env.clone(), barrier.clone(), id.clone(), token.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let r = env.send(cl_patch(
+                    &id,
+                    json!({"customer_password": format!("winner-password-{i}"),
+                           "_reset_password_token": token}),
+                ));
+                (i, r.status)
+            })
+        })
+        .collect();
+    let results: Vec<(usize, u16)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let winners: Vec<_> = results.iter().filter(|(_, s)| *s == 200).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(
+        results.iter().all(|(_, s)| *s == 200 || *s == 422),
+        "{results:?}"
+    );
+    assert!(env.password_is(&format!("winner-password-{}", winners[0].0)));
+    assert!(env.store().check_integrity().unwrap().is_sound());
 }
