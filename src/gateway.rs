@@ -268,6 +268,39 @@ impl Gateway {
         &self.settings
     }
 
+    /// Whether answering `req` may compute a password hash (a login or a
+    /// password change, in any format). A transport on an async runtime
+    /// waits for a hashing slot before it gives such a request a blocking
+    /// thread, and lets every other request (token checks, reset requests)
+    /// pass without waiting behind hashes. Cheap: it looks at the route,
+    /// the method and, for a SkyERP POST (which Laravel's `_method` may turn
+    /// into a PUT), whether the body mentions PUT or PATCH.
+    pub fn may_hash(&self, req: &Request) -> bool {
+        let path = req
+            .path
+            .split_once('?')
+            .map_or(req.path.as_str(), |(p, _)| p);
+        let mentions = |word: &[u8]| {
+            req.body
+                .windows(word.len())
+                .any(|w| w.eq_ignore_ascii_case(word))
+        };
+        match route(path) {
+            None => false,
+            Some(Route::Skypostal(_) | Route::AspNet) => true,
+            Some(Route::SkyErp { .. }) => match req.method.as_str() {
+                "GET" => false,
+                "POST" => {
+                    mentions(b"put")
+                        || mentions(b"patch")
+                        || req.headers.get("x-http-method-override").is_some()
+                }
+                _ => true,
+            },
+            Some(Route::CommerceLayer { id }) => id.is_some() && req.method == "PATCH",
+        }
+    }
+
     /// Answers one request. Never panics; an unknown route is a 404.
     pub fn handle(&self, req: Request) -> Response {
         let path = match req.path.split_once('?') {
@@ -434,6 +467,42 @@ mod tests {
         ] {
             assert_eq!(r(none), None, "{none}");
         }
+    }
+
+    #[test]
+    fn which_requests_may_hash() {
+        let store = crate::Store::temporary(
+            &crate::StoreSecret::from_bytes([1; 32]),
+            crate::Config::for_tests(),
+        )
+        .unwrap();
+        let g = Gateway::new(
+            store,
+            Box::new(crate::RecordingMailer::new()),
+            GatewaySettings::default(),
+        );
+        let may = |method: &str, path: &str, body: &str| {
+            g.may_hash(&Request::new(method, path).body(body.as_bytes().to_vec()))
+        };
+        let base = "/api/v1/shop/customers/reset-password";
+        assert!(may(
+            "POST",
+            "/wcf-services/service-customer.svc/customer/customer-login",
+            ""
+        ));
+        assert!(may("POST", "/api/Customers/ChangePassword", ""));
+        assert!(may("PUT", base, ""));
+        assert!(may("POST", base, r#"{"_method":"Put","email":"a@b.co"}"#));
+        assert!(!may("POST", base, r#"{"email":"a@b.co"}"#));
+        assert!(!may("GET", &format!("{base}/token"), ""));
+        assert!(!may("POST", "/api/customer_password_resets", "{}"));
+        assert!(!may("GET", "/api/customer_password_resets/abcdefghij", ""));
+        assert!(may(
+            "PATCH",
+            "/api/customer_password_resets/abcdefghij",
+            "{}"
+        ));
+        assert!(!may("GET", "/nowhere", ""));
     }
 
     #[test]

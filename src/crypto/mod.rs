@@ -8,6 +8,7 @@ pub(crate) mod password;
 pub(crate) mod policy;
 pub(crate) mod random;
 pub(crate) mod seal;
+pub(crate) mod slots;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 

@@ -6,10 +6,9 @@
 //! bytes, without a pepper, so they are verified that way; bcrypt reads only the
 //! first 72 bytes, as the systems that made those hashes did.
 
-use std::cell::RefCell;
 use std::fmt;
 
-use argon2::{Algorithm, Argon2, Block, PasswordHash, Version};
+use argon2::{Algorithm, Argon2, PasswordHash, Version};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
@@ -166,6 +165,7 @@ pub(crate) struct Verification {
 pub(crate) struct Hasher {
     params: Argon2Params,
     pepper: [u8; 32],
+    slots: super::slots::HashSlots,
 }
 
 impl fmt::Debug for Hasher {
@@ -182,31 +182,19 @@ impl Drop for Hasher {
     }
 }
 
-thread_local! {
-    // Argon2 memory reused across hashes on one thread (the allocation and
-    // page faults are a measurable part of a hash).
-    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
-}
-
-fn with_blocks<R>(count: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
-    if count > keep {
-        let mut tmp = vec![Block::default(); count];
-        return f(&mut tmp);
-    }
-    BLOCKS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut v) => {
-            if v.len() < count {
-                v.resize(count, Block::default());
-            }
-            f(&mut v[..count])
-        }
-        Err(_) => f(&mut vec![Block::default(); count]),
-    })
-}
-
 impl Hasher {
-    pub fn new(params: Argon2Params, pepper: [u8; 32]) -> Self {
-        Self { params, pepper }
+    /// A hasher running at most `limit` hashes at once.
+    pub fn new(params: Argon2Params, pepper: [u8; 32], limit: usize) -> Self {
+        Self {
+            params,
+            pepper,
+            slots: super::slots::HashSlots::new(limit),
+        }
+    }
+
+    /// The hashing slots (their limit, how often a hash waited).
+    pub fn slots(&self) -> &super::slots::HashSlots {
+        &self.slots
     }
 
     fn context(
@@ -233,7 +221,8 @@ impl Hasher {
     ) -> Result<(), Error> {
         assert_not_in_transaction();
         let keep = self.params.to_argon2()?.block_count();
-        with_blocks(ctx.params().block_count(), keep, |blocks| {
+        let mut slot = self.slots.take();
+        slot.with_blocks(ctx.params().block_count(), keep, |blocks| {
             ctx.hash_password_into_with_memory(pwd, salt, out, blocks)
         })
         .map_err(|e| Error::Storage(StorageError::new("computing argon2", e.to_string())))
@@ -322,6 +311,7 @@ impl Hasher {
             HashScheme::LegacyBcrypt => {
                 check_bcrypt(stored).map_err(Error::InvalidInput)?;
                 assert_not_in_transaction();
+                let _slot = self.slots.take();
                 // bcrypt::verify reads the first 72 bytes, like PHP and the C libraries.
                 let matched = bcrypt::verify(password.expose_secret().as_bytes(), stored)
                     .map_err(|_| Error::InvalidInput(InputError::MalformedHash("bcrypt")))?;
@@ -424,7 +414,7 @@ mod tests {
     use super::*;
 
     fn hasher() -> Hasher {
-        Hasher::new(Argon2Params::insecure_for_tests(), [3u8; 32])
+        Hasher::new(Argon2Params::insecure_for_tests(), [3u8; 32], 2)
     }
 
     #[test]
@@ -459,7 +449,7 @@ mod tests {
     #[test]
     fn pepper_matters() {
         let phc = hasher().hash_normalized("pw12345678").unwrap();
-        let other = Hasher::new(Argon2Params::insecure_for_tests(), [4u8; 32]);
+        let other = Hasher::new(Argon2Params::insecure_for_tests(), [4u8; 32], 2);
         let v = other
             .verify(
                 HashScheme::Argon2idPeppered,
@@ -473,7 +463,7 @@ mod tests {
     #[test]
     fn changed_params_need_rehash() {
         let phc = hasher().hash_normalized("pw12345678").unwrap();
-        let other = Hasher::new(Argon2Params::new(16, 1, 1).unwrap(), [3u8; 32]);
+        let other = Hasher::new(Argon2Params::new(16, 1, 1).unwrap(), [3u8; 32], 2);
         let v = other
             .verify(
                 HashScheme::Argon2idPeppered,

@@ -1,7 +1,11 @@
 //! The axum router hosts mount: every route of SPEC §6 through the
-//! [`Gateway`]. Argon2 work runs on tokio's blocking pool, bounded by a
-//! semaphore so that a flood of logins cannot allocate argon2 memory without
-//! limit. One log line per request (method, route, status, latency), never a
+//! [`Gateway`]. Every request runs on tokio's blocking pool (the store
+//! blocks: argon2, `fdatasync`). Only hashing is bounded: a request that may
+//! hash ([`Gateway::may_hash`]) first waits, asynchronously, for one of the
+//! store's hashing slots, so that a flood of logins neither parks the
+//! blocking pool's threads nor delays requests that hash nothing (token
+//! checks, reset requests), and a request waiting for its disk sync holds
+//! no hashing slot. One log line per request (method, route, status, latency), never a
 //! secret: the route label replaces a token in the path by `{token}`.
 //! [`server`] serves the router with bounds on what a client may hold.
 
@@ -23,7 +27,8 @@ use crate::gateway::{Gateway, Request, Response};
 #[derive(Clone)]
 struct AppState {
     gateway: Arc<Gateway>,
-    permits: Arc<Semaphore>,
+    /// One permit per hashing slot of the store.
+    hashing: Arc<Semaphore>,
     body_timeout: Duration,
 }
 
@@ -31,18 +36,18 @@ struct AppState {
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A router serving every documented route through `gateway`. At most
-/// `max_concurrent` requests run their (argon2-heavy) work at once; the rest
-/// wait. A good value is the number of cores times two.
-pub fn router(gateway: Arc<Gateway>, max_concurrent: usize) -> Router {
-    router_with(gateway, max_concurrent, DEFAULT_BODY_TIMEOUT)
+/// `hashing` requests that may hash run at once (use the store's
+/// [`crate::Store::hashing_limit`]); other requests never wait for them.
+pub fn router(gateway: Arc<Gateway>, hashing: usize) -> Router {
+    router_with(gateway, hashing, DEFAULT_BODY_TIMEOUT)
 }
 
 /// [`router`] with a body timeout: a request whose body has not fully
 /// arrived after `body_timeout` is answered 408 and its connection closed.
-pub fn router_with(gateway: Arc<Gateway>, max_concurrent: usize, body_timeout: Duration) -> Router {
+pub fn router_with(gateway: Arc<Gateway>, hashing: usize, body_timeout: Duration) -> Router {
     let state = AppState {
         gateway,
-        permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        hashing: Arc::new(Semaphore::new(hashing.max(1))),
         body_timeout,
     };
     Router::new().fallback(handle).with_state(state)
@@ -83,21 +88,24 @@ async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse
             return into_axum(request_timeout());
         }
     };
-    let response = match state.permits.clone().acquire_owned().await {
-        Ok(permit) => {
-            let gateway = state.gateway.clone();
-            let joined = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                gateway.handle(greq)
-            })
-            .await;
-            joined.unwrap_or_else(|_| {
-                tracing::error!(method = %method, route = %label, "the request's handler panicked");
-                internal_error()
-            })
+    let permit = if state.gateway.may_hash(&greq) {
+        match state.hashing.clone().acquire_owned().await {
+            Ok(p) => Some(p),
+            Err(_) => return into_axum(internal_error()),
         }
-        Err(_) => internal_error(),
+    } else {
+        None
     };
+    let gateway = state.gateway.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        gateway.handle(greq)
+    })
+    .await;
+    let response = joined.unwrap_or_else(|_| {
+        tracing::error!(method = %method, route = %label, "the request's handler panicked");
+        internal_error()
+    });
     let status = response.status;
     tracing::info!(
         method = %method,

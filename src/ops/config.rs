@@ -43,6 +43,7 @@ pub struct Config {
     pub(crate) cache_capacity: u64,
     pub(crate) defer_replay_bytes: u64,
     pub(crate) fail_point: Option<FailPoint>,
+    pub(crate) hashing_limit: usize,
 }
 
 impl fmt::Debug for Config {
@@ -57,6 +58,7 @@ impl fmt::Debug for Config {
             .field("first_box_id", &self.first_box_id)
             .field("cache_capacity", &self.cache_capacity)
             .field("defer_replay_bytes", &self.defer_replay_bytes)
+            .field("hashing_limit", &self.hashing_limit)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +76,7 @@ impl Default for Config {
             cache_capacity: 64 * 1024 * 1024,
             defer_replay_bytes: 1 << 20,
             fail_point: None,
+            hashing_limit: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -135,6 +138,15 @@ impl Config {
     /// replays first.
     pub fn with_deferred_replay_from(mut self, bytes: u64) -> Self {
         self.defer_replay_bytes = bytes;
+        self
+    }
+    /// At most this many password hashes (argon2 or bcrypt) run at once;
+    /// more wait for a slot (default: the number of cores). Each slot keeps
+    /// one hash's argon2 memory for reuse, so hashing memory is bounded by
+    /// `limit` × the argon2 memory cost (19 MiB by default) however many
+    /// logins arrive.
+    pub fn with_hashing_limit(mut self, limit: usize) -> Self {
+        self.hashing_limit = limit.max(1);
         self
     }
     /// Test hook: a predicate asked at named points inside transactions; when

@@ -78,7 +78,7 @@ impl Store {
     }
 
     fn from_parts(engine: Engine, keys: Keys, config: Config) -> Self {
-        let hasher = Hasher::new(config.argon2, keys.pepper);
+        let hasher = Hasher::new(config.argon2, keys.pepper, config.hashing_limit);
         Self {
             inner: Arc::new(Inner {
                 engine,
@@ -87,6 +87,16 @@ impl Store {
                 config,
             }),
         }
+    }
+
+    /// How many password hashes may run at once ([`Config::with_hashing_limit`]).
+    pub fn hashing_limit(&self) -> usize {
+        self.inner.hasher.slots().limit()
+    }
+
+    /// How many hashes so far had to wait for a hashing slot.
+    pub fn hashing_waits(&self) -> u64 {
+        self.inner.hasher.slots().waits()
     }
 
     /// The configuration the store was opened with.

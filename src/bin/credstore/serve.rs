@@ -172,7 +172,7 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
         None => Box::new(LogMailer),
     };
     let gateway = Arc::new(Gateway::new(store.clone(), mailer, settings));
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hashing = store.hashing_limit();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -191,7 +191,7 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
         let addr = listener.local_addr()?;
         println!("credstore listening on http://{addr}");
         let _ = std::io::stdout().flush();
-        let app = credstore::http::router_with(gateway, workers * 2, body_timeout);
+        let app = credstore::http::router_with(gateway, hashing, body_timeout);
         credstore::http::server::serve(listener, app, limits, async {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing requests in flight");

@@ -1,0 +1,147 @@
+//! Hashing slots: at most `limit` password hashes (argon2 or bcrypt) run at
+//! once in a store, each with argon2 memory from a pool of `limit` buffers.
+//!
+//! This bounds both the CPU given to hashing and its memory (a default
+//! argon2id hash takes 19 MiB): a flood of logins queues here instead of
+//! allocating without limit, and the buffers are reused (allocating and
+//! faulting in 19 MiB is a measurable part of a hash). Callers on an async
+//! runtime should also wait for a slot asynchronously before they block a
+//! thread on one (see `http`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+use argon2::Block;
+
+pub(crate) struct HashSlots {
+    limit: usize,
+    /// Idle slots, each with the argon2 memory it kept (empty until used).
+    free: Mutex<Vec<Vec<Block>>>,
+    freed: Condvar,
+    waits: AtomicU64,
+}
+
+/// A slot held for one hash; given back on drop.
+pub(crate) struct Slot<'a> {
+    slots: &'a HashSlots,
+    blocks: Vec<Block>,
+}
+
+impl HashSlots {
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.max(1);
+        Self {
+            limit,
+            free: Mutex::new((0..limit).map(|_| Vec::new()).collect()),
+            freed: Condvar::new(),
+            waits: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Vec<Block>>> {
+        self.free.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for a free slot.
+    pub fn take(&self) -> Slot<'_> {
+        let mut free = self.lock();
+        if free.is_empty() {
+            self.waits.fetch_add(1, Ordering::Relaxed);
+        }
+        loop {
+            if let Some(blocks) = free.pop() {
+                return Slot {
+                    slots: self,
+                    blocks,
+                };
+            }
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// How many hashes may run at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// How many times a hash had to wait for a slot.
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+}
+
+impl Slot<'_> {
+    /// `count` blocks of argon2 memory. Kept for the next hash when no
+    /// bigger than `keep` blocks (the store's own parameters); a legacy
+    /// hash asking for more gets memory of its own, freed after it.
+    pub fn with_blocks<R>(
+        &mut self,
+        count: usize,
+        keep: usize,
+        f: impl FnOnce(&mut [Block]) -> R,
+    ) -> R {
+        if count > keep {
+            return f(&mut vec![Block::default(); count]);
+        }
+        if self.blocks.len() < count {
+            self.blocks.resize(count, Block::default());
+        }
+        f(&mut self.blocks[..count])
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let blocks = std::mem::take(&mut self.blocks);
+        self.slots.lock().push(blocks);
+        self.slots.freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn at_most_limit_slots_are_held_at_once() {
+        let slots = Arc::new(HashSlots::new(2));
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (slots, now, most) = (slots.clone(), now.clone(), most.clone());
+                std::thread::spawn(move || {
+                    let mut slot = slots.take();
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    slot.with_blocks(4, 8, |b| b.len());
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert!(slots.waits() > 0);
+        // The memory was kept: two buffers of 4 blocks, no more.
+        let free = slots.lock();
+        assert_eq!(free.len(), 2);
+        assert!(free.iter().all(|b| b.len() <= 4));
+    }
+
+    #[test]
+    fn oversized_requests_do_not_grow_the_pool() {
+        let slots = HashSlots::new(1);
+        {
+            let mut s = slots.take();
+            assert_eq!(s.with_blocks(100, 8, |b| b.len()), 100);
+        }
+        assert!(slots.lock()[0].is_empty());
+    }
+}
