@@ -10,6 +10,9 @@ pub(crate) mod random;
 pub(crate) mod seal;
 pub(crate) mod slots;
 
+#[cfg(feature = "server")]
+pub(crate) use slots::admit as admit_hashing;
+
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::model::StoreSecret;

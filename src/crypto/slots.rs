@@ -4,10 +4,15 @@
 //! This bounds both the CPU given to hashing and its memory (a default
 //! argon2id hash takes 19 MiB): a flood of logins queues here instead of
 //! allocating without limit, and the buffers are reused (allocating and
-//! faulting in 19 MiB is a measurable part of a hash). Callers on an async
-//! runtime should also wait for a slot asynchronously before they block a
-//! thread on one (see `http`).
+//! faulting in 19 MiB is a measurable part of a hash).
+//!
+//! An async transport should not park its blocking threads here: it waits
+//! for an admission asynchronously (one per slot), hands the request and the
+//! admission to a blocking thread with [`admit`], and the admission is given
+//! back as soon as that thread's first hash is done, so that the request's
+//! later wait for its disk sync holds nothing (see `http`).
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -98,7 +103,23 @@ impl Drop for Slot<'_> {
         let blocks = std::mem::take(&mut self.blocks);
         self.slots.lock().push(blocks);
         self.slots.freed.notify_one();
+        // This thread's hash is done: its admission goes back at once.
+        ADMISSION.with(|a| a.borrow_mut().take());
     }
+}
+
+thread_local! {
+    static ADMISSION: RefCell<Option<Box<dyn Send>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a request on a blocking thread) holding `admission` (e.g. an
+/// async semaphore's permit) until the first password hash on this thread
+/// is done, or until `f` returns if it hashes nothing.
+pub fn admit<R>(admission: Box<dyn Send>, f: impl FnOnce() -> R) -> R {
+    ADMISSION.with(|a| *a.borrow_mut() = Some(admission));
+    let out = f();
+    ADMISSION.with(|a| a.borrow_mut().take());
+    out
 }
 
 #[cfg(test)]
@@ -133,6 +154,28 @@ mod tests {
         let free = slots.lock();
         assert_eq!(free.len(), 2);
         assert!(free.iter().all(|b| b.len() <= 4));
+    }
+
+    #[test]
+    fn an_admission_goes_back_after_the_first_hash() {
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let slots = HashSlots::new(1);
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        admit(Box::new(Flag(dropped.clone())), || {
+            assert!(!dropped.load(Ordering::SeqCst));
+            drop(slots.take());
+            // Released before the request goes on (to its commit, say).
+            assert!(dropped.load(Ordering::SeqCst));
+        });
+        // A request that hashes nothing gives it back when it returns.
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        admit(Box::new(Flag(dropped.clone())), || {});
+        assert!(dropped.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! hash ([`Gateway::may_hash`]) first waits, asynchronously, for one of the
 //! store's hashing slots, so that a flood of logins neither parks the
 //! blocking pool's threads nor delays requests that hash nothing (token
-//! checks, reset requests), and a request waiting for its disk sync holds
-//! no hashing slot. One log line per request (method, route, status, latency), never a
+//! checks, reset requests). The slot is given back as soon as the request's
+//! hash is done: a request waiting for its disk sync holds none. One log line per request (method, route, status, latency), never a
 //! secret: the route label replaces a token in the path by `{token}`.
 //! [`server`] serves the router with bounds on what a client may hold.
 
@@ -97,9 +97,11 @@ async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse
         None
     };
     let gateway = state.gateway.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        gateway.handle(greq)
+    let joined = tokio::task::spawn_blocking(move || match permit {
+        // Held until the request's first hash is done, not across its
+        // commit: a request waiting for its disk sync holds no slot.
+        Some(permit) => crate::crypto::admit_hashing(Box::new(permit), || gateway.handle(greq)),
+        None => gateway.handle(greq),
     })
     .await;
     let response = joined.unwrap_or_else(|_| {

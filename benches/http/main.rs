@@ -1,0 +1,554 @@
+//! credstore over HTTP, as users see it (SPEC §10.6): `credstore serve`
+//! (release build) driven by `wrk` on 127.0.0.1, in one run:
+//!
+//! - durable writes that hash nothing: SkyERP reset requests for known
+//!   emails (a different customer each) from 1, 8 and 64 connections;
+//! - writes and logins that hash: Skypostal password updates from 8 and
+//!   2 × cores connections, logins from 2 × cores connections, against the
+//!   machine's argon2 limit (cores ÷ one verification's time, measured here);
+//! - `fsync` + `fdatasync` per request, counted by `strace -f -c` attached to
+//!   the server during a second, shorter pass of each write scenario;
+//! - the server's peak RSS under 1,000 concurrent login connections, and
+//!   whether every request was answered (no 5xx, no socket errors).
+//!
+//! `cargo bench --bench http` (or `benches/http/run.sh`); it prints a table.
+//! `CREDSTORE_HTTP_BENCH_QUICK=1` runs every scenario for about a second
+//! with small data (CI does, so that the bench cannot rot; its figures mean
+//! nothing). Needs `wrk` and `strace` (Debian packages). Data lives under
+//! `target/http-bench/`.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use credstore::{
+    Config, CustomerFlags, Durability, ImportedCustomer, NewCustomer, Password, Store, StoreSecret,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_credstore");
+const APP_KEY: &str = "1656d700707ad9a77f737e5df3db088a";
+const SHOP: &str = "benchshop";
+const PASSWORD: &str = "bench-login-password";
+/// A bcrypt hash for imported reset-only customers (never verified here).
+const IMPORT_HASH: &str = "$2b$04$A8o/DQoaiuvDHQavS99ueOBOwn7p1ikJcPxbWRJvq./25vWNMu3wS";
+
+struct Plan {
+    quick: bool,
+    secs: u64,
+    strace_secs: u64,
+    reset_customers: u64,
+    login_customers: usize,
+    update_customers: usize,
+}
+
+impl Plan {
+    fn new() -> Self {
+        let quick = std::env::var("CREDSTORE_HTTP_BENCH_QUICK").is_ok_and(|v| v == "1");
+        if quick {
+            Plan {
+                quick,
+                secs: 1,
+                strace_secs: 1,
+                reset_customers: 20_000,
+                login_customers: 64,
+                update_customers: 16,
+            }
+        } else {
+            Plan {
+                quick,
+                secs: 10,
+                strace_secs: 5,
+                reset_customers: 400_000,
+                login_customers: 512,
+                update_customers: 64,
+            }
+        }
+    }
+}
+
+fn main() {
+    // cargo bench passes `--bench`; nothing else is read from the arguments.
+    let plan = Plan::new();
+    for tool in ["wrk", "strace"] {
+        if Command::new(tool).arg("--version").output().is_err()
+            && Command::new("which")
+                .arg(tool)
+                .output()
+                .map_or(true, |o| !o.status.success())
+        {
+            eprintln!("the HTTP bench needs `{tool}` (apt-get install -y {tool})");
+            std::process::exit(1);
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/http-bench");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+
+    let hash_ms = argon2_verification_ms(if plan.quick { 3 } else { 15 });
+    let limit = cores as f64 / (hash_ms / 1000.0);
+    eprintln!(
+        "argon2id (m=19456, t=2, p=1) verification: {hash_ms:.1} ms; limit {limit:.0}/s on {cores} cores"
+    );
+
+    let t = Instant::now();
+    let prepared = prepare(&root, &plan);
+    eprintln!("prepared the store in {:.1?}", t.elapsed());
+    let server = Server::start(&root);
+    eprintln!("server pid {} on {}", server.pid(), server.addr);
+
+    let mut rows = Vec::new();
+    // Six runs (three connection counts, each with a strace pass), each on
+    // its own customers: a customer is throttled to a reset a minute.
+    let per_run = plan.reset_customers / 6;
+    let mut slices = (0..6).map(|k| reset_script(&root, k * per_run, per_run));
+    let mut reset_rate_1 = 0.0;
+    for conns in [1, 8, 64] {
+        let (timed, traced) = (slices.next().unwrap(), slices.next().unwrap());
+        let r = server.wrk(&timed, conns, plan.secs);
+        let syncs = server.syncs_during(|| server.wrk(&traced, conns, plan.strace_secs));
+        if conns == 1 {
+            reset_rate_1 = r.rps;
+        }
+        let note = if conns == 1 {
+            String::new()
+        } else {
+            format!("{:.1}x 1 connection", r.rps / reset_rate_1)
+        };
+        rows.push(Row::new(
+            "SkyERP reset, known email",
+            conns,
+            &r,
+            Some(syncs),
+            note,
+        ));
+    }
+
+    let update = update_script(&root, &prepared.update);
+    for conns in [8, 2 * cores] {
+        let r = server.wrk(&update, conns, plan.secs);
+        let syncs = server.syncs_during(|| server.wrk(&update, conns, plan.strace_secs));
+        let note = format!("{:.2}x argon2 limit", r.rps / limit);
+        rows.push(Row::new(
+            "Skypostal password update",
+            conns,
+            &r,
+            Some(syncs),
+            note,
+        ));
+    }
+
+    let login = login_script(&root, &prepared.login);
+    let r = server.wrk(&login, 2 * cores, plan.secs);
+    let note = format!("{:.2}x argon2 limit", r.rps / limit);
+    rows.push(Row::new("Skypostal login", 2 * cores, &r, None, note));
+
+    let flood = if plan.quick { 100 } else { 1000 };
+    let (r, peak) = server.peak_rss_during(|| server.wrk(&login, flood, plan.secs.max(1) * 2));
+    let answered = if r.errors == 0 && r.non_2xx == 0 {
+        "every request answered".to_owned()
+    } else {
+        format!("{} socket errors, {} non-2xx", r.errors, r.non_2xx)
+    };
+    rows.push(Row::new(
+        "Skypostal login flood",
+        flood,
+        &r,
+        None,
+        format!("peak RSS {} MiB; {answered}", peak / 1024),
+    ));
+    drop(server);
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nargon2id verification {hash_ms:.1} ms; argon2 limit {limit:.0}/s ({cores} cores)\n"
+    );
+    out.push_str("| workload | connections | requests/s | p50 | p99 | fsync+fdatasync per request | note |\n");
+    out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
+    for row in rows {
+        out.push_str(&row.markdown());
+    }
+    if plan.quick {
+        out.push_str(
+            "\n(quick mode: a second per scenario on small data; the figures mean nothing)\n",
+        );
+    }
+    println!("{out}");
+}
+
+/// One argon2id verification with the default parameters, median of `n`.
+fn argon2_verification_ms(n: usize) -> f64 {
+    let store = Store::temporary(&StoreSecret::from_bytes([1; 32]), Config::default()).unwrap();
+    let pw = Password::new("timing-password").unwrap();
+    store
+        .register(NewCustomer::new("t@bench.example", "T", "B", pw))
+        .unwrap();
+    let right = Password::new("timing-password").unwrap();
+    let mut times: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            store.login("t@bench.example", &right).unwrap();
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+struct Prepared {
+    login: Vec<String>,
+    update: Vec<(u64, String, String)>,
+}
+
+fn secret_path(root: &Path) -> PathBuf {
+    root.join("data.secret")
+}
+
+/// The store: the demo parties under a bench shop, reset-only customers
+/// imported (no hashing), and customers with production hashes for the
+/// logins and updates (hashed on every core).
+fn prepare(root: &Path, plan: &Plan) -> Prepared {
+    let secret = StoreSecret::generate().unwrap();
+    std::fs::write(
+        secret_path(root),
+        format!("{}\n", hex(secret.expose_secret())),
+    )
+    .unwrap();
+    let config = Config::default().with_durability(Durability::PeriodicFlushLosesRecentChanges);
+    let store = Store::open(root.join("data"), &secret, config).unwrap();
+    store
+        .import_app(
+            396,
+            "bench",
+            Some(SHOP),
+            &credstore::AppKey::new(APP_KEY).unwrap(),
+        )
+        .unwrap();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let store = &store;
+            s.spawn(move || {
+                for i in (t..plan.reset_customers).step_by(threads as usize) {
+                    store
+                        .import_customer(ImportedCustomer {
+                            box_id: 1_000_000 + i,
+                            email: format!("reset{i}@bench.example"),
+                            first_name: String::new(),
+                            last_name: String::new(),
+                            password_hash: IMPORT_HASH.to_owned(),
+                            key: None,
+                            flags: CustomerFlags::default(),
+                            enrolment_date: None,
+                            activation_date: None,
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let hashed = |prefix: &str, n: usize| -> Vec<(u64, String, String)> {
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        std::thread::scope(|s| {
+            for t in 0..threads as usize {
+                let (store, out) = (&store, out.clone());
+                s.spawn(move || {
+                    for i in (t..n).step_by(threads as usize) {
+                        let email = format!("{prefix}{i}@bench.example");
+                        let (c, key) = store
+                            .register(NewCustomer::new(
+                                email.clone(),
+                                "B",
+                                "B",
+                                Password::new(PASSWORD).unwrap(),
+                            ))
+                            .unwrap();
+                        out.lock()
+                            .unwrap()
+                            .push((c.box_id, key.expose_secret().to_owned(), email));
+                    }
+                });
+            }
+        });
+        let mut v = out.lock().unwrap().clone();
+        v.sort();
+        v
+    };
+    let login = hashed("login", plan.login_customers)
+        .into_iter()
+        .map(|(_, _, e)| e)
+        .collect();
+    let update = hashed("update", plan.update_customers);
+    store.flush().unwrap();
+    Prepared { login, update }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn template(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/http")
+        .join(name);
+    std::fs::read_to_string(path).unwrap()
+}
+
+fn write_script(root: &Path, name: &str, data: &str) -> PathBuf {
+    let path = root.join(name);
+    std::fs::write(&path, format!("{data}\n{}", template(name))).unwrap();
+    path
+}
+
+fn reset_script(root: &Path, first: u64, count: u64) -> PathBuf {
+    let data = format!("first = {first}\ncount = {count}\nshop = \"{SHOP}\"");
+    let path = write_script(root, "reset.lua", &data);
+    let numbered = root.join(format!("reset-{first}.lua"));
+    std::fs::rename(&path, &numbered).unwrap();
+    numbered
+}
+
+fn update_script(root: &Path, customers: &[(u64, String, String)]) -> PathBuf {
+    let mut data = format!("app_key = \"{APP_KEY}\"\ncustomers = {{\n");
+    for (box_id, key, email) in customers {
+        let _ = writeln!(data, "  {{ {box_id}, \"{key}\", \"{email}\" }},");
+    }
+    data.push('}');
+    write_script(root, "update.lua", &data)
+}
+
+fn login_script(root: &Path, customers: &[String]) -> PathBuf {
+    let mut data = format!("app_key = \"{APP_KEY}\"\npassword = \"{PASSWORD}\"\ncustomers = {{\n");
+    for email in customers {
+        let _ = writeln!(data, "  {{ \"{email}\" }},");
+    }
+    data.push('}');
+    write_script(root, "login.lua", &data)
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(root: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data")
+            .arg(root.join("data"))
+            .arg("--secret-file")
+            .arg(secret_path(root))
+            .args(["--listen", "127.0.0.1:0", "--max-connections", "4096"])
+            .env("CREDSTORE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("credstore listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wrk(&self, script: &Path, conns: usize, secs: u64) -> Wrk {
+        let threads = conns.clamp(1, 4);
+        let out = Command::new("wrk")
+            .args(["-t", &threads.to_string(), "-c", &conns.to_string()])
+            .args([
+                "-d",
+                &format!("{secs}s"),
+                "--timeout",
+                "30s",
+                "--latency",
+                "-s",
+            ])
+            .arg(script)
+            .arg(&self.addr)
+            .arg("--")
+            .arg(threads.to_string())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Wrk::parse(&text)
+    }
+
+    /// fsync + fdatasync calls of the server while `run` runs, per request.
+    fn syncs_during(&self, run: impl FnOnce() -> Wrk) -> f64 {
+        let out = std::env::temp_dir().join(format!("credstore-strace-{}", self.pid()));
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"])
+            .arg(&out);
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap() {
+            cmd.arg("-p").arg(task.unwrap().file_name());
+        }
+        let mut strace = cmd.stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let r = run();
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = Command::new("kill")
+            .args(["-INT", &strace.id().to_string()])
+            .status();
+        let _ = strace.wait();
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let _ = std::fs::remove_file(&out);
+        let calls: u64 = text
+            .lines()
+            .filter(|l| l.ends_with("fsync") || l.ends_with("fdatasync"))
+            .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+            .sum();
+        calls as f64 / r.requests.max(1) as f64
+    }
+
+    /// Runs `run` while sampling the server's RSS; returns its peak in KiB.
+    fn peak_rss_during(&self, run: impl FnOnce() -> Wrk + Send) -> (Wrk, u64) {
+        let pid = self.pid();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let sampler = s.spawn(|| {
+                let mut peak = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(rss_kib(pid));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                peak
+            });
+            let r = run();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            (r, sampler.join().unwrap())
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What wrk reported.
+#[derive(Debug, Default)]
+struct Wrk {
+    requests: u64,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    non_2xx: u64,
+}
+
+impl Wrk {
+    fn parse(text: &str) -> Wrk {
+        let mut w = Wrk::default();
+        for line in text.lines().map(str::trim) {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("50%") => w.p50_ms = millis(words.next().unwrap_or("0")),
+                Some("99%") => w.p99_ms = millis(words.next().unwrap_or("0")),
+                Some("Requests/sec:") => {
+                    w.rps = words.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+                }
+                Some("Socket") => {
+                    w.errors = line
+                        .split(|c: char| !c.is_ascii_digit())
+                        .filter_map(|n| n.parse::<u64>().ok())
+                        .sum();
+                }
+                Some("Non-2xx") => {
+                    w.non_2xx = line
+                        .rsplit(' ')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                }
+                Some(n) if line.contains(" requests in ") => {
+                    w.requests = n.parse().unwrap_or(0);
+                }
+                _ => {}
+            }
+        }
+        w
+    }
+}
+
+/// wrk's `1.23ms`, `456.78us`, `1.01s`.
+fn millis(text: &str) -> f64 {
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: f64 = n.parse().unwrap_or(0.0);
+    match unit {
+        "us" => n / 1000.0,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => n,
+    }
+}
+
+struct Row {
+    what: &'static str,
+    conns: usize,
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    syncs: Option<f64>,
+    note: String,
+}
+
+impl Row {
+    fn new(what: &'static str, conns: usize, r: &Wrk, syncs: Option<f64>, note: String) -> Row {
+        let mut note = note;
+        if r.errors > 0 || r.non_2xx > 0 {
+            let _ = write!(note, " ({} socket errors, {} non-2xx)", r.errors, r.non_2xx);
+        }
+        Row {
+            what,
+            conns,
+            rps: r.rps,
+            p50: r.p50_ms,
+            p99: r.p99_ms,
+            syncs,
+            note,
+        }
+    }
+
+    fn markdown(&self) -> String {
+        let syncs = self.syncs.map_or("—".to_owned(), |s| format!("{s:.3}"));
+        format!(
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {} |\n",
+            self.what, self.conns, self.rps, self.p50, self.p99, syncs, self.note
+        )
+    }
+}
