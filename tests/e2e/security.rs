@@ -324,3 +324,36 @@ fn the_data_directory_and_mail_files_are_private() {
         "{err}"
     );
 }
+
+/// SPEC §7: at most --max-connections connections are served at once; the
+/// next one waits in the accept queue until a slot frees (here: when the
+/// idle connections hit the header timeout), then is served.
+#[test]
+fn the_connection_bound_holds_and_frees_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--demo", "--max-connections", "8", "--header-timeout", "2"],
+    );
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let r = send(
+        &agent(),
+        "POST",
+        &server.url(LOGIN_PATH),
+        &[JSON],
+        Some(&login_body("johndoe@email.com", "pass12345")),
+    );
+    let waited = t.elapsed();
+    assert_eq!(r.json()[0]["_verify"], true, "{}", r.body);
+    // Served only once the idle connections were cut off (~2 s after they
+    // opened), not at once.
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "answered after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(6), "answered after {waited:?}");
+    drop(idle);
+}
