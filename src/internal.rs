@@ -200,6 +200,37 @@ fn check_response(r: &crate::Response) {
     }
 }
 
+/// Keys and values stored, by tree, in bytes: what the records themselves
+/// take, to compare the footprint on disk with.
+pub fn stored_bytes(store: &crate::Store) -> Result<Vec<(&'static str, u64, u64)>, crate::Error> {
+    let engine = store.engine();
+    engine.settle()?;
+    let mut out = Vec::new();
+    for id in crate::store::TreeId::ALL {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for item in engine.tree(id).iter() {
+            let (k, v) = item.map_err(crate::store::storage("measuring"))?;
+            n += 1;
+            bytes += (k.len() + v.len()) as u64;
+        }
+        out.push((id.name(), n, bytes));
+    }
+    Ok(out)
+}
+
+/// The encoded size of a customer's record as stored (the footprint bench
+/// compares on-disk bytes with the records' own).
+pub fn encoded_customer_len(
+    store: &crate::Store,
+    box_id: crate::BoxId,
+) -> Result<usize, crate::Error> {
+    store
+        .engine()
+        .get(crate::store::TreeId::Customers, &box_id.to_be_bytes())?
+        .map(|v| v.len())
+        .ok_or(crate::Error::NotFound(crate::Entity::Customer))
+}
+
 /// The password-change transaction with a hash made beforehand (the
 /// durability bench: SQLite's peer transaction hashes nothing either).
 /// Returns the new credential version.

@@ -1,0 +1,185 @@
+//! The 1M-customer footprint (SPEC §10.5): on-disk bytes against the raw
+//! bytes of the records, the time to reopen, and the RSS of a process that
+//! reopened the store and read every customer, with the configured cache.
+//!
+//! `cargo bench --bench footprint` (release). The store is built once under
+//! `target/footprint-1m/` through the public API (imports, with the
+//! unsynced durability: the bench measures size, not commits), closed
+//! cleanly, then reopened in child processes (a fresh RSS), once per cache
+//! size in `FOOTPRINT_CACHES_MIB` (default `64,32,16`). Raw bytes are what
+//! every tree's keys and values take (customers, email index, events,
+//! meta), as credstore encodes them; a customer record here is ~190 bytes. `FOOTPRINT_CUSTOMERS` changes the count.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use credstore::{Config, CustomerFlags, Durability, ImportedCustomer, Store, StoreSecret};
+
+const CHILD: &str = "FOOTPRINT_CHILD_CACHE_MIB";
+/// A bcrypt hash of the length real imports carry (60 bytes).
+const HASH: &str = "$2b$04$A8o/DQoaiuvDHQavS99ueOBOwn7p1ikJcPxbWRJvq./25vWNMu3wS";
+
+fn secret() -> StoreSecret {
+    StoreSecret::from_bytes([0x66; 32])
+}
+
+fn customers() -> u64 {
+    std::env::var("FOOTPRINT_CUSTOMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+fn customer(i: u64) -> ImportedCustomer {
+    ImportedCustomer {
+        box_id: 1 + i,
+        email: format!("customer{i:07}@example.com"),
+        first_name: "Firstname".into(),
+        last_name: "Lastname".into(),
+        password_hash: HASH.into(),
+        key: None,
+        flags: CustomerFlags::default(),
+        enrolment_date: None,
+        activation_date: None,
+    }
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        total += if m.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            m.len()
+        };
+    }
+    total
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Child: reopen with the cache, time it, read every customer, report.
+fn child(data: &Path, cache_mib: u64) {
+    let config = Config::default().with_cache_capacity(cache_mib << 20);
+    let t = Instant::now();
+    let store = Store::open(data, &secret(), config).unwrap();
+    let reopen = t.elapsed();
+    let n = customers();
+    let t = Instant::now();
+    for i in 0..n {
+        store.customer(1 + i).unwrap();
+    }
+    let reads = t.elapsed();
+    // A second pass: the cache is warm now, what a long-running server sees.
+    let t = Instant::now();
+    for i in 0..n {
+        store.customer(1 + i).unwrap();
+    }
+    let warm = t.elapsed();
+    println!(
+        "{} {} {} {}",
+        reopen.as_micros(),
+        rss_kib(),
+        (n as f64 / reads.as_secs_f64()) as u64,
+        (n as f64 / warm.as_secs_f64()) as u64
+    );
+}
+
+fn build(data: &Path) -> u64 {
+    let n = customers();
+    let config = Config::default().with_durability(Durability::PeriodicFlushLosesRecentChanges);
+    let store = Store::open(data, &secret(), config).unwrap();
+    let t = Instant::now();
+    let threads = 2;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let store = &store;
+            s.spawn(move || {
+                for i in (t..n).step_by(threads as usize) {
+                    store.import_customer(customer(i)).unwrap();
+                }
+            });
+        }
+    });
+    store.flush().unwrap();
+    eprintln!("imported {n} customers in {:.1?}", t.elapsed());
+    n
+}
+
+fn main() {
+    let root: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/footprint-1m");
+    let data = root.join("data");
+    if let Ok(cache) = std::env::var(CHILD) {
+        child(&data, cache.parse().unwrap());
+        return;
+    }
+    let n = customers();
+    let stamp = root.join(format!("built-{n}"));
+    if !stamp.exists() {
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        build(&data);
+        std::fs::write(&stamp, "").unwrap();
+    }
+    // Raw bytes: every key and value stored, as credstore encodes them.
+    let store = Store::open(&data, &secret(), Config::default()).unwrap();
+    let sample = credstore::internal::encoded_customer_len(&store, 1).unwrap();
+    let trees = credstore::internal::stored_bytes(&store).unwrap();
+    drop(store);
+    let raw: u64 = trees.iter().map(|(_, _, b)| b).sum();
+    let wal = dir_bytes(&data.join("wal"));
+    let on_disk = dir_bytes(&data);
+    let caches: Vec<u64> = std::env::var("FOOTPRINT_CACHES_MIB")
+        .unwrap_or_else(|_| "64,32,16".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    println!("\n{n} customers (a customer record is {sample} bytes encoded)");
+    for (tree, count, bytes) in trees.iter().filter(|t| t.1 > 0) {
+        println!("  {tree}: {count} records, {bytes} bytes");
+    }
+    println!(
+        "raw {raw} bytes; on disk {on_disk} bytes = {:.2}x raw: sled {} bytes ({:.2}x), \
+         write-ahead log {wal} bytes (preallocated slots)\n",
+        on_disk as f64 / raw as f64,
+        on_disk - wal,
+        (on_disk - wal) as f64 / raw as f64
+    );
+    println!(
+        "| sled cache | reopen | RSS after reading every customer | cold gets/s | warm gets/s |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for cache in caches {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .env(CHILD, cache.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<u64> = text
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        println!(
+            "| {cache} MiB | {:.0} ms | {} MiB | {} | {} |",
+            v[0] as f64 / 1000.0,
+            v[1] / 1024,
+            v[2],
+            v[3]
+        );
+    }
+}
