@@ -69,6 +69,10 @@ pub use model::{
     Password, StoreSecret, SystemClock, Timestamp, UserCode,
 };
 pub use model::{
+    DueMail, DueMails, Lang, MAX_MAIL_SHOP_BYTES, MailFate, MailQueueSummary, MailRequest,
+    MailRetry, QueuedMail,
+};
+pub use model::{
     IssuedReset, MAX_METADATA_BYTES, MAX_OUTSTANDING_RESETS, MAX_REFERENCE_BYTES, RESET_ID_LEN,
     RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, ValidToken, parse_reset_id,
     parse_token,
