@@ -48,8 +48,8 @@ pub struct ServeArgs {
     /// token and dropped.
     #[arg(long)]
     pub mail_outbox: Option<PathBuf>,
-    /// Reset mails sent at once.
-    #[arg(long, default_value_t = 4)]
+    /// Reset mails sent at once (SMTP connections).
+    #[arg(long, default_value_t = 8)]
     pub mail_concurrency: usize,
     /// Seconds before the first retry of a mail that failed for now (then
     /// doubling, jittered, up to --mail-retry-max, until the token expires).
