@@ -325,7 +325,8 @@ fn queued_mail_tokens_never_reach_the_database_directory() {
     assert_eq!(tokens.len(), 4);
     // Every form of every token, found in one pass over each file (keyed
     // by a needle's first 8 bytes): the files are tens of MiB.
-    let mut needles: HashMap<[u8; 8], Vec<(usize, String, Vec<u8>)>> = HashMap::new();
+    type Needle = (usize, String, Vec<u8>);
+    let mut needles: HashMap<[u8; 8], Vec<Needle>> = HashMap::new();
     for (i, t) in tokens.iter().enumerate() {
         for (form, needle) in forms(t) {
             let head: [u8; 8] = needle[..8].try_into().unwrap();

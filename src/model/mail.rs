@@ -107,7 +107,7 @@ pub struct DueMails {
     pub next_due: Option<Timestamp>,
 }
 
-/// When a failed mail is tried again ([`Store::mail_failed`]).
+/// When a failed mail is tried again ([`crate::Store::mail_failed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MailRetry {

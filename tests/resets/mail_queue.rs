@@ -169,7 +169,7 @@ fn failures_retry_until_expiry_or_bounce_and_revoke() {
         .unwrap();
     assert_eq!(fate, MailFate::Expired);
     assert_eq!(queued(&store), 0);
-    assert_eq!(store.mail_delivered(&r.id).unwrap(), false, "gone");
+    assert!(!store.mail_delivered(&r.id).unwrap(), "gone");
 
     // Permanent: dropped, the reset revoked, so the customer may ask again.
     clock.advance(Duration::from_secs(61));
