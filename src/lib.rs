@@ -34,6 +34,14 @@
 //! # }
 //! ```
 //!
+//! # Reset mail
+//!
+//! [`Store::request_reset_by_mail`] issues a reset and queues its mail in
+//! one transaction, the token sealed; a [`mail::Courier`] delivers the queue
+//! through a [`Mailer`] (the bundled [`mail::SmtpMailer`] with the `smtp`
+//! feature, or the host's own), retrying temporary failures until the token
+//! expires. The SkyERP route of the [`Gateway`] uses it.
+//!
 //! # Layers
 //!
 //! `model` (plain types and secrets) → `crypto` (hashing, sealing, randomness)
