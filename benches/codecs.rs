@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use credstore::codec::{aspnet, commerce_layer, skyerp, skypostal};
 use credstore::{
-    AppKey, Config, Durability, Gateway, ManualClock, RecordingMailer, Request, ResetDetails,
-    Store, StoreSecret, Timestamp, change_password_digest, demo,
+    AppKey, Config, Durability, Gateway, ManualClock, Request, ResetDetails, Store, StoreSecret,
+    Timestamp, change_password_digest, demo,
 };
 use criterion::{BatchSize, Criterion, Throughput};
 
@@ -34,7 +34,7 @@ fn gateway() -> Gateway {
         .with_clock(Arc::new(clock));
     let store = Store::temporary(&StoreSecret::from_bytes([5; 32]), config).expect("store");
     demo::seed(&store).expect("demo");
-    Gateway::new(store, Box::new(RecordingMailer::new()), demo::settings())
+    Gateway::new(store, demo::settings())
 }
 
 fn post(path: &str, content_type: &str, body: &str) -> Request {

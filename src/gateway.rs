@@ -15,7 +15,6 @@ use crate::codec::skyerp::{self, BodyFormat, Lang, SkyErpSettings};
 use crate::codec::skypostal::{self, SkypostalSettings};
 use crate::codec::wcf_date::WcfOffset;
 use crate::codec::{MAX_BODY_BYTES, Refusal, media};
-use crate::mail::Mailer;
 use crate::ops::Store;
 
 pub use crate::codec::Response;
@@ -124,7 +123,7 @@ impl fmt::Debug for Request {
 pub struct GatewaySettings {
     /// Skypostal: the WCF display offset.
     pub skypostal: SkypostalSettings,
-    /// SkyERP: the reset link base.
+    /// SkyERP: the reset link base (the courier makes the links).
     pub skyerp: SkyErpSettings,
     /// Commerce Layer: the links' base URL and `meta.mode`.
     pub commerce_layer: CommerceLayerSettings,
@@ -217,9 +216,11 @@ fn route(path: &str) -> Option<Route<'_>> {
 }
 
 /// Serves the documented formats over a [`Store`].
+///
+/// The SkyERP POST queues its reset mail in the store and answers at once;
+/// run a [`crate::mail::Courier`] over the same store to deliver the queue.
 pub struct Gateway {
     store: Store,
-    mailer: Box<dyn Mailer>,
     settings: GatewaySettings,
 }
 
@@ -249,13 +250,10 @@ fn with_allow(r: Response, allow: &str) -> Response {
 }
 
 impl Gateway {
-    /// A gateway over `store`, sending reset mails through `mailer`.
-    pub fn new(store: Store, mailer: Box<dyn Mailer>, settings: GatewaySettings) -> Self {
-        Self {
-            store,
-            mailer,
-            settings,
-        }
+    /// A gateway over `store`. Reset mails wait in the store's queue for a
+    /// [`crate::mail::Courier`].
+    pub fn new(store: Store, settings: GatewaySettings) -> Self {
+        Self { store, settings }
     }
 
     /// The store.
@@ -369,12 +367,7 @@ impl Gateway {
             format,
             body: &req.body,
         };
-        let r = skyerp::handle(
-            &self.store,
-            self.mailer.as_ref(),
-            &self.settings.skyerp,
-            &call,
-        );
+        let r = skyerp::handle(&self.store, &call);
         with_allow(r, allow)
     }
 
@@ -476,11 +469,7 @@ mod tests {
             crate::Config::for_tests(),
         )
         .unwrap();
-        let g = Gateway::new(
-            store,
-            Box::new(crate::RecordingMailer::new()),
-            GatewaySettings::default(),
-        );
+        let g = Gateway::new(store, GatewaySettings::default());
         let may = |method: &str, path: &str, body: &str| {
             g.may_hash(&Request::new(method, path).body(body.as_bytes().to_vec()))
         };

@@ -34,6 +34,14 @@
 //! # }
 //! ```
 //!
+//! # Reset mail
+//!
+//! [`Store::request_reset_by_mail`] issues a reset and queues its mail in
+//! one transaction, the token sealed; a [`mail::Courier`] delivers the queue
+//! through a [`Mailer`] (the bundled [`mail::SmtpMailer`] with the `smtp`
+//! feature, or the host's own), retrying temporary failures until the token
+//! expires. The SkyERP route of the [`Gateway`] uses it.
+//!
 //! # Layers
 //!
 //! `model` (plain types and secrets) → `crypto` (hashing, sealing, randomness)
@@ -67,6 +75,10 @@ pub use model::{
     App, AppKey, BoxId, Clock, Customer, CustomerFlags, CustomerKey, Email, Event, EventKind,
     EventOutcome, FlagsUpdate, ImportedCustomer, Login, MAX_BOX_ID, ManualClock, NewCustomer,
     Password, StoreSecret, SystemClock, Timestamp, UserCode,
+};
+pub use model::{
+    DueMail, DueMails, Lang, MAX_MAIL_SHOP_BYTES, MailFate, MailQueueSummary, MailRequest,
+    MailRetry, QueuedMail,
 };
 pub use model::{
     IssuedReset, MAX_METADATA_BYTES, MAX_OUTSTANDING_RESETS, MAX_REFERENCE_BYTES, RESET_ID_LEN,

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "e2e/mail.rs"]
+mod mail;
 #[path = "e2e/security.rs"]
 mod security;
 
@@ -60,12 +62,17 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(data, extra, &[])
+    }
+
+    fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--data")
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("CREDSTORE_ARGON2", CHEAP)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -136,6 +143,32 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The files of `dir` once there are `n` of them (mail leaves from a queue,
+/// so it lands shortly after the answer); fails after 10 s.
+fn wait_for_files(dir: &Path, n: usize) -> Vec<PathBuf> {
+    let t = Instant::now();
+    loop {
+        let files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if files.len() >= n {
+            assert_eq!(files.len(), n, "{files:?}");
+            return files;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{} of {n} files in {} after 10 s",
+            files.len(),
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -261,11 +294,7 @@ fn every_seed_example_request_gets_its_documented_response() {
                "data": {"email": "johndoe@email.com"}})
     );
     let mail: Value = {
-        let files: Vec<_> = std::fs::read_dir(&outbox)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(files.len(), 1, "{files:?}");
+        let files = wait_for_files(&outbox, 1);
         serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap()
     };
     assert_eq!(mail["to"], "johndoe@email.com");
@@ -451,12 +480,7 @@ fn reset_flows_end_to_end() {
         Some("email=johndoe%40email.com"),
     );
     assert_eq!(r.json()["success"], true, "{}", r.body);
-    let file = std::fs::read_dir(&outbox)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let file = wait_for_files(&outbox, 1).remove(0);
     let mail: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     let token = mail["token"].as_str().unwrap();
     let r = send(

@@ -21,6 +21,9 @@ use credstore::{
     parse_reset_id, parse_token,
 };
 
+#[path = "resets/mail_queue.rs"]
+mod mail_queue;
+
 const T0: Timestamp = Timestamp(1_767_225_600_000); // 2026-01-01T00:00:00Z
 const TTL: Duration = Duration::from_secs(60 * 60);
 const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";

@@ -287,6 +287,98 @@ fn no_secret_reaches_the_database_directory() {
     }
 }
 
+/// Issue 13: queued reset mails hold their tokens sealed. With mails
+/// waiting, neither the write-ahead log nor (after a checkpoint) sled's
+/// files hold a token in any form; reopened with the secret, the queue
+/// unseals the same tokens.
+#[test]
+fn queued_mail_tokens_never_reach_the_database_directory() {
+    use credstore::{Lang, MailRequest, ResetDetails};
+    use std::collections::HashMap;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let store = Store::open(&path, &secret(), Config::for_tests()).unwrap();
+    for i in 0..4 {
+        let email = format!("waiting{i}@example.com");
+        store
+            .register(NewCustomer::new(
+                email.as_str(),
+                "W",
+                "M",
+                pw("a-password-1"),
+            ))
+            .unwrap();
+        let lang = if i % 2 == 0 { Lang::Es } else { Lang::En };
+        let mail = MailRequest {
+            lang,
+            shop: "acme12aa".into(),
+        };
+        store
+            .request_reset_by_mail(&email, ResetDetails::default(), &mail)
+            .unwrap();
+    }
+    let tokens: Vec<String> = store
+        .mail_due(10)
+        .unwrap()
+        .mails
+        .iter()
+        .map(|m| m.token.expose_secret().to_owned())
+        .collect();
+    assert_eq!(tokens.len(), 4);
+    // Every form of every token, found in one pass over each file (keyed
+    // by a needle's first 8 bytes): the files are tens of MiB.
+    type Needle = (usize, String, Vec<u8>);
+    let mut needles: HashMap<[u8; 8], Vec<Needle>> = HashMap::new();
+    for (i, t) in tokens.iter().enumerate() {
+        for (form, needle) in forms(t) {
+            let head: [u8; 8] = needle[..8].try_into().unwrap();
+            needles.entry(head).or_default().push((i, form, needle));
+        }
+    }
+    let mut first = [false; 256];
+    for head in needles.keys() {
+        first[usize::from(head[0])] = true;
+    }
+    let scan = |when: &str| {
+        let files = all_bytes(&path);
+        assert!(
+            files
+                .iter()
+                .any(|(_, b)| contains(&b[..b.len().min(1 << 20)], b"waiting0@example.com")),
+            "{when}: the scan sees the data"
+        );
+        for (name, bytes) in &files {
+            for (at, w) in bytes.windows(8).enumerate() {
+                let Some(found) = needles.get(w) else {
+                    continue;
+                };
+                for (i, form, needle) in found {
+                    assert!(
+                        !bytes[at..].starts_with(needle),
+                        "{when}: token #{i} in {form} form in {name}"
+                    );
+                }
+            }
+        }
+    };
+    scan("logged");
+    // Closing checkpoints: sled's own files then hold the queue.
+    drop(store);
+    scan("closed");
+    let store = Store::open(&path, &secret(), Config::for_tests()).unwrap();
+    let mut again: Vec<String> = store
+        .mail_due(10)
+        .unwrap()
+        .mails
+        .iter()
+        .map(|m| m.token.expose_secret().to_owned())
+        .collect();
+    let mut want = tokens.clone();
+    again.sort();
+    want.sort();
+    assert_eq!(again, want);
+}
+
 // ---------------------------------------------------------------- legacy hashes
 
 #[derive(serde::Deserialize)]

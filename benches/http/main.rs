@@ -70,7 +70,12 @@ impl Plan {
 }
 
 fn main() {
-    // cargo bench passes `--bench`; nothing else is read from the arguments.
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    // binary without it, and then it only says how to run it.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("the HTTP bench runs with `cargo bench --bench http` (or benches/http/run.sh)");
+        return;
+    }
     let plan = Plan::new();
     for tool in ["wrk", "strace"] {
         if Command::new(tool).arg("--version").output().is_err()

@@ -4,7 +4,9 @@
 //! request's `Accept-Language` prefers it).
 //!
 //! The POST never tells whether an email is known: unknown and throttled
-//! requests get the answer of a granted one.
+//! requests get the answer of a granted one, after the same single durable
+//! commit. It queues the reset mail in the transaction that issues the
+//! reset and answers at once: a [`crate::mail::Courier`] delivers it.
 
 mod messages;
 
@@ -17,8 +19,7 @@ pub use messages::Lang;
 
 use super::{JsonError, Refusal, Response, SecretText, form, json as strict_json, to_json};
 use crate::error::{Error, PolicyViolation};
-use crate::mail::{Mailer, ResetMail};
-use crate::model::{Email, IssuedReset, Password, ResetDetails, parse_token};
+use crate::model::{Email, MailRequest, Password, ResetDetails, parse_token};
 use crate::ops::Store;
 use messages::{Msg, Rule};
 
@@ -29,7 +30,10 @@ const CONTENT_TYPE: &str = "application/json";
 pub struct SkyErpSettings {
     /// Where reset links point. With `{token}` (and optionally `{shop}`) in
     /// it, those are substituted; otherwise the link is
-    /// `<base>/api/v1/<shop>/customers/reset-password/<token>`.
+    /// `<base>/api/v1/<shop>/customers/reset-password/<token>`. The links
+    /// themselves are made when the mail is delivered, from
+    /// [`crate::mail::CourierSettings::reset_link_base`]: give both the
+    /// same base.
     pub reset_link_base: String,
 }
 
@@ -42,18 +46,9 @@ impl Default for SkyErpSettings {
 }
 
 impl SkyErpSettings {
-    /// The link for a token of a shop.
+    /// The link for a token of a shop (see [`crate::mail::reset_link`]).
     pub fn reset_link(&self, shop: &str, token: &str) -> String {
-        if self.reset_link_base.contains("{token}") {
-            self.reset_link_base
-                .replace("{shop}", shop)
-                .replace("{token}", token)
-        } else {
-            format!(
-                "{}/api/v1/{shop}/customers/reset-password/{token}",
-                self.reset_link_base.trim_end_matches('/')
-            )
-        }
+        crate::mail::reset_link(&self.reset_link_base, shop, token)
     }
 }
 
@@ -367,12 +362,7 @@ pub fn refuse(refusal: Refusal, lang: Lang) -> Response {
 }
 
 /// Handles one call on `/api/v1/{shop}/customers/reset-password[/{token}]`.
-pub fn handle(
-    store: &Store,
-    mailer: &dyn Mailer,
-    settings: &SkyErpSettings,
-    call: &Call<'_>,
-) -> Response {
+pub fn handle(store: &Store, call: &Call<'_>) -> Response {
     let lang = call.lang;
     match store.app_by_shop(call.shop) {
         Ok(_) => {}
@@ -395,7 +385,7 @@ pub fn handle(
     };
     let spoofed = body.method.as_deref().or(call.method_override);
     match operation(call.method, spoofed, call.token.is_some()) {
-        Some(Op::Request) => request_reset(store, mailer, settings, call.shop, lang, &body),
+        Some(Op::Request) => request_reset(store, call.shop, lang, &body),
         Some(Op::Check) => check_token(store, lang, call.token.unwrap_or_default()),
         Some(Op::Update) => update_password(store, lang, &body, call.token),
         None => failure_response(lang, Failure::Refused(Refusal::MethodNotAllowed)),
@@ -414,44 +404,30 @@ fn validate_email(body: &Body, lang: Lang, errors: &mut Errors) -> Option<String
     None
 }
 
-fn request_reset(
-    store: &Store,
-    mailer: &dyn Mailer,
-    settings: &SkyErpSettings,
-    shop: &str,
-    lang: Lang,
-    body: &Body,
-) -> Response {
+fn request_reset(store: &Store, shop: &str, lang: Lang, body: &Body) -> Response {
     let mut errors = Errors::new();
     let Some(email) = validate_email(body, lang, &mut errors) else {
         return failure_response(lang, Failure::Invalid(Op::Request, errors));
     };
-    let sent = || envelope(200, true, lang, Msg::Sent, json!({ "email": email }));
-    let issued: IssuedReset = match store.request_reset_anonymous(&email, ResetDetails::default()) {
-        Ok(issued) => issued,
-        Err(e) if e.is_fault() => return failure_response(lang, Failure::Fault(e)),
+    let mail = MailRequest {
+        lang,
+        shop: shop.to_owned(),
+    };
+    match store.request_reset_by_mail(&email, ResetDetails::default(), &mail) {
+        // Queued with its reset; the courier delivers it.
+        Ok(_) => {}
+        Err(e) if e.is_fault() => {
+            // Neither the reset nor its mail exists (a failed write changes
+            // nothing): the mail could not be queued. Answered alike for
+            // every email, since an unknown one fails the same way.
+            super::log_fault("skyerp", &e);
+            return envelope(200, false, lang, Msg::SendFailed, json!({ "email": email }));
+        }
         // Unknown, throttled, or any other refusal: the answer of a granted
         // request, so that nobody learns which emails exist.
-        Err(_) => return sent(),
-    };
-    let reset_id = issued.reset.id.clone();
-    let link = settings.reset_link(shop, issued.token.expose_secret());
-    let mail = ResetMail::new(
-        issued.reset.email.clone(),
-        issued.token,
-        reset_id.clone(),
-        issued.reset.expires_at,
-        link,
-    );
-    match mailer.send(&mail) {
-        Ok(()) => sent(),
-        Err(_) => {
-            // Nobody received the token: it must not stay usable. A failed
-            // revocation leaves a token nobody knows, which expires.
-            let _ = store.revoke_reset(&reset_id);
-            envelope(200, false, lang, Msg::SendFailed, json!({ "email": email }))
-        }
+        Err(_) => {}
     }
+    envelope(200, true, lang, Msg::Sent, json!({ "email": email }))
 }
 
 fn check_token(store: &Store, lang: Lang, token: &str) -> Response {

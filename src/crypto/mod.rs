@@ -32,6 +32,8 @@ pub(crate) struct Keys {
     pub token_digest: [u8; 32],
     /// Keys the lock-out state of emails no customer has (login guards).
     pub login_guard: [u8; 32],
+    /// Seals the tokens of queued reset mails.
+    pub mail_seal: [u8; 32],
 }
 
 impl Keys {
@@ -44,6 +46,7 @@ impl Keys {
             app_seal: blake3::derive_key("credstore 2026-11 app key seal v1", s),
             token_digest: blake3::derive_key("credstore 2026-11 reset token digest v1", s),
             login_guard: blake3::derive_key("credstore 2026-11 login guard v1", s),
+            mail_seal: blake3::derive_key("credstore 2026-12 reset mail token seal v1", s),
         }
     }
 }
@@ -76,6 +79,7 @@ mod tests {
             a.app_seal,
             a.token_digest,
             a.login_guard,
+            a.mail_seal,
         ];
         for i in 0..all.len() {
             for j in i + 1..all.len() {

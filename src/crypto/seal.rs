@@ -10,6 +10,8 @@ use zeroize::Zeroize;
 pub(crate) enum Owner {
     Customer(u64),
     App(u32),
+    /// A queued reset mail, by its entry's random nonce (epoch 0).
+    Mail([u8; 16]),
 }
 
 fn keystream(sub_key: &[u8; 32], owner: Owner, epoch: u32, out: &mut [u8]) {
@@ -22,6 +24,10 @@ fn keystream(sub_key: &[u8; 32], owner: Owner, epoch: u32, out: &mut [u8]) {
         Owner::App(id) => {
             h.update(b"app\0");
             h.update(&u64::from(id).to_be_bytes());
+        }
+        Owner::Mail(nonce) => {
+            h.update(b"mail\0");
+            h.update(&nonce);
         }
     }
     h.update(&epoch.to_be_bytes());
@@ -73,6 +79,10 @@ mod tests {
         assert_ne!(seal(&k, Owner::Customer(811111), 1, b"YpbCNpzq"), s);
         assert_ne!(seal(&k, Owner::Customer(811112), 0, b"YpbCNpzq"), s);
         assert_ne!(seal(&k, Owner::App(811111), 0, b"YpbCNpzq"), s);
+        let m = seal(&k, Owner::Mail([1; 16]), 0, b"YpbCNpzq");
+        assert_ne!(m, s);
+        assert_ne!(seal(&k, Owner::Mail([2; 16]), 0, b"YpbCNpzq"), m);
+        assert_eq!(unseal(&k, Owner::Mail([1; 16]), 0, &m).unwrap(), "YpbCNpzq");
         assert_ne!(seal(&[8u8; 32], Owner::Customer(811111), 0, b"YpbCNpzq"), s);
     }
 }

@@ -59,6 +59,13 @@ pub enum EventKind {
     ResetUpdated,
     /// Expired or used resets were purged.
     ResetPurged,
+    /// A queued reset mail was handed to the mailer (and left the queue).
+    MailDelivered,
+    /// A queued reset mail failed for good (a permanent failure, such as an
+    /// SMTP 5xx answer): dropped, and its reset revoked.
+    MailBounced,
+    /// A queued reset mail was dropped undelivered: its token expired.
+    MailExpired,
 }
 
 /// Whether the event's action was granted.

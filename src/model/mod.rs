@@ -3,6 +3,7 @@
 mod clock;
 mod email;
 mod event;
+mod mail;
 mod reset;
 pub(crate) mod secret;
 
@@ -11,6 +12,10 @@ use serde::{Deserialize, Serialize};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::Email;
 pub use event::{Event, EventKind, EventOutcome};
+pub use mail::{
+    DueMail, DueMails, Lang, MAX_MAIL_SHOP_BYTES, MailFate, MailQueueSummary, MailRequest,
+    MailRetry, QueuedMail,
+};
 pub use reset::{
     IssuedReset, MAX_METADATA_BYTES, MAX_OUTSTANDING_RESETS, MAX_REFERENCE_BYTES, RESET_ID_LEN,
     RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, ValidToken, parse_reset_id,

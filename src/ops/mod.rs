@@ -4,6 +4,7 @@ mod apps;
 mod config;
 mod customers;
 mod login;
+mod mail_queue;
 mod resets;
 mod rotation;
 mod signed;
@@ -33,6 +34,7 @@ struct Inner {
     keys: Keys,
     hasher: Hasher,
     config: Config,
+    mail_signal: mail_queue::MailSignal,
 }
 
 impl Drop for Inner {
@@ -85,6 +87,7 @@ impl Store {
                 keys,
                 hasher,
                 config,
+                mail_signal: mail_queue::MailSignal::default(),
             }),
         }
     }

@@ -19,8 +19,8 @@ use crate::crypto::ct_eq;
 use crate::crypto::password::HashScheme;
 use crate::error::{Entity, Error};
 use crate::model::{
-    Customer, Email, EventKind, EventOutcome, IssuedReset, MAX_OUTSTANDING_RESETS, Password,
-    RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, Timestamp, ValidToken,
+    Customer, Email, EventKind, EventOutcome, IssuedReset, MAX_OUTSTANDING_RESETS, MailRequest,
+    Password, RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, Timestamp, ValidToken,
     check_reference, metadata_text, parse_reset_id,
 };
 use crate::store::encoding::decode_borrowed;
@@ -52,7 +52,7 @@ impl Store {
     /// A refusal writes nothing. Callers that face anonymous clients use
     /// [`Store::request_reset_anonymous`] instead.
     pub fn request_reset(&self, email: &str, details: ResetDetails) -> Result<IssuedReset, Error> {
-        self.issue_reset(email, details, false)
+        self.issue_reset(email, details, false, None)
     }
 
     /// [`Store::request_reset`] for callers that must not let anyone learn
@@ -65,14 +65,17 @@ impl Store {
         email: &str,
         details: ResetDetails,
     ) -> Result<IssuedReset, Error> {
-        self.issue_reset(email, details, true)
+        self.issue_reset(email, details, true, None)
     }
 
-    fn issue_reset(
+    /// Issues a reset; with `mail`, its mail is queued in the same
+    /// transaction (see [`Store::request_reset_by_mail`]).
+    pub(super) fn issue_reset(
         &self,
         email: &str,
         details: ResetDetails,
         log_refusals: bool,
+        mail: Option<&MailRequest>,
     ) -> Result<IssuedReset, Error> {
         let email = Email::parse(email)?;
         if let Some(r) = &details.reference {
@@ -86,6 +89,10 @@ impl Store {
 
         for _ in 0..ISSUE_ATTEMPTS {
             let (token, id, digest) = self.reset_material()?;
+            let prepared = match mail {
+                Some(m) => Some(self.prepare_mail(&token, m)?),
+                None => None,
+            };
             let now = self.now();
             let issued = self.engine().transact(|tx| {
                 // For anonymous callers a refused request is logged, so that
@@ -154,6 +161,9 @@ impl Store {
                     metadata: metadata.clone(),
                 };
                 insert_reset(tx, &rec)?;
+                if let Some(p) = &prepared {
+                    super::mail_queue::enqueue(tx, &p.record(&rec))?;
+                }
                 cust.resets = keep.into_iter().map(|r| r.id).collect();
                 cust.resets.push(id.clone());
                 tx.put_record(TreeId::Customers, &box_id.to_be_bytes(), &cust)?;
@@ -290,8 +300,9 @@ impl Store {
         to_public(&rec)
     }
 
-    /// Removes a reset and its token (for a mail that could not be sent).
-    /// The customer may then request another at once.
+    /// Removes a reset and its token (for a mail that could not be sent),
+    /// and its queued mail if any. The customer may then request another
+    /// at once.
     pub fn revoke_reset(&self, id: &str) -> Result<(), Error> {
         let id = parse_reset_id(id.as_bytes())?;
         let now = self.now();
@@ -402,7 +413,7 @@ impl Store {
         Ok((token, id, digest))
     }
 
-    fn token_digest(&self, token: &ResetToken) -> Digest {
+    pub(super) fn token_digest(&self, token: &ResetToken) -> Digest {
         *blake3::keyed_hash(&self.keys().token_digest, token.as_bytes()).as_bytes()
     }
 
@@ -436,7 +447,7 @@ impl Store {
     }
 
     /// The reset's customer, if `digest` is its token's and the token is live.
-    fn live_customer(
+    pub(super) fn live_customer(
         &self,
         rec: &ResetRecord,
         digest: &Digest,
@@ -488,8 +499,10 @@ impl Store {
                 return Err(Error::Conflict.into());
             }
             tx.remove(TreeId::ResetExpiry, &rec.expiry_key())?;
-            // A used token is gone from the token index at once.
+            // A used token is gone from the token index at once (and from
+            // the mail queue, should its mail still wait there).
             tx.remove(TreeId::ResetTokens, &rec.token_digest)?;
+            super::mail_queue::forget(tx, id)?;
             update.apply(&mut rec);
             rec.used_at = Some(now);
             rec.updated_at = now;
@@ -581,13 +594,24 @@ fn insert_reset(tx: &Tx<'_>, rec: &ResetRecord) -> Result<(), TxError> {
     tx.insert(TreeId::ResetsByCustomer, &rec.customer_key(), Vec::new())
 }
 
-/// Removes a reset record and all its index entries (not its customer's list
-/// entry: see [`unlist`]).
+/// Removes a reset record, all its index entries and its queued mail (not
+/// its customer's list entry: see [`unlist`]).
 pub(crate) fn delete_reset(tx: &Tx<'_>, rec: &ResetRecord) -> Result<(), TxError> {
+    super::mail_queue::forget(tx, &rec.id)?;
     tx.remove(TreeId::Resets, rec.id.as_bytes())?;
     tx.remove(TreeId::ResetTokens, &rec.token_digest)?;
     tx.remove(TreeId::ResetExpiry, &rec.expiry_key())?;
     tx.remove(TreeId::ResetsByCustomer, &rec.customer_key())
+}
+
+/// Revokes the reset `id` inside a transaction, if it still exists
+/// (a bounced mail's: nobody received its token).
+pub(super) fn revoke_in(tx: &Tx<'_>, id: &str) -> Result<(), TxError> {
+    if let Some(rec) = tx.get_record::<ResetRecord>(TreeId::Resets, id.as_bytes())? {
+        delete_reset(tx, &rec)?;
+        unlist(tx, &rec)?;
+    }
+    Ok(())
 }
 
 /// Takes a reset off its customer's list of outstanding resets.

@@ -5,7 +5,7 @@
 #[path = "integrity_tests.rs"]
 mod tests;
 
-use super::records::{AppRecord, CustomerRecord, ResetRecord, TokenEntry};
+use super::records::{AppRecord, CustomerRecord, MailRecord, ResetRecord, TokenEntry};
 use super::{Engine, TreeId, encoding, storage};
 use crate::error::Error;
 use crate::model::{Email, Event};
@@ -22,6 +22,8 @@ pub struct IntegrityReport {
     pub events: u64,
     /// Password resets checked.
     pub resets: u64,
+    /// Queued reset mails checked.
+    pub mails: u64,
     /// One line per problem found; empty when the store is sound.
     pub problems: Vec<String>,
 }
@@ -124,6 +126,7 @@ pub(super) fn check(engine: &Engine) -> Result<IntegrityReport, Error> {
     check_resets(engine, &mut r)?;
     check_nonces(engine, &mut r)?;
     check_login_guards(engine, &mut r)?;
+    check_mail_queue(engine, &mut r)?;
     Ok(r)
 }
 
@@ -296,6 +299,41 @@ fn check_login_guards(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Er
         if let Err(e) = encoding::decode::<super::records::GuardRecord>(TreeId::LoginGuards, &k, &v)
         {
             r.problems.push(e.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Queued mails: each decodes, sits under its reset's id, holds a sealed
+/// token of a token's length, and belongs to an unused reset of the same
+/// customer (a reset that dies takes its mail with it).
+fn check_mail_queue(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
+    for item in engine.tree(TreeId::MailQueue).iter() {
+        let (k, v) = item.map_err(storage("scanning the mail queue"))?;
+        r.mails += 1;
+        let m: MailRecord = match encoding::decode(TreeId::MailQueue, &k, &v) {
+            Ok(m) => m,
+            Err(e) => {
+                r.problems.push(e.to_string());
+                continue;
+            }
+        };
+        let id = &m.reset_id;
+        if k.as_ref() != id.as_bytes() {
+            r.problems
+                .push(format!("queued mail {id:?} stored under another key"));
+        }
+        if m.sealed_token.len() != crate::model::ResetToken::LEN {
+            r.problems
+                .push(format!("queued mail {id:?} holds no sealed token"));
+        }
+        let ok = matches!(
+            engine.get_record::<ResetRecord>(TreeId::Resets, id.as_bytes()),
+            Ok(Some(rec)) if rec.box_id == m.box_id && rec.used_at.is_none()
+        );
+        if !ok {
+            r.problems
+                .push(format!("queued mail {id:?} belongs to no unused reset"));
         }
     }
     Ok(())

@@ -44,10 +44,12 @@ pub(crate) enum TreeId {
     /// keyed digest of a normalised email no customer has -> its lock-out
     /// state, so that unknown emails lock out like known ones
     LoginGuards,
+    /// reset id -> queued reset mail (its token sealed), until delivered
+    MailQueue,
 }
 
 impl TreeId {
-    pub const ALL: [TreeId; 12] = [
+    pub const ALL: [TreeId; 13] = [
         TreeId::Meta,
         TreeId::Customers,
         TreeId::Emails,
@@ -60,6 +62,7 @@ impl TreeId {
         TreeId::ResetsByCustomer,
         TreeId::Nonces,
         TreeId::LoginGuards,
+        TreeId::MailQueue,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +79,7 @@ impl TreeId {
             TreeId::ResetsByCustomer => "resets_by_customer",
             TreeId::Nonces => "nonces",
             TreeId::LoginGuards => "login_guards",
+            TreeId::MailQueue => "mail_queue",
         }
     }
 

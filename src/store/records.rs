@@ -172,6 +172,29 @@ impl ResetRecord {
     }
 }
 
+/// A queued reset mail (tree `mail_queue`, keyed by its reset's id),
+/// written in the transaction that issues the reset and deleted once the
+/// mail is delivered, or with its reset (a credential change, a purge, a
+/// revocation, the token's use). The token is sealed: XOR with a keystream
+/// of the mail seal sub-key over `nonce`, a fresh random value per entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MailRecord {
+    pub reset_id: String,
+    pub box_id: BoxId,
+    /// The account's stored email when the reset was issued.
+    pub to: String,
+    pub nonce: [u8; 16],
+    pub sealed_token: Vec<u8>,
+    /// Locale tag (`"es"`, `"en"`).
+    pub lang: String,
+    pub shop: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+}
+
 /// A timestamp as 8 bytes that sort like the number.
 pub(crate) fn sortable_time(t: Timestamp) -> [u8; 8] {
     ((t.0 as u64) ^ (1 << 63)).to_be_bytes()

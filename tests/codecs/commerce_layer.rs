@@ -202,7 +202,6 @@ fn links_and_mode_follow_the_settings() {
     let env = env();
     let gw = credstore::Gateway::new(
         env.store().clone(),
-        Box::new(credstore::RecordingMailer::new()),
         credstore::GatewaySettings::default().with_commerce_layer(
             "https://yourdomain.commercelayer.io/",
             credstore::codec::commerce_layer::Mode::Live,

@@ -388,6 +388,7 @@ fn disabled_customers_are_refused_in_every_format() {
     assert_eq!(known.status, 200);
     assert_eq!(json(&known)["message"], json(&unknown)["message"]);
     assert_eq!(json(&known)["success"], true);
+    assert_eq!(env.deliver().delivered, 0, "nothing was queued");
     assert_eq!(env.mailer.count(), mails);
     // SkyERP PUT with a token issued before: as an unknown pair.
     let r = refused(

@@ -37,11 +37,13 @@ fn request_for(env: &Env, email: &str) -> Response {
     env.send(post(BASE, "application/json", body))
 }
 
-/// Requests a reset for the demo customer; returns the mailed token.
+/// Requests a reset for the demo customer, delivers the queue; returns
+/// the mailed token.
 fn mailed_token(env: &Env) -> String {
     let before = env.mailer.count();
     let r = request_for(env, EMAIL);
     assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(env.deliver().delivered, 1);
     assert_eq!(env.mailer.count(), before + 1, "one mail sent");
     env.mailer
         .last()
@@ -101,7 +103,23 @@ fn seed_post_answers_as_documented_and_mails_the_token() {
             "data":{"email":"johndoe@email.com"}}"#,
     );
     assert_eq!(json(&r), want);
+    // Answered from the queue: nothing was sent on the request's path.
+    assert_eq!(env.mailer.count(), 0);
+    let queued = env.store().mail_queue(10).unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        (
+            queued[0].to.as_str(),
+            queued[0].shop.as_str(),
+            queued[0].lang
+        ),
+        (EMAIL, "acme12aa", credstore::Lang::Es)
+    );
+    assert_eq!(env.deliver().delivered, 1);
+    assert_eq!(env.store().mail_queue_summary().unwrap().queued, 0);
     let mail = env.mailer.last().expect("a mail");
+    assert_eq!(mail.reset_id(), queued[0].reset_id);
+    assert_eq!(mail.lang(), credstore::Lang::Es);
     assert_eq!(mail.to(), EMAIL);
     assert_eq!(mail.token().expose_secret().len(), 64);
     assert_eq!(mail.reset_id().len(), 10);
@@ -121,8 +139,10 @@ fn the_post_does_not_tell_which_emails_exist() {
     let env = env();
     let known = request_for(&env, EMAIL);
     let throttled = request_for(&env, EMAIL);
+    env.deliver();
     assert_eq!(env.mailer.count(), 1, "the throttled request sends nothing");
     let unknown = request_for(&env, "foo@example.com");
+    env.deliver();
     assert_eq!(env.mailer.count(), 1);
     // identical apart from the echoed address
     let norm = |r: &Response, email: &str| text(r).replace(email, "EMAIL");
@@ -143,19 +163,102 @@ fn the_post_does_not_tell_which_emails_exist() {
     assert_eq!(env.event_count(), before + 2, "unknown");
 }
 
+/// The mailer-failure message now means "could not be queued": the
+/// issuing transaction failed, so neither the reset nor its mail exists.
 #[test]
-fn a_mailer_failure_revokes_the_reset() {
-    let env = env();
-    env.mailer.set_failing(true);
-    let r = request_for(&env, EMAIL);
+fn a_mail_that_cannot_be_queued_answers_send_failed_and_issues_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let failing = Arc::new(AtomicBool::new(true));
+    let fp = {
+        let failing = failing.clone();
+        credstore::FailPoint::new(move |name| {
+            name == "mail:enqueue" && failing.load(Ordering::SeqCst)
+        })
+    };
+    let clock = credstore::ManualClock::new(credstore::Timestamp(START));
+    let store = credstore::Store::temporary(
+        &credstore::StoreSecret::from_bytes([7; 32]),
+        credstore::Config::for_tests()
+            .with_clock(Arc::new(clock.clone()))
+            .with_fail_point(fp),
+    )
+    .unwrap();
+    credstore::demo::seed(&store).unwrap();
+    let gw = credstore::Gateway::new(store.clone(), credstore::demo::settings());
+    let events = store.events(0, 10_000).unwrap().len();
+    let r = gw.handle(post(
+        BASE,
+        "application/json",
+        format!(r#"{{"email":"{EMAIL}"}}"#),
+    ));
     let want = seed_value(
         r#"{"status":200,"success":false,"locale":"es",
             "message":"Fallo al enviar email para restablecer la clave de acceso",
             "data":{"email":"johndoe@email.com"}}"#,
     );
     assert_eq!(json(&r), want);
+    assert_eq!(
+        store.events(0, 10_000).unwrap().len(),
+        events,
+        "nothing written"
+    );
+    assert_eq!(store.mail_queue_summary().unwrap().queued, 0);
+    // No reset was issued, so the next request is not throttled.
+    failing.store(false, Ordering::SeqCst);
+    let r = gw.handle(post(
+        BASE,
+        "application/json",
+        format!(r#"{{"email":"{EMAIL}"}}"#),
+    ));
+    assert_eq!(json(&r)["success"], true);
+    assert_eq!(store.mail_queue_summary().unwrap().queued, 1);
+}
+
+/// A temporary failure keeps the mail queued for a later try (the token
+/// still works once delivered); a permanent one drops it and revokes the
+/// reset, so the customer may ask again at once.
+#[test]
+fn failed_deliveries_retry_or_bounce() {
+    let env = env();
+    env.mailer.set_failing(true);
+    let r = request_for(&env, EMAIL);
+    assert_eq!(json(&r)["success"], true, "answered before any delivery");
+    let report = env.deliver();
+    assert_eq!((report.delivered, report.retried), (0, 1));
+    let q = env.store().mail_queue(10).unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].attempts, 1);
+    assert!(q[0].last_error.as_deref().unwrap().contains("set to fail"));
+    assert!(q[0].next_attempt_at.as_millis() > START, "backed off");
+    // Not due yet: nothing is tried.
+    assert_eq!(env.deliver(), credstore::mail::DeliveryReport::default());
     env.mailer.set_failing(false);
-    // revoked, so the next request is not throttled and mails a token
+    env.advance(Duration::from_secs(6));
+    assert_eq!(env.deliver().delivered, 1);
+    let token = env
+        .mailer
+        .last()
+        .unwrap()
+        .token()
+        .expose_secret()
+        .to_owned();
+    let r = env.send(Request::new("GET", format!("{BASE}/{token}")));
+    assert_eq!(json(&r)["success"], true);
+
+    // A permanent failure: dropped, the reset revoked, an event written.
+    env.advance(Duration::from_secs(61));
+    env.mailer
+        .fail_with(Some(credstore::MailError::permanent("550 no such user")));
+    request_for(&env, EMAIL);
+    let reset_id = env.store().mail_queue(1).unwrap()[0].reset_id.clone();
+    assert_eq!(env.deliver().bounced, 1);
+    assert_eq!(env.store().mail_queue_summary().unwrap().queued, 0);
+    assert!(env.store().reset(&reset_id).is_err(), "revoked");
+    let last = env.store().last_events(1).unwrap().pop().unwrap();
+    assert_eq!(last.kind, credstore::EventKind::MailBounced);
+    // Not throttled: the revoked reset does not count.
+    env.mailer.fail_with(None);
     let token = mailed_token(&env);
     assert_eq!(token.len(), 64);
 }
@@ -333,6 +436,7 @@ fn the_put_does_not_tell_which_emails_exist() {
     env.advance(Duration::from_secs(60 * 60 + 1));
     let janes = {
         request_for(&env, "jane@email.com");
+        env.deliver();
         env.mailer
             .last()
             .unwrap()
@@ -449,6 +553,7 @@ fn unknown_shop() {
             .header("Accept-Language", "en"),
     );
     assert_eq!(json(&r)["message"], "Shop not found");
+    assert_eq!(env.store().mail_queue_summary().unwrap().queued, 0);
     assert_eq!(env.mailer.count(), 0);
 }
 
@@ -496,6 +601,7 @@ fn malformed_oversized_and_wrong_content_type() {
     assert_eq!(r.status, 405);
     assert_eq!(json(&r)["status"], 405);
     assert!(r.header("allow").is_some());
+    assert_eq!(env.store().mail_queue_summary().unwrap().queued, 0);
     assert_eq!(env.mailer.count(), 0);
     assert_eq!(env.event_count(), before);
 }

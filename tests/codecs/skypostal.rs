@@ -175,11 +175,7 @@ fn seed_000_update_matches_the_documented_response() {
 #[test]
 fn dates_have_no_offset_by_default() {
     let env = env();
-    let gw = credstore::Gateway::new(
-        env.store().clone(),
-        Box::new(credstore::RecordingMailer::new()),
-        credstore::GatewaySettings::default(),
-    );
+    let gw = credstore::Gateway::new(env.store().clone(), credstore::GatewaySettings::default());
     let o = only(&gw.handle(post(LOGIN, "application/json", SEED_001_REQUEST)));
     assert_eq!(o["activation_date"], "/Date(1550761010000)/");
     assert_eq!(o["enrolment_date"], "/Date(1550761008000)/");

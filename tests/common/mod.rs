@@ -1,11 +1,13 @@
 //! Shared helpers for the codec tests: a store on disk (the production
 //! path: write-ahead log, group commit) holding the demo parties (SPEC §7),
-//! behind a gateway with a recording mailer and a manual clock.
+//! behind a gateway, a courier delivering its mail queue to a recording
+//! mailer (on [`Env::deliver`]), and a manual clock.
 #![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use credstore::mail::{Courier, CourierSettings, DeliveryReport};
 use credstore::{
     Config, Gateway, ManualClock, RecordingMailer, Request, Response, Store, StoreSecret, Timestamp,
 };
@@ -20,6 +22,7 @@ pub const BOX_ID: u64 = credstore::demo::BOX_ID;
 pub struct Env {
     pub gw: Gateway,
     pub mailer: RecordingMailer,
+    pub courier: Courier,
     pub clock: ManualClock,
     /// The store's directory; dropped after the gateway (and its store).
     _dir: tempfile::TempDir,
@@ -40,10 +43,17 @@ pub fn env() -> Env {
     .expect("store");
     credstore::demo::seed(&store).expect("demo seed");
     let mailer = RecordingMailer::new();
-    let gw = Gateway::new(store, Box::new(mailer.clone()), credstore::demo::settings());
+    let settings = credstore::demo::settings();
+    let courier = Courier::new(
+        store.clone(),
+        mailer.clone(),
+        CourierSettings::new(settings.skyerp.reset_link_base.clone()),
+    );
+    let gw = Gateway::new(store, settings);
     Env {
         gw,
         mailer,
+        courier,
         clock,
         _dir: dir,
     }
@@ -56,6 +66,12 @@ impl Env {
 
     pub fn send(&self, req: Request) -> Response {
         self.gw.handle(req)
+    }
+
+    /// Delivers the queued mails that are due (what the server's courier
+    /// does in the background).
+    pub fn deliver(&self) -> DeliveryReport {
+        self.courier.deliver_due().expect("delivery")
     }
 
     pub fn advance(&self, d: Duration) {

@@ -292,11 +292,7 @@ fn the_data_directory_and_mail_files_are_private() {
             Some(r#"{"email":"johndoe@email.com"}"#),
         );
         assert_eq!(r.status, 200);
-        let mails: Vec<_> = std::fs::read_dir(&outbox)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(mails.len(), 1);
+        let mails = super::wait_for_files(&outbox, 1);
         assert_eq!(mode(&mails[0]), 0o600);
         assert_eq!(mode(&outbox), 0o700);
         server.terminate();

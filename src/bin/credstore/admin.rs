@@ -107,6 +107,16 @@ pub enum ResetCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum MailCommand {
+    /// List the queued reset mails, the next due first (never a token).
+    List {
+        /// Most entries to show.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
 #[derive(Args, Debug)]
 pub struct LogArgs {
     /// First sequence number to show (default: show the newest entries).
@@ -292,6 +302,35 @@ pub fn reset(g: &Global, cmd: ResetCommand) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn mail(g: &Global, cmd: MailCommand) -> CliResult {
+    let store = g.open()?;
+    match cmd {
+        MailCommand::List { limit } => {
+            let s = store.mail_queue_summary()?;
+            println!(
+                "queued: {} (due now: {}, retrying: {})",
+                s.queued, s.due, s.retrying
+            );
+            for m in store.mail_queue(limit)? {
+                println!(
+                    "{}	box_id={}	{}	{}	shop={}	queued {}	attempts {}	next {}	expires {}	{}",
+                    m.reset_id,
+                    m.box_id,
+                    m.to,
+                    m.lang.locale(),
+                    m.shop,
+                    m.created_at,
+                    m.attempts,
+                    m.next_attempt_at,
+                    m.expires_at,
+                    m.last_error.as_deref().unwrap_or("-"),
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn purge(g: &Global) -> CliResult {
     let store = g.open()?;
     let resets = store.purge_resets()?;
@@ -345,6 +384,13 @@ pub fn stats(g: &Global) -> CliResult {
     println!("customers: {}", r.customers);
     println!("apps: {}", r.apps);
     println!("events: {}", r.events);
+    let mail = store.mail_queue_summary()?;
+    println!("mail_queued: {}", mail.queued);
+    println!("mail_due: {}", mail.due);
+    println!("mail_retrying: {}", mail.retrying);
+    if let Some(t) = mail.oldest {
+        println!("mail_oldest_queued: {t}");
+    }
     if let Some((seq, at)) = last {
         println!("last_event: #{seq} at {at}");
     }

@@ -54,6 +54,9 @@ enum Command {
     /// Password resets.
     #[command(subcommand)]
     Reset(admin::ResetCommand),
+    /// The reset mail queue.
+    #[command(subcommand)]
+    Mail(admin::MailCommand),
     /// Remove expired and used resets and idle login guards (used salts are kept).
     Purge,
     /// Check the store's integrity; exit 0 only when it is sound.
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         Command::App(c) => admin::app(&cli.global, c),
         Command::Customer(c) => admin::customer(&cli.global, c),
         Command::Reset(c) => admin::reset(&cli.global, c),
+        Command::Mail(c) => admin::mail(&cli.global, c),
         Command::Purge => admin::purge(&cli.global),
         Command::Check => admin::check(&cli.global),
         Command::Log(args) => admin::log(&cli.global, args),

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::Args;
 use credstore::gateway::{Gateway, GatewaySettings};
-use credstore::mail::{MailError, Mailer, ResetMail};
+use credstore::mail::{
+    Courier, CourierSettings, MailError, Mailer, ResetMail, SmtpMailer, SmtpSettings,
+};
 
 use crate::{CliResult, Failure, Global};
 
@@ -17,11 +19,45 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Write each reset mail as `<reset_id>.json` in this folder
-    /// (`{to, token, reset_id, expires_at, link}`); without it the mail is
-    /// logged without the token.
+    /// Deliver reset mails over SMTP: `smtp://host[:port]` (STARTTLS;
+    /// required unless the host is loopback), `smtps://host[:port]`
+    /// (implicit TLS), `smtps://user@host` with the password in
+    /// CREDSTORE_SMTP_PASSWORD; `?tls=required|opportunistic|none`.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CREDSTORE_SMTP_URL",
+        hide_env_values = true
+    )]
+    pub smtp: Option<String>,
+    /// The From address of reset mails (with --smtp), e.g.
+    /// `Shop <no-reply@shop.example>`.
+    #[arg(long, value_name = "ADDR", env = "CREDSTORE_MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// A PEM file of CA certificates the SMTP server's certificate may
+    /// chain to, besides Mozilla's roots.
+    #[arg(long, value_name = "FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
+    /// Base of the reset links in mails: `<base>/api/v1/<shop>/customers/reset-password/<token>`,
+    /// or a template with `{token}` (and `{shop}`). Default http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL", env = "CREDSTORE_RESET_LINK_BASE")]
+    pub reset_link_base: Option<String>,
+    /// Also write each reset mail as `<reset_id>.json` in this folder
+    /// (`{to, token, reset_id, expires_at, link}`, mode 0600): a development
+    /// mailer. Without it and without --smtp, mails are logged without the
+    /// token and dropped.
     #[arg(long)]
     pub mail_outbox: Option<PathBuf>,
+    /// Reset mails sent at once (SMTP connections).
+    #[arg(long, default_value_t = 8)]
+    pub mail_concurrency: usize,
+    /// Seconds before the first retry of a mail that failed for now (then
+    /// doubling, jittered, up to --mail-retry-max, until the token expires).
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub mail_retry_min: f64,
+    /// Longest wait in seconds between two attempts at a mail.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub mail_retry_max: f64,
     /// Seed the seeds' example parties when absent (app 396 / acme12aa,
     /// customer 811111 johndoe@email.com), show WCF dates at -0500, and
     /// accept seed 003's placeholder bearer for the demo customer only.
@@ -89,6 +125,19 @@ impl Mailer for OutboxMailer {
 
 /// Logs that a mail would be sent, without the token or the link.
 struct LogMailer;
+
+/// Every configured target in turn (the outbox first: rewriting its file
+/// on a retry is harmless). The first failure is the mail's.
+struct Targets(Vec<Box<dyn Mailer>>);
+
+impl Mailer for Targets {
+    fn send(&self, mail: &ResetMail) -> Result<(), MailError> {
+        for target in &self.0 {
+            target.send(mail)?;
+        }
+        Ok(())
+    }
+}
 
 impl Mailer for LogMailer {
     fn send(&self, mail: &ResetMail) -> Result<(), MailError> {
@@ -167,11 +216,50 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
     } else {
         GatewaySettings::default()
     };
-    let mailer: Box<dyn Mailer> = match &args.mail_outbox {
-        Some(dir) => Box::new(outbox(dir)?),
-        None => Box::new(LogMailer),
+    let settings = match &args.reset_link_base {
+        Some(base) => settings.with_reset_link_base(base.clone()),
+        None => settings,
     };
-    let gateway = Arc::new(Gateway::new(store.clone(), mailer, settings));
+    let mut targets: Vec<Box<dyn Mailer>> = Vec::new();
+    if let Some(dir) = &args.mail_outbox {
+        targets.push(Box::new(outbox(dir)?));
+    }
+    if let Some(url) = &args.smtp {
+        let Some(from) = &args.mail_from else {
+            return Err(Failure("--smtp needs --mail-from ADDR".into()));
+        };
+        let mut smtp = SmtpSettings::new(url.clone(), from.clone());
+        if let Ok(pw) = std::env::var("CREDSTORE_SMTP_PASSWORD") {
+            smtp = smtp.with_password(pw);
+        }
+        if let Some(ca) = &args.smtp_ca_file {
+            smtp = smtp.with_ca_file(ca.clone());
+        }
+        let mailer = SmtpMailer::new(&smtp)?;
+        tracing::info!(endpoint = mailer.endpoint(), "reset mails go out over SMTP");
+        targets.push(Box::new(mailer));
+    }
+    if targets.is_empty() {
+        tracing::warn!(
+            "no --smtp or --mail-outbox: reset mails are logged without their token and dropped"
+        );
+        targets.push(Box::new(LogMailer));
+    }
+    let courier = Courier::new(
+        store.clone(),
+        Targets(targets),
+        CourierSettings::new(settings.skyerp.reset_link_base.clone())
+            .with_concurrency(args.mail_concurrency.max(1))
+            .with_retry(
+                seconds("mail-retry-min", args.mail_retry_min)?,
+                seconds("mail-retry-max", args.mail_retry_max)?,
+            ),
+    );
+    let courier = courier
+        .spawn()
+        .map_err(|e| Failure(format!("cannot start the mail courier: {e}")))?;
+    let stopper = courier.courier().clone();
+    let gateway = Arc::new(Gateway::new(store.clone(), settings));
     let hashing = store.hashing_limit();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -194,12 +282,19 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
         let app = credstore::http::router_with(gateway, hashing, body_timeout);
         credstore::http::server::serve(listener, app, limits, async {
             shutdown_signal().await;
-            tracing::info!("shutting down: finishing requests in flight");
+            // Mails in flight finish; the rest stay queued for the next start.
+            stopper.stop();
+            tracing::info!("shutting down: finishing requests and mails in flight");
         })
         .await;
         Ok::<(), Failure>(())
     })?;
     rt.shutdown_timeout(Duration::from_millis(500));
+    if !courier.stop(Duration::from_secs(3)) {
+        tracing::warn!(
+            "a mail was still in flight after 3 s; it stays queued and may be sent again"
+        );
+    }
     store.flush()?;
     drop(store);
     eprintln!("credstore stopped cleanly");

@@ -3,15 +3,7 @@
 
 use super::super::media;
 
-/// The language of an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Lang {
-    /// Spanish, locale `"es"` (the default).
-    #[default]
-    Es,
-    /// English, locale `"en"`.
-    En,
-}
+pub use crate::model::Lang;
 
 impl Lang {
     /// English when `Accept-Language` prefers `en` over `es`; else Spanish.
@@ -19,14 +11,6 @@ impl Lang {
         match header.and_then(|h| media::preferred_language(h, &["es", "en"])) {
             Some("en") => Lang::En,
             _ => Lang::Es,
-        }
-    }
-
-    /// The envelope's `locale`.
-    pub fn locale(self) -> &'static str {
-        match self {
-            Lang::Es => "es",
-            Lang::En => "en",
         }
     }
 }

@@ -1,12 +1,45 @@
-//! The reset mail: what the SkyERP flow hands to the host's mailer, the
-//! [`Mailer`] trait the host implements, and a recording test double.
+//! Reset mail delivery (SPEC §12).
+//!
+//! The SkyERP POST queues its reset mail in the store, in the transaction
+//! that issues the reset ([`crate::Store::request_reset_by_mail`]); it never
+//! waits for a mail to leave. A [`Courier`] delivers the queue: it hands
+//! each due mail to a [`Mailer`] (the host's own transport, the
+//! [`SmtpMailer`] over SMTP, or a test double such as [`RecordingMailer`]),
+//! deletes it once delivered, retries temporary failures with jittered
+//! exponential backoff until the token expires, and drops permanent ones.
+//! [`template`] renders the mail (Spanish or English, text and HTML).
+
+mod courier;
+#[cfg(feature = "smtp")]
+mod smtp;
+pub mod template;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use zeroize::Zeroizing;
 
+pub use crate::model::Lang;
 use crate::model::{ResetToken, Timestamp, parse_token};
+pub use courier::{Courier, CourierHandle, CourierSettings, DeliveryReport};
+#[cfg(feature = "smtp")]
+pub use smtp::{SmtpError, SmtpMailer, SmtpSettings};
+
+/// The link a reset mail carries: with `{token}` (and optionally `{shop}`)
+/// in `base`, those are substituted; otherwise the link is
+/// `<base>/api/v1/<shop>/customers/reset-password/<token>` (the SkyERP
+/// route that checks and consumes the token). The link contains the token:
+/// treat it as secret.
+pub fn reset_link(base: &str, shop: &str, token: &str) -> String {
+    if base.contains("{token}") {
+        base.replace("{shop}", shop).replace("{token}", token)
+    } else {
+        format!(
+            "{}/api/v1/{shop}/customers/reset-password/{token}",
+            base.trim_end_matches('/')
+        )
+    }
+}
 
 /// A password-reset mail to send. The token (and the link, which contains
 /// it) are secrets: `Debug` shows neither.
@@ -16,11 +49,13 @@ pub struct ResetMail {
     reset_id: String,
     expires_at: Timestamp,
     link: Zeroizing<String>,
+    lang: Lang,
 }
 
 impl ResetMail {
     /// A mail to `to` with the token, the reset's id and expiry, and the link
-    /// the customer follows.
+    /// the customer follows; in Spanish unless [`ResetMail::with_lang`] says
+    /// otherwise.
     pub fn new(
         to: impl Into<String>,
         token: ResetToken,
@@ -34,7 +69,19 @@ impl ResetMail {
             reset_id: reset_id.into(),
             expires_at,
             link: Zeroizing::new(link.into()),
+            lang: Lang::default(),
         }
+    }
+
+    /// The same mail in `lang`.
+    pub fn with_lang(mut self, lang: Lang) -> Self {
+        self.lang = lang;
+        self
+    }
+
+    /// The mail's language.
+    pub fn lang(&self) -> Lang {
+        self.lang
     }
 
     /// The recipient: the account's email.
@@ -71,6 +118,7 @@ impl ResetMail {
             reset_id: self.reset_id.clone(),
             expires_at: self.expires_at,
             link: self.link.clone(),
+            lang: self.lang,
         })
     }
 }
@@ -83,37 +131,89 @@ impl fmt::Debug for ResetMail {
             .field("reset_id", &self.reset_id)
             .field("expires_at", &self.expires_at)
             .field("link", &"[redacted]")
+            .field("lang", &self.lang)
             .finish()
     }
 }
 
-/// Why a mail could not be sent. Its text must not contain a secret.
+/// Why a mail could not be sent. Its text must not contain a secret (it
+/// is logged, and kept with the queued mail).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MailError(String);
+pub struct MailError {
+    description: String,
+    permanent: bool,
+}
 
 impl MailError {
-    /// An error with a description (no token, no link).
+    /// A temporary failure (the courier tries again later, until the token
+    /// expires), with a description (no token, no link).
     pub fn new(description: impl Into<String>) -> Self {
-        Self(description.into())
+        Self {
+            description: description.into(),
+            permanent: false,
+        }
+    }
+
+    /// A permanent failure (an SMTP 5xx answer, an address the transport
+    /// cannot take): the courier drops the mail and revokes its reset.
+    pub fn permanent(description: impl Into<String>) -> Self {
+        Self {
+            description: description.into(),
+            permanent: true,
+        }
+    }
+
+    /// Whether trying again cannot help.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The description.
+    pub fn description(&self) -> &str {
+        &self.description
     }
 }
 
 impl fmt::Display for MailError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the reset mail could not be sent: {}", self.0)
+        let kind = if self.permanent {
+            "permanently"
+        } else {
+            "for now"
+        };
+        write!(
+            f,
+            "the reset mail could not be sent ({kind}): {}",
+            self.description
+        )
     }
 }
 
 impl std::error::Error for MailError {}
 
-/// Sends reset mails. Called outside any store transaction; a failure makes
-/// the caller revoke the reset and report that the mail was not sent.
+/// Sends reset mails: the host's plug for its own transport.
+///
+/// A [`Courier`] calls `send` on one of its worker threads (at most
+/// [`CourierSettings::concurrency`] at once), never on a request's path and
+/// never inside a store transaction, so `send` may block on the network.
+/// [`Courier::deliver_due`] calls it on the calling thread instead. `Ok`
+/// means the mail was handed over for good: the courier then deletes it
+/// from the queue. An error keeps it queued for another try
+/// ([`MailError::new`]) or drops it ([`MailError::permanent`]). A mail
+/// handed over just before the process died, and not yet deleted, is sent
+/// again after a restart: delivery is at least once.
 pub trait Mailer: Send + Sync {
     /// Sends one mail.
     fn send(&self, mail: &ResetMail) -> Result<(), MailError>;
 }
 
 impl<M: Mailer + ?Sized> Mailer for Arc<M> {
+    fn send(&self, mail: &ResetMail) -> Result<(), MailError> {
+        (**self).send(mail)
+    }
+}
+
+impl<M: Mailer + ?Sized> Mailer for Box<M> {
     fn send(&self, mail: &ResetMail) -> Result<(), MailError> {
         (**self).send(mail)
     }
@@ -129,7 +229,7 @@ pub struct RecordingMailer {
 #[derive(Debug, Default)]
 struct Recorded {
     mails: Vec<ResetMail>,
-    failing: bool,
+    failure: Option<MailError>,
 }
 
 impl RecordingMailer {
@@ -143,9 +243,14 @@ impl RecordingMailer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// From now on, every send fails (`true`) or succeeds (`false`).
+    /// From now on, every send fails for now (`true`) or succeeds (`false`).
     pub fn set_failing(&self, failing: bool) {
-        self.lock().failing = failing;
+        self.lock().failure = failing.then(|| MailError::new("the test mailer is set to fail"));
+    }
+
+    /// From now on, every send fails with `failure` (`None`: succeeds).
+    pub fn fail_with(&self, failure: Option<MailError>) {
+        self.lock().failure = failure;
     }
 
     /// Copies of the mails sent so far (failed sends are not recorded).
@@ -171,8 +276,8 @@ impl RecordingMailer {
 impl Mailer for RecordingMailer {
     fn send(&self, mail: &ResetMail) -> Result<(), MailError> {
         let mut state = self.lock();
-        if state.failing {
-            return Err(MailError::new("the test mailer is set to fail"));
+        if let Some(e) = &state.failure {
+            return Err(e.clone());
         }
         let copy = mail
             .duplicate()
@@ -220,7 +325,26 @@ mod tests {
             mail.token().expose_secret()
         );
         keep.set_failing(true);
-        assert!(m.send(&mail).is_err());
+        assert!(!m.send(&mail).unwrap_err().is_permanent());
+        keep.fail_with(Some(MailError::permanent("550 no such user")));
+        let e = m.send(&mail).unwrap_err();
+        assert!(e.is_permanent() && e.to_string().contains("550 no such user"));
         assert_eq!(keep.count(), 1);
+    }
+
+    #[test]
+    fn links() {
+        assert_eq!(
+            reset_link("http://skyerp.local/", "acme12aa", "TOK"),
+            "http://skyerp.local/api/v1/acme12aa/customers/reset-password/TOK"
+        );
+        assert_eq!(
+            reset_link(
+                "https://shop.example/{shop}/reset?t={token}",
+                "acme12aa",
+                "TOK"
+            ),
+            "https://shop.example/acme12aa/reset?t=TOK"
+        );
     }
 }

@@ -1,0 +1,468 @@
+//! The reset mail queue (SPEC §12): every access to the `mail_queue` tree.
+//!
+//! An entry is written in the transaction that issues its reset
+//! ([`Store::request_reset_by_mail`]), so a reset and its mail exist
+//! together or not at all. Its token is sealed under a sub-key of the store
+//! secret (a keystream over a fresh random nonce), so the directory never
+//! holds a usable token. The entry goes when the mail is delivered
+//! ([`Store::mail_delivered`]), fails for good or expires
+//! ([`Store::mail_failed`]), and with its reset (a credential change, a
+//! purge, a revocation, the token's use: [`forget`]).
+//!
+//! The queue is read by scanning the tree outside any transaction; every
+//! change re-reads its entry inside a small transaction.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use zeroize::Zeroize;
+
+use super::Store;
+use crate::crypto::ct_eq;
+use crate::crypto::seal::{self, Owner};
+use crate::error::{Error, InputError};
+use crate::model::{
+    DueMail, DueMails, EventKind, EventOutcome, IssuedReset, Lang, MAX_MAIL_SHOP_BYTES, MailFate,
+    MailQueueSummary, MailRequest, MailRetry, QueuedMail, Reset, ResetDetails, ResetToken,
+    Timestamp, parse_token,
+};
+use crate::store::encoding;
+use crate::store::records::{MailRecord, ResetRecord};
+use crate::store::{TreeId, Tx, TxError};
+
+/// Entries read per scan of the queue.
+const SCAN_BATCH: usize = 256;
+
+/// Longest `last_error` kept, in bytes.
+const MAX_REASON_BYTES: usize = 200;
+
+/// Wakes delivery workers when mail is queued (and when asked to stop).
+#[derive(Debug, Default)]
+pub(crate) struct MailSignal {
+    generation: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl MailSignal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        // A panic while holding this lock leaves a plain counter behind.
+        self.generation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current generation: pass it to [`MailSignal::wait`].
+    pub fn generation(&self) -> u64 {
+        *self.lock()
+    }
+
+    /// Wakes every waiter.
+    pub fn notify(&self) {
+        let mut g = self.lock();
+        *g = g.wrapping_add(1);
+        self.cv.notify_all();
+    }
+
+    /// Waits until the generation moves past `seen`, or `timeout`.
+    pub fn wait(&self, seen: u64, timeout: Duration) {
+        let g = self.lock();
+        if *g != seen {
+            return;
+        }
+        let _ = self
+            .cv
+            .wait_timeout_while(g, timeout, |g| *g == seen)
+            .map_err(|e| e.into_inner());
+    }
+}
+
+/// What a queued mail gets before its reset's transaction: the sealed
+/// token (sealing hashes, so it never runs inside a transaction).
+pub(crate) struct PreparedMail {
+    nonce: [u8; 16],
+    sealed: Vec<u8>,
+    lang: Lang,
+    shop: String,
+}
+
+impl PreparedMail {
+    /// The entry for a reset issued in the same transaction.
+    pub fn record(&self, rec: &ResetRecord) -> MailRecord {
+        MailRecord {
+            reset_id: rec.id.clone(),
+            box_id: rec.box_id,
+            to: rec.email.clone(),
+            nonce: self.nonce,
+            sealed_token: self.sealed.clone(),
+            lang: self.lang.locale().to_owned(),
+            shop: self.shop.clone(),
+            created_at: rec.created_at,
+            expires_at: rec.expires_at,
+            attempts: 0,
+            next_attempt_at: rec.created_at,
+            last_error: None,
+        }
+    }
+}
+
+/// Writes an entry (inside the transaction that issues its reset).
+pub(crate) fn enqueue(tx: &Tx<'_>, rec: &MailRecord) -> Result<(), TxError> {
+    tx.fail_point("mail:enqueue")?;
+    tx.put_record(TreeId::MailQueue, rec.reset_id.as_bytes(), rec)
+}
+
+/// Drops the entry of a reset that dies (no-op when it has none).
+pub(crate) fn forget(tx: &Tx<'_>, reset_id: &str) -> Result<(), TxError> {
+    if tx.get(TreeId::MailQueue, reset_id.as_bytes())?.is_some() {
+        tx.remove(TreeId::MailQueue, reset_id.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn public(rec: &MailRecord) -> QueuedMail {
+    QueuedMail {
+        reset_id: rec.reset_id.clone(),
+        box_id: rec.box_id,
+        to: rec.to.clone(),
+        lang: Lang::from_locale(&rec.lang),
+        shop: rec.shop.clone(),
+        created_at: rec.created_at,
+        expires_at: rec.expires_at,
+        attempts: rec.attempts,
+        next_attempt_at: rec.next_attempt_at,
+        last_error: rec.last_error.clone(),
+    }
+}
+
+/// A reason as kept: at most [`MAX_REASON_BYTES`], control characters
+/// replaced by spaces.
+fn clean_reason(reason: &str) -> String {
+    let mut out = String::new();
+    for c in reason.chars() {
+        if out.len() + c.len_utf8() > MAX_REASON_BYTES {
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+impl Store {
+    /// [`Store::request_reset_anonymous`] that also queues the reset mail,
+    /// in the same transaction: the reset and its mail exist together or
+    /// not at all, and the token leaves the store only through
+    /// [`Store::mail_due`] (sealed in the queue until then). Returns the
+    /// reset without its token.
+    ///
+    /// For callers that face anonymous clients (the SkyERP POST): a refusal
+    /// (unknown email, throttled, disabled customer) writes one refused
+    /// event, the same single durable commit as an issue, and the caller
+    /// answers it like a success. The recipient is the account's stored
+    /// email, never the request's spelling. Delivery workers waiting in
+    /// [`crate::mail::Courier`] are woken.
+    pub fn request_reset_by_mail(
+        &self,
+        email: &str,
+        details: ResetDetails,
+        mail: &MailRequest,
+    ) -> Result<Reset, Error> {
+        if mail.shop.len() > MAX_MAIL_SHOP_BYTES || mail.shop.chars().any(char::is_control) {
+            return Err(InputError::MalformedText { field: "shop" }.into());
+        }
+        let IssuedReset { reset, token } = self.issue_reset(email, details, true, Some(mail))?;
+        drop(token);
+        self.mail_signal().notify();
+        Ok(reset)
+    }
+
+    /// Seals `token` for a new queue entry (outside any transaction).
+    pub(crate) fn prepare_mail(
+        &self,
+        token: &ResetToken,
+        mail: &MailRequest,
+    ) -> Result<PreparedMail, Error> {
+        let mut nonce = [0u8; 16];
+        crate::crypto::random::fill(&mut nonce)?;
+        let sealed = seal::seal(
+            &self.keys().mail_seal,
+            Owner::Mail(nonce),
+            0,
+            token.expose_secret().as_bytes(),
+        );
+        Ok(PreparedMail {
+            nonce,
+            sealed,
+            lang: mail.lang,
+            shop: mail.shop.clone(),
+        })
+    }
+
+    pub(crate) fn mail_signal(&self) -> &MailSignal {
+        &self.inner.mail_signal
+    }
+
+    /// Every entry of the queue, in key order (a scan outside transactions).
+    fn mail_records(&self) -> Result<Vec<MailRecord>, Error> {
+        let mut out = Vec::new();
+        let mut start = Vec::new();
+        loop {
+            let rows = self.engine().scan(TreeId::MailQueue, &start, SCAN_BATCH)?;
+            for (k, v) in &rows {
+                out.push(encoding::decode::<MailRecord>(TreeId::MailQueue, k, v)?);
+            }
+            match rows.last() {
+                Some((k, _)) if rows.len() == SCAN_BATCH => {
+                    start = k.to_vec();
+                    start.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Up to `limit` queued mails (never their tokens), the next due first.
+    pub fn mail_queue(&self, limit: usize) -> Result<Vec<QueuedMail>, Error> {
+        let mut recs = self.mail_records()?;
+        recs.sort_by(|a, b| {
+            (a.next_attempt_at, a.created_at, &a.reset_id).cmp(&(
+                b.next_attempt_at,
+                b.created_at,
+                &b.reset_id,
+            ))
+        });
+        Ok(recs.iter().take(limit).map(public).collect())
+    }
+
+    /// How many mails are queued, due, retrying; the oldest's time.
+    pub fn mail_queue_summary(&self) -> Result<MailQueueSummary, Error> {
+        let now = self.now();
+        let mut s = MailQueueSummary::default();
+        for r in self.mail_records()? {
+            s.queued += 1;
+            s.due += u64::from(r.next_attempt_at <= now);
+            s.retrying += u64::from(r.attempts > 0);
+            s.oldest = Some(
+                s.oldest
+                    .map_or(r.created_at, |o: Timestamp| o.min(r.created_at)),
+            );
+        }
+        Ok(s)
+    }
+
+    /// Up to `limit` mails due now (by the store's clock), the
+    /// longest-waiting first, each with its token unsealed and checked
+    /// against its reset (unused, unexpired, the customer's credentials
+    /// unchanged). Entries whose token expired are dropped here (a
+    /// `MailExpired` event); entries whose token no longer checks out are
+    /// dropped as bounced. Hand each mail to a mailer, then call
+    /// [`Store::mail_delivered`] or [`Store::mail_failed`].
+    ///
+    /// This is a read: nothing marks the mails as taken, so one process
+    /// delivers a queue (the [`crate::mail::Courier`] keeps the mails in
+    /// flight apart).
+    pub fn mail_due(&self, limit: usize) -> Result<DueMails, Error> {
+        self.mail_due_except(limit, |_| false)
+    }
+
+    /// [`Store::mail_due`], passing over the entries `skip` names (the
+    /// mails a worker has in flight).
+    pub(crate) fn mail_due_except(
+        &self,
+        limit: usize,
+        skip: impl Fn(&str) -> bool,
+    ) -> Result<DueMails, Error> {
+        let now = self.now();
+        let mut due = Vec::new();
+        let mut next_due: Option<Timestamp> = None;
+        let mut later = |t: Timestamp| next_due = Some(next_due.map_or(t, |n| n.min(t)));
+        for rec in self.mail_records()? {
+            if skip(&rec.reset_id) {
+                continue;
+            }
+            if rec.next_attempt_at <= now || rec.expires_at <= now {
+                due.push(rec);
+            } else {
+                later(rec.next_attempt_at);
+            }
+        }
+        due.sort_by(|a, b| {
+            (a.next_attempt_at, a.created_at, &a.reset_id).cmp(&(
+                b.next_attempt_at,
+                b.created_at,
+                &b.reset_id,
+            ))
+        });
+        let mut out = DueMails::default();
+        for rec in due {
+            if out.mails.len() >= limit {
+                later(rec.next_attempt_at);
+                continue;
+            }
+            if rec.expires_at <= now {
+                self.drop_mail(&rec.reset_id, EventKind::MailExpired)?;
+                continue;
+            }
+            match self.unseal_checked(&rec, now)? {
+                Some(token) => out.mails.push(DueMail {
+                    entry: public(&rec),
+                    token,
+                }),
+                None => {
+                    tracing::warn!(
+                        reset_id = %rec.reset_id,
+                        "a queued reset mail's token no longer matches a live reset; dropped"
+                    );
+                    self.drop_mail(&rec.reset_id, EventKind::MailBounced)?;
+                }
+            }
+        }
+        out.next_due = next_due;
+        Ok(out)
+    }
+
+    /// The entry's token, if it unseals to the token of a live reset.
+    fn unseal_checked(
+        &self,
+        rec: &MailRecord,
+        now: Timestamp,
+    ) -> Result<Option<ResetToken>, Error> {
+        let Some(mut text) = seal::unseal(
+            &self.keys().mail_seal,
+            Owner::Mail(rec.nonce),
+            0,
+            &rec.sealed_token,
+        ) else {
+            return Ok(None);
+        };
+        let token = parse_token(text.as_bytes());
+        text.zeroize();
+        let Ok(token) = token else {
+            return Ok(None);
+        };
+        let Some(reset) = self
+            .engine()
+            .get_record::<ResetRecord>(TreeId::Resets, rec.reset_id.as_bytes())?
+        else {
+            return Ok(None);
+        };
+        let digest = self.token_digest(&token);
+        if !ct_eq(&reset.token_digest, &digest) {
+            return Ok(None);
+        }
+        match self.live_customer(&reset, &digest, now) {
+            Ok(_) => Ok(Some(token)),
+            Err(Error::InvalidToken) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records that the mail of reset `reset_id` was delivered: its entry
+    /// (and sealed token) is deleted, with a `MailDelivered` event, durably
+    /// before this returns. `false` when there was no such entry.
+    pub fn mail_delivered(&self, reset_id: &str) -> Result<bool, Error> {
+        let now = self.now();
+        self.engine().transact(|tx| {
+            let Some(rec) = tx.get_record::<MailRecord>(TreeId::MailQueue, reset_id.as_bytes())?
+            else {
+                return Ok(false);
+            };
+            tx.remove(TreeId::MailQueue, reset_id.as_bytes())?;
+            tx.append_event(
+                now,
+                EventKind::MailDelivered,
+                EventOutcome::Granted,
+                Some(rec.box_id),
+                None,
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// Records a failed delivery. [`MailRetry::At`] keeps the entry, one
+    /// more attempt counted and `reason` noted, until that time, unless the
+    /// token expires first ([`MailFate::Expired`]: dropped). A permanent
+    /// failure ([`MailRetry::Never`]) drops the entry and revokes its reset
+    /// in one transaction, with a `MailBounced` event: nobody received the
+    /// token, and the customer may ask again at once. `reason` must hold no
+    /// secret (it is kept, and listed by `credstore mail list`).
+    pub fn mail_failed(
+        &self,
+        reset_id: &str,
+        reason: &str,
+        retry: MailRetry,
+    ) -> Result<MailFate, Error> {
+        let reason = clean_reason(reason);
+        let now = self.now();
+        let retry_at = match retry {
+            MailRetry::At(at) => at,
+            MailRetry::Never => return self.drop_mail(reset_id, EventKind::MailBounced),
+        };
+        let fate = self.engine().transact(|tx| {
+            let Some(mut rec) =
+                tx.get_record::<MailRecord>(TreeId::MailQueue, reset_id.as_bytes())?
+            else {
+                return Ok(MailFate::Gone);
+            };
+            if retry_at >= rec.expires_at || now >= rec.expires_at {
+                return Ok(MailFate::Expired);
+            }
+            rec.attempts = rec.attempts.saturating_add(1);
+            rec.next_attempt_at = retry_at;
+            rec.last_error = Some(reason.clone());
+            tx.put_record(TreeId::MailQueue, reset_id.as_bytes(), &rec)?;
+            Ok(MailFate::Retry(retry_at))
+        })?;
+        match fate {
+            MailFate::Expired => self.drop_mail(reset_id, EventKind::MailExpired),
+            other => Ok(other),
+        }
+    }
+
+    /// Drops an entry with an event of `kind`; a bounced mail's reset is
+    /// revoked in the same transaction.
+    fn drop_mail(&self, reset_id: &str, kind: EventKind) -> Result<MailFate, Error> {
+        let now = self.now();
+        self.engine().transact(|tx| {
+            let Some(rec) = tx.get_record::<MailRecord>(TreeId::MailQueue, reset_id.as_bytes())?
+            else {
+                return Ok(MailFate::Gone);
+            };
+            tx.remove(TreeId::MailQueue, reset_id.as_bytes())?;
+            if kind == EventKind::MailBounced {
+                super::resets::revoke_in(tx, reset_id)?;
+            }
+            tx.append_event(now, kind, EventOutcome::Refused, Some(rec.box_id), None)?;
+            Ok(if kind == EventKind::MailBounced {
+                MailFate::Bounced
+            } else {
+                MailFate::Expired
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_bounded_and_printable() {
+        assert_eq!(clean_reason("421 try\r\nlater"), "421 try  later");
+        let long = "é".repeat(300);
+        let r = clean_reason(&long);
+        assert!(r.len() <= MAX_REASON_BYTES && r.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn a_signal_wakes_a_waiter() {
+        let s = std::sync::Arc::new(MailSignal::default());
+        let seen = s.generation();
+        let t = {
+            let s = s.clone();
+            std::thread::spawn(move || s.wait(seen, Duration::from_secs(30)))
+        };
+        s.notify();
+        t.join().unwrap();
+        assert_ne!(s.generation(), seen);
+        // A moved generation returns at once.
+        s.wait(seen, Duration::from_secs(30));
+    }
+}
