@@ -50,14 +50,19 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+mod async_store;
 pub mod codec;
 mod crypto;
 pub mod demo;
 mod error;
 pub mod gateway;
 #[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod http;
 #[doc(hidden)]
 pub mod internal;
@@ -66,6 +71,14 @@ mod model;
 mod ops;
 mod store;
 
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use async_store::AsyncStore;
+/// The axum this crate's router is built with (0.8): use it to build the
+/// host's router, so that two axum versions never meet.
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub use axum;
 pub use crypto::change_password_digest;
 pub use crypto::{Argon2Params, PasswordHashInfo, PasswordPolicy, PasswordScheme};
 pub use error::{Credential, Entity, Error, InputError, PolicyViolation, Result, StorageError};

@@ -10,7 +10,7 @@ pub(crate) mod random;
 pub(crate) mod seal;
 pub(crate) mod slots;
 
-#[cfg(feature = "server")]
+#[cfg(feature = "tokio")]
 pub(crate) use slots::admit as admit_hashing;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};

@@ -20,6 +20,10 @@ use argon2::Block;
 
 pub(crate) struct HashSlots {
     limit: usize,
+    /// One permit per slot, for async callers to wait on before they take
+    /// a blocking thread (see [`admit`]).
+    #[cfg(feature = "tokio")]
+    admission: std::sync::Arc<tokio::sync::Semaphore>,
     /// Idle slots, each with the argon2 memory it kept (empty until used).
     free: Mutex<Vec<Vec<Block>>>,
     freed: Condvar,
@@ -40,7 +44,15 @@ impl HashSlots {
             free: Mutex::new((0..limit).map(|_| Vec::new()).collect()),
             freed: Condvar::new(),
             waits: AtomicU64::new(0),
+            #[cfg(feature = "tokio")]
+            admission: std::sync::Arc::new(tokio::sync::Semaphore::new(limit)),
         }
+    }
+
+    /// The async admission: one permit per slot.
+    #[cfg(feature = "tokio")]
+    pub fn admission(&self) -> &std::sync::Arc<tokio::sync::Semaphore> {
+        &self.admission
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Vec<Block>>> {
@@ -115,6 +127,7 @@ thread_local! {
 /// Runs `f` (a request on a blocking thread) holding `admission` (e.g. an
 /// async semaphore's permit) until the first password hash on this thread
 /// is done, or until `f` returns if it hashes nothing.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub fn admit<R>(admission: Box<dyn Send>, f: impl FnOnce() -> R) -> R {
     ADMISSION.with(|a| *a.borrow_mut() = Some(admission));
     let out = f();

@@ -1,13 +1,33 @@
-//! The axum router hosts mount: every route of SPEC §6 through the
-//! [`Gateway`]. Every request runs on tokio's blocking pool (the store
-//! blocks: argon2, `fdatasync`). Only hashing is bounded: a request that may
-//! hash ([`Gateway::may_hash`]) first waits, asynchronously, for one of the
-//! store's hashing slots, so that a flood of logins neither parks the
+//! The axum router hosts mount: every documented route of SPEC §6, through
+//! the [`Gateway`], registered explicitly (no fallback), so that it merges
+//! into a host's own router beside its routes and its own fallback.
+//!
+//! ```no_run
+//! # async fn host(store: credstore::Store) {
+//! use credstore::http::Routes;
+//! use credstore::axum::{Router, routing::get};
+//!
+//! let app: Router = Router::new()
+//!     .route("/hello", get(|| async { "hello" }))
+//!     .merge(Routes::new(store).build())
+//!     .fallback(|| async { "the host's own 404" });
+//! # let _ = app; }
+//! ```
+//!
+//! Every request runs on tokio's blocking pool (the store blocks: argon2,
+//! `fdatasync`). Only hashing is bounded: a request that may hash
+//! ([`Gateway::may_hash`]) first waits, asynchronously, for one of the
+//! store's hashing slots ([`crate::Config::with_hashing_limit`], shared
+//! with [`crate::AsyncStore`]), so that a flood of logins neither parks the
 //! blocking pool's threads nor delays requests that hash nothing (token
-//! checks, reset requests). The slot is given back as soon as the request's
-//! hash is done: a request waiting for its disk sync holds none. One log line per request (method, route, status, latency), never a
-//! secret: the route label replaces a token in the path by `{token}`.
-//! [`server`] serves the router with bounds on what a client may hold.
+//! checks, reset requests); the slot is given back as soon as the hash is
+//! done, so a request waiting for its disk sync holds none. One log line
+//! per request (method, route, status, latency), never a secret: the route
+//! label replaces a token in the path by `{token}`. [`server`] serves a
+//! router with bounds on what a client may hold.
+//!
+//! Reset mails wait in the store's queue: run a [`crate::mail::Courier`]
+//! beside the router to deliver them.
 
 pub mod server;
 
@@ -19,38 +39,102 @@ use axum::body::Body;
 use axum::extract::{Request as AxumRequest, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response as AxumResponse;
-use tokio::sync::Semaphore;
+use axum::routing::any;
 
 use crate::codec::MAX_BODY_BYTES;
-use crate::gateway::{Gateway, Request, Response};
+use crate::gateway::{Gateway, GatewaySettings, Request, Response};
+use crate::ops::Store;
 
 #[derive(Clone)]
 struct AppState {
     gateway: Arc<Gateway>,
-    /// One permit per hashing slot of the store.
-    hashing: Arc<Semaphore>,
     body_timeout: Duration,
 }
 
 /// How long a request's body may take to arrive, by default.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A router serving every documented route through `gateway`. At most
-/// `hashing` requests that may hash run at once (use the store's
-/// [`crate::Store::hashing_limit`]); other requests never wait for them.
-pub fn router(gateway: Arc<Gateway>, hashing: usize) -> Router {
-    router_with(gateway, hashing, DEFAULT_BODY_TIMEOUT)
+/// The documented routes (SPEC §6), as axum paths.
+pub const ROUTES: [&str; 9] = [
+    "/wcf-services/service-customer.svc/customer/customer-update-password",
+    "/wcf-services/service-customer.svc/customer/customer-registration",
+    "/wcf-services/service-customer.svc/customer/customer-login",
+    "/api/v1/{shop}/customers/reset-password",
+    "/api/v1/{shop}/customers/reset-password/{token}",
+    "/api/customer_password_resets",
+    "/api/customer_password_resets/{id}",
+    "/api/Customers/ChangePassword",
+    "/api/customers/changepassword",
+];
+
+/// Builds the router: the store, then settings with sensible defaults.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    store: Store,
+    settings: GatewaySettings,
+    body_timeout: Duration,
 }
 
-/// [`router`] with a body timeout: a request whose body has not fully
-/// arrived after `body_timeout` is answered 408 and its connection closed.
-pub fn router_with(gateway: Arc<Gateway>, hashing: usize, body_timeout: Duration) -> Router {
+impl Routes {
+    /// The routes over `store`, with default settings: no WCF display
+    /// offset, links on `http://127.0.0.1:8080`, Commerce Layer in test
+    /// mode, a 10 s body timeout.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            settings: GatewaySettings::default(),
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+        }
+    }
+
+    /// All the codecs' settings at once.
+    pub fn settings(mut self, settings: GatewaySettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Where reset links point (`https://shop.example/reset/{token}`, or a
+    /// base to which the SkyERP path is appended).
+    pub fn reset_link_base(mut self, base: impl Into<String>) -> Self {
+        self.settings = self.settings.with_reset_link_base(base);
+        self
+    }
+
+    /// A request whose body has not fully arrived after this is answered
+    /// 408 and its connection closed.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// The router, for any host state `S` (merge it into the host's).
+    pub fn build<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        routes(AppState {
+            gateway: Arc::new(Gateway::new(self.store, self.settings)),
+            body_timeout: self.body_timeout,
+        })
+    }
+}
+
+fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
+    let mut router = Router::new();
+    for path in ROUTES {
+        router = router.route(path, any(handle));
+    }
+    router.with_state(state)
+}
+
+/// The reference server's router (`credstore serve`): the documented
+/// routes over `gateway`, and every other path to the gateway too, which
+/// answers it in the format the path names (the WCF paths in any case, a
+/// trailing slash) or with its JSON 404. Hosts use [`Routes`], which has no
+/// fallback.
+pub fn reference_router(gateway: Arc<Gateway>, body_timeout: Duration) -> Router {
     let state = AppState {
         gateway,
-        hashing: Arc::new(Semaphore::new(hashing.max(1))),
         body_timeout,
     };
-    Router::new().fallback(handle).with_state(state)
+    routes(state.clone()).fallback(handle).with_state(state)
 }
 
 /// The path as logged: a reset token in a SkyERP path becomes `{token}`.
@@ -89,7 +173,13 @@ async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse
         }
     };
     let permit = if state.gateway.may_hash(&greq) {
-        match state.hashing.clone().acquire_owned().await {
+        match state
+            .gateway
+            .store()
+            .hashing_admission()
+            .acquire_owned()
+            .await
+        {
             Ok(p) => Some(p),
             Err(_) => return into_axum(internal_error()),
         }

@@ -97,6 +97,14 @@ impl Store {
         self.inner.hasher.slots().limit()
     }
 
+    /// One permit per hashing slot, for async callers ([`crate::AsyncStore`],
+    /// the router) to wait on before they give an operation that may hash a
+    /// blocking thread.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn hashing_admission(&self) -> std::sync::Arc<tokio::sync::Semaphore> {
+        self.inner.hasher.slots().admission().clone()
+    }
+
     /// How many hashes so far had to wait for a hashing slot.
     pub fn hashing_waits(&self) -> u64 {
         self.inner.hasher.slots().waits()

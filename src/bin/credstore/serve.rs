@@ -260,7 +260,6 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
         .map_err(|e| Failure(format!("cannot start the mail courier: {e}")))?;
     let stopper = courier.courier().clone();
     let gateway = Arc::new(Gateway::new(store.clone(), settings));
-    let hashing = store.hashing_limit();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -279,7 +278,7 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
         let addr = listener.local_addr()?;
         println!("credstore listening on http://{addr}");
         let _ = std::io::stdout().flush();
-        let app = credstore::http::router_with(gateway, hashing, body_timeout);
+        let app = credstore::http::reference_router(gateway, body_timeout);
         credstore::http::server::serve(listener, app, limits, async {
             shutdown_signal().await;
             // Mails in flight finish; the rest stay queued for the next start.

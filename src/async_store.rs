@@ -1,0 +1,383 @@
+//! [`AsyncStore`]: the store's operations for async hosts (feature `tokio`).
+//!
+//! Every [`Store`] method blocks: argon2 (10–25 ms a hash), `fdatasync`, and
+//! with the PostgreSQL backend a client that panics when used on an async
+//! worker thread. Called from an async handler they stall the runtime's
+//! workers, so every other request of the host waits. `AsyncStore` runs each
+//! operation on tokio's blocking pool instead. Operations that may hash a
+//! password first wait, asynchronously, for one of the store's hashing slots
+//! ([`crate::Config::with_hashing_limit`], shared with the router), and give
+//! it back as soon as the hash is done, so that a flood of logins neither
+//! parks blocking threads nor delays operations that hash nothing.
+//!
+//! Arguments are owned (they move to another thread). The last handle drops
+//! its store on the blocking pool too (a clean close makes a checkpoint).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    App, AppKey, BoxId, Customer, CustomerKey, Event, FlagsUpdate, ImportedCustomer, IssuedReset,
+    Login, NewCustomer, Password, Reset, ResetDetails, ResetToken, ResetUpdate, UserCode,
+    ValidToken,
+};
+use crate::ops::{SignedPasswordChange, Store};
+use crate::store::IntegrityReport;
+
+/// The store for async hosts: the same operations as [`Store`], run off the
+/// executor. A cheap `Clone`; build it once from an opened [`Store`].
+///
+/// ```no_run
+/// # async fn host(store: credstore::Store) -> Result<(), credstore::Error> {
+/// use credstore::{AsyncStore, Password};
+///
+/// let store = AsyncStore::new(store);
+/// // In an axum handler, say: no worker thread blocks on argon2.
+/// let login = store.login("johndoe@email.com", Password::new("pass12345")?).await?;
+/// # let _ = login; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AsyncStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Always `Some` until dropped (on the blocking pool).
+    store: Option<Store>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let store = self.store.take();
+        // Dropping the last handle of a store closes it (a checkpoint):
+        // blocking I/O, which must not happen on an async worker.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            drop(rt.spawn_blocking(move || drop(store)));
+        }
+    }
+}
+
+impl std::fmt::Debug for AsyncStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncStore")
+            .field("store", &self.inner.store)
+            .finish()
+    }
+}
+
+impl AsyncStore {
+    /// Wraps an opened store (open it with [`AsyncStore::open`] from async
+    /// code: opening recovers the log, which blocks).
+    pub fn new(store: Store) -> Self {
+        Self {
+            inner: Arc::new(Inner { store: Some(store) }),
+        }
+    }
+
+    /// [`Store::open`] on the blocking pool.
+    pub async fn open(
+        path: impl Into<std::path::PathBuf>,
+        secret: crate::StoreSecret,
+        config: crate::Config,
+    ) -> Result<Self> {
+        let path = path.into();
+        let store = tokio::task::spawn_blocking(move || Store::open(path, &secret, config))
+            .await
+            .map_err(joined)??;
+        Ok(Self::new(store))
+    }
+
+    /// The blocking store (for the router, or for work already on a
+    /// blocking thread).
+    pub fn store(&self) -> &Store {
+        // Only `Drop` takes it out.
+        self.inner.store.as_ref().unwrap_or_else(|| unreachable!())
+    }
+
+    /// Runs `f` on the blocking pool; with `hashes`, once a hashing slot is
+    /// free (held until the first hash is done).
+    fn run<T: Send + 'static>(
+        &self,
+        hashes: bool,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> impl Future<Output = Result<T>> + Send + 'static {
+        let store = self.store().clone();
+        async move {
+            let permit = if hashes {
+                Some(
+                    store
+                        .hashing_admission()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| closed())?,
+                )
+            } else {
+                None
+            };
+            tokio::task::spawn_blocking(move || match permit {
+                Some(p) => crate::crypto::admit_hashing(Box::new(p), || f(&store)),
+                None => f(&store),
+            })
+            .await
+            .map_err(joined)?
+        }
+    }
+
+    // ------------------------------------------------------ hashing ones
+
+    /// [`Store::register`].
+    pub async fn register(&self, new: NewCustomer) -> Result<(Customer, CustomerKey)> {
+        self.run(true, move |s| s.register(new)).await
+    }
+
+    /// [`Store::login`].
+    pub async fn login(&self, email: impl Into<String>, password: Password) -> Result<Login> {
+        let email = email.into();
+        self.run(true, move |s| s.login(&email, &password)).await
+    }
+
+    /// [`Store::update_password`].
+    pub async fn update_password(
+        &self,
+        box_id: BoxId,
+        key: CustomerKey,
+        current_email: impl Into<String>,
+        new_password: Password,
+    ) -> Result<Customer> {
+        let email = current_email.into();
+        self.run(true, move |s| {
+            s.update_password(box_id, &key, &email, &new_password)
+        })
+        .await
+    }
+
+    /// [`Store::change_password`].
+    pub async fn change_password(
+        &self,
+        box_id: BoxId,
+        new_password: Password,
+        expected_version: u64,
+    ) -> Result<Customer> {
+        self.run(true, move |s| {
+            s.change_password(box_id, &new_password, expected_version)
+        })
+        .await
+    }
+
+    /// [`Store::change_password_signed`].
+    pub async fn change_password_signed(&self, req: SignedPasswordChange) -> Result<Customer> {
+        self.run(true, move |s| s.change_password_signed(&req))
+            .await
+    }
+
+    /// [`Store::reset_password`].
+    pub async fn reset_password(
+        &self,
+        token: ResetToken,
+        expected_email: Option<String>,
+        new_password: Password,
+    ) -> Result<Customer> {
+        self.run(true, move |s| {
+            s.reset_password(&token, expected_email.as_deref(), &new_password)
+        })
+        .await
+    }
+
+    /// [`Store::reset_password_by_id_and_update`] (with
+    /// `ResetUpdate::default()`, [`Store::reset_password_by_id`]).
+    pub async fn reset_password_by_id(
+        &self,
+        id: impl Into<String>,
+        token: ResetToken,
+        new_password: Password,
+        update: ResetUpdate,
+    ) -> Result<Reset> {
+        let id = id.into();
+        self.run(true, move |s| {
+            s.reset_password_by_id_and_update(&id, &token, &new_password, &update)
+        })
+        .await
+    }
+
+    // -------------------------------------------- customers, no hashing
+
+    /// [`Store::import_customer`].
+    pub async fn import_customer(&self, imp: ImportedCustomer) -> Result<(Customer, CustomerKey)> {
+        self.run(false, move |s| s.import_customer(imp)).await
+    }
+
+    /// [`Store::customer`].
+    pub async fn customer(&self, box_id: BoxId) -> Result<Customer> {
+        self.run(false, move |s| s.customer(box_id)).await
+    }
+
+    /// [`Store::customer_by_email`].
+    pub async fn customer_by_email(&self, email: impl Into<String>) -> Result<Customer> {
+        let email = email.into();
+        self.run(false, move |s| s.customer_by_email(&email)).await
+    }
+
+    /// [`Store::authenticate_customer`].
+    pub async fn authenticate_customer(&self, box_id: BoxId, key: CustomerKey) -> Result<Customer> {
+        self.run(false, move |s| s.authenticate_customer(box_id, &key))
+            .await
+    }
+
+    /// [`Store::set_flags`].
+    pub async fn set_flags(&self, box_id: BoxId, update: FlagsUpdate) -> Result<Customer> {
+        self.run(false, move |s| s.set_flags(box_id, update)).await
+    }
+
+    /// [`Store::change_email`].
+    pub async fn change_email(
+        &self,
+        box_id: BoxId,
+        key: CustomerKey,
+        new_email: impl Into<String>,
+    ) -> Result<(Customer, CustomerKey)> {
+        let email = new_email.into();
+        self.run(false, move |s| s.change_email(box_id, &key, &email))
+            .await
+    }
+
+    // ------------------------------------------------------------- apps
+
+    /// [`Store::create_app`].
+    pub async fn create_app(
+        &self,
+        user_code: UserCode,
+        name: impl Into<String>,
+        shop_key: Option<String>,
+    ) -> Result<(App, AppKey)> {
+        let name = name.into();
+        self.run(false, move |s| {
+            s.create_app(user_code, &name, shop_key.as_deref())
+        })
+        .await
+    }
+
+    /// [`Store::authenticate_app`].
+    pub async fn authenticate_app(&self, user_code: UserCode, key: AppKey) -> Result<App> {
+        self.run(false, move |s| s.authenticate_app(user_code, &key))
+            .await
+    }
+
+    /// [`Store::authenticate_app_key`].
+    pub async fn authenticate_app_key(&self, key: AppKey) -> Result<App> {
+        self.run(false, move |s| s.authenticate_app_key(&key)).await
+    }
+
+    /// [`Store::app`].
+    pub async fn app(&self, user_code: UserCode) -> Result<App> {
+        self.run(false, move |s| s.app(user_code)).await
+    }
+
+    /// [`Store::apps`].
+    pub async fn apps(&self) -> Result<Vec<App>> {
+        self.run(false, Store::apps).await
+    }
+
+    /// [`Store::set_app_enabled`].
+    pub async fn set_app_enabled(&self, user_code: UserCode, enabled: bool) -> Result<App> {
+        self.run(false, move |s| s.set_app_enabled(user_code, enabled))
+            .await
+    }
+
+    // ----------------------------------------------------------- resets
+
+    /// [`Store::request_reset`].
+    pub async fn request_reset(
+        &self,
+        email: impl Into<String>,
+        details: ResetDetails,
+    ) -> Result<IssuedReset> {
+        let email = email.into();
+        self.run(false, move |s| s.request_reset(&email, details))
+            .await
+    }
+
+    /// [`Store::request_reset_by_mail`]: the reset and its mail, queued
+    /// together for a [`crate::mail::Courier`].
+    pub async fn request_reset_by_mail(
+        &self,
+        email: impl Into<String>,
+        details: ResetDetails,
+        mail: crate::MailRequest,
+    ) -> Result<Reset> {
+        let email = email.into();
+        self.run(false, move |s| {
+            s.request_reset_by_mail(&email, details, &mail)
+        })
+        .await
+    }
+
+    /// [`Store::check_reset_token`].
+    pub async fn check_reset_token(&self, token: ResetToken) -> Result<ValidToken> {
+        self.run(false, move |s| s.check_reset_token(&token)).await
+    }
+
+    /// [`Store::reset`].
+    pub async fn reset(&self, id: impl Into<String>) -> Result<Reset> {
+        let id = id.into();
+        self.run(false, move |s| s.reset(&id)).await
+    }
+
+    /// [`Store::update_reset`].
+    pub async fn update_reset(&self, id: impl Into<String>, update: ResetUpdate) -> Result<Reset> {
+        let id = id.into();
+        self.run(false, move |s| s.update_reset(&id, update)).await
+    }
+
+    /// [`Store::revoke_reset`].
+    pub async fn revoke_reset(&self, id: impl Into<String>) -> Result<()> {
+        let id = id.into();
+        self.run(false, move |s| s.revoke_reset(&id)).await
+    }
+
+    /// [`Store::purge_resets`].
+    pub async fn purge_resets(&self) -> Result<usize> {
+        self.run(false, Store::purge_resets).await
+    }
+
+    /// [`Store::purge_login_guards`].
+    pub async fn purge_login_guards(&self) -> Result<usize> {
+        self.run(false, Store::purge_login_guards).await
+    }
+
+    // ---------------------------------------------------- log and upkeep
+
+    /// [`Store::events`].
+    pub async fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>> {
+        self.run(false, move |s| s.events(from, limit)).await
+    }
+
+    /// [`Store::trim_events`].
+    pub async fn trim_events(&self, before: u64) -> Result<usize> {
+        self.run(false, move |s| s.trim_events(before)).await
+    }
+
+    /// [`Store::check_integrity`].
+    pub async fn check_integrity(&self) -> Result<IntegrityReport> {
+        self.run(false, Store::check_integrity).await
+    }
+
+    /// [`Store::flush`].
+    pub async fn flush(&self) -> Result<()> {
+        self.run(false, Store::flush).await
+    }
+}
+
+fn joined(_: tokio::task::JoinError) -> Error {
+    Error::Storage(crate::error::StorageError::new(
+        "running an operation on the blocking pool",
+        "the operation panicked or the runtime is shutting down",
+    ))
+}
+
+fn closed() -> Error {
+    Error::Storage(crate::error::StorageError::new(
+        "waiting for a hashing slot",
+        "the hashing admission was closed",
+    ))
+}
