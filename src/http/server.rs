@@ -4,7 +4,7 @@
 //! - every request's headers must arrive within [`ServerLimits::header_timeout`]
 //!   of the connection opening or of the previous response (hyper's header
 //!   read timeout, which also closes idle keep-alive connections);
-//! - its body within the router's body timeout ([`super::router_with`]);
+//! - its body within the router's body timeout ([`super::Routes::body_timeout`]);
 //! - at most [`ServerLimits::max_connections`] connections are served at
 //!   once: beyond that, new ones wait in the kernel's accept queue.
 
