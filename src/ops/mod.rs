@@ -24,6 +24,29 @@ use crate::store::{Engine, EngineOptions, IntegrityReport, TreeId, encoding};
 
 /// The credential store: a cheap `Clone`, `Send + Sync`; open once per process
 /// and share.
+///
+/// # Blocking
+///
+/// Every method blocks the calling thread, some for long:
+///
+/// - these compute a password hash (argon2id: 10–25 ms with the default
+///   parameters; an imported bcrypt or argon2 hash costs what its
+///   parameters say): [`Store::register`], [`Store::login`],
+///   [`Store::update_password`], [`Store::change_password`],
+///   [`Store::change_password_signed`], [`Store::reset_password`],
+///   [`Store::reset_password_by_id`],
+///   [`Store::reset_password_by_id_and_update`]. At most
+///   [`Config::with_hashing_limit`] hashes run at once; the rest wait;
+/// - every method that changes something waits for its write-ahead log
+///   record to reach the disk (`fdatasync`, shared by concurrent writers),
+///   and [`Store::open`] recovers the log;
+/// - reads (`customer`, `check_reset_token`, `app`, ...) touch memory or the
+///   page cache only.
+///
+/// Do not call them on an async runtime's worker threads: use
+/// [`crate::AsyncStore`] (feature `tokio`), which runs each on the blocking
+/// pool, or `spawn_blocking`. Dropping the last handle closes the store (a
+/// checkpoint: I/O).
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
