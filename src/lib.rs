@@ -75,4 +75,4 @@ pub use model::{
 };
 pub use ops::{Config, FailPoint, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
 pub use ops::{MIN_SALT, NONCE_TTL, SignedPasswordChange};
-pub use store::{Durability, IntegrityReport};
+pub use store::{Durability, Health, IntegrityReport, LogTruncation};

@@ -41,6 +41,8 @@
 //!
 //! Byte formats are in [`format`]; the record payload (a redo set) in [`redo`].
 
+mod corruption;
+mod failure;
 pub(crate) mod format;
 pub(crate) mod io;
 pub(crate) mod redo;
@@ -59,6 +61,8 @@ use std::time::{Duration, Instant};
 
 use super::overlay::{Frozen, Overlay};
 use super::tx::Redo;
+pub(crate) use corruption::Corruption;
+use failure::{FailedState, FailureLog};
 use format::{Checkpoint, REC_OVERHEAD, SEG_HEADER_LEN, SegmentHeader};
 pub(crate) use io::{FsDir, WalDir, WalFile};
 
@@ -90,6 +94,9 @@ const RESUME_CHUNK: usize = if cfg!(test) { 3 } else { 4096 };
 
 /// The longest a group commit's leader waits for writers about to append.
 const GATHER_LIMIT: Duration = Duration::from_micros(200);
+
+/// How long after a failed attempt to prepare a spare slot the next waits.
+const SPARE_RETRY: Duration = Duration::from_secs(1);
 
 impl WalOptions {
     /// 16 MiB segments.
@@ -156,6 +163,8 @@ pub(crate) struct Recovery {
     /// Slots (index in `slots`) holding this epoch's segments at or after
     /// the checkpoint's, by segment number.
     by_segment: BTreeMap<u64, usize>,
+    /// Valid records follow the end of the chain: damage, not a torn tail.
+    corruption: Option<Corruption>,
 }
 
 impl Recovery {
@@ -186,17 +195,35 @@ impl Recovery {
         let mut slots = Vec::new();
         let mut by_segment = BTreeMap::new();
         let mut highest_segment = checkpoint.segment;
+        let mut headless = Vec::new();
         for no in dir.list_slots()? {
             let file = dir.open_slot(no)?;
             let len = file.len()?;
             if len >= SEG_HEADER_LEN as u64 {
                 let mut head = [0u8; SEG_HEADER_LEN];
                 file.read_at(&mut head, 0)?;
-                if let Some(h) = SegmentHeader::decode(&head) {
-                    highest_segment = highest_segment.max(h.segment);
-                    if h.epoch == checkpoint.epoch && h.segment >= checkpoint.segment {
-                        by_segment.insert(h.segment, slots.len());
+                match SegmentHeader::decode(&head) {
+                    Some(h) => {
+                        highest_segment = highest_segment.max(h.segment);
+                        if h.epoch == checkpoint.epoch && h.segment >= checkpoint.segment {
+                            by_segment.insert(h.segment, slots.len());
+                        }
                     }
+                    None if checkpoint.epoch > 0 => {
+                        // A damaged header hides its segment from the chain:
+                        // keep the slot's bytes when its first record is of
+                        // this generation (corruption.rs).
+                        let mut first = [0u8; format::REC_HEADER_LEN];
+                        if len >= (SEG_HEADER_LEN + first.len()) as u64 {
+                            file.read_at(&mut first, SEG_HEADER_LEN as u64)?;
+                            if format::record_epoch(&first) == Some(checkpoint.epoch) {
+                                let mut b = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                                file.read_at(&mut b, 0)?;
+                                headless.push((no, b));
+                            }
+                        }
+                    }
+                    None => {}
                 }
             }
             slots.push((Slot { no, file }, len));
@@ -219,6 +246,7 @@ impl Recovery {
             highest_segment,
             by_segment,
             bytes,
+            headless,
         })
     }
 }
@@ -233,6 +261,9 @@ pub(crate) struct Loaded {
     by_segment: BTreeMap<u64, usize>,
     /// The bytes of the slots in `by_segment`, by segment number.
     bytes: BTreeMap<u64, Vec<u8>>,
+    /// Slots whose header is damaged but whose first record is of this
+    /// generation and after the checkpoint: (slot, bytes).
+    headless: Vec<(u32, Vec<u8>)>,
 }
 
 impl Loaded {
@@ -250,6 +281,7 @@ impl Loaded {
             highest_segment,
             by_segment,
             mut bytes,
+            headless,
         } = self;
         let mut segments = Vec::new();
         let mut records = Vec::new();
@@ -276,16 +308,44 @@ impl Loaded {
                 }
                 // No valid record here: the log ends, unless the writer moved
                 // on to the next segment and the record we expect opens it.
-                let Some(next) = bytes.remove(&(segment + 1)) else {
+                let goes_on = bytes.get(&(segment + 1)).is_some_and(|next| {
+                    format::step_over_record(next, SEG_HEADER_LEN, checkpoint.epoch, seq).is_some()
+                });
+                let Some(next) = goes_on.then(|| bytes.remove(&(segment + 1))).flatten() else {
                     break;
                 };
-                if format::step_over_record(&next, SEG_HEADER_LEN, checkpoint.epoch, seq).is_none()
-                {
-                    break;
-                }
                 segments.push(next);
                 segment += 1;
                 at = SEG_HEADER_LEN;
+            }
+        }
+        // Where the chain stops: is it the log's end, or do valid records
+        // follow (corruption.rs)? Look after it in its segment, in the
+        // segments after it, and in slots whose header is damaged.
+        let mut corruption = None;
+        if checkpoint.epoch > 0 {
+            let mut after: Vec<(&[u8], usize)> = Vec::new();
+            if let Some(last) = segments.last() {
+                after.push((last, at));
+            }
+            after.extend(
+                bytes
+                    .range(segment + 1..)
+                    .map(|(_, b)| (b.as_slice(), SEG_HEADER_LEN)),
+            );
+            after.extend(headless.iter().map(|(_, b)| (b.as_slice(), SEG_HEADER_LEN)));
+            let last_valid = after
+                .into_iter()
+                .filter_map(|(b, from)| corruption::last_valid_from(b, from, checkpoint.epoch, seq))
+                .max();
+            if let Some(last_valid) = last_valid.filter(|v| *v > applied) {
+                corruption = Some(Corruption {
+                    segment,
+                    slot: by_segment.get(&segment).map(|&i| slots[i].0.no),
+                    offset: at as u64,
+                    seq,
+                    last_valid,
+                });
             }
         }
         Ok(Recovery {
@@ -297,11 +357,19 @@ impl Loaded {
             segments,
             records,
             by_segment,
+            corruption,
         })
     }
 }
 
 impl Recovery {
+    /// Where the chain of records breaks while valid records newer than
+    /// sled's state follow it (media corruption), if it does. Recovering
+    /// anyway ([`Recovery::start`]) drops those records.
+    pub fn corruption(&self) -> Option<Corruption> {
+        self.corruption
+    }
+
     /// The sequence number the checkpoint file records.
     pub fn checkpoint_seq(&self) -> u64 {
         self.checkpoint.seq
@@ -572,7 +640,11 @@ impl Wal {
             dir,
             opts,
             sync_enabled: AtomicBool::new(opts.sync),
-            failed: AtomicBool::new(false),
+            state: FailedState::new(),
+            failures: FailureLog::new(),
+            spare_retry_at: Mutex::new(None),
+            #[cfg(test)]
+            between_thaw_and_forget: Mutex::new(None),
             writer: Mutex::new(writer),
             group: Mutex::new(Group { leader: false }),
             synced: Condvar::new(),
@@ -604,9 +676,18 @@ pub(crate) struct Wal {
     dir: Box<dyn WalDir>,
     opts: WalOptions,
     sync_enabled: AtomicBool,
-    /// Set by a failed write or sync: the log can no longer promise anything,
-    /// so every later commit fails until the store is reopened (and recovers).
-    failed: AtomicBool,
+    /// Set by a failed write or sync of the log or of sled's files: the store
+    /// can no longer promise anything, so every later commit fails and no
+    /// checkpoint is recorded until the store is reopened (and recovers).
+    state: FailedState,
+    /// Failures that changed nothing a caller was told about.
+    failures: FailureLog,
+    /// After a failed attempt to prepare a spare slot, not before this.
+    spare_retry_at: Mutex<Option<Instant>>,
+    /// Test hook: runs in [`Wal::applied`] between releasing a deferred
+    /// replay's changes and forgetting the applied versions.
+    #[cfg(test)]
+    pub(crate) between_thaw_and_forget: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     writer: Mutex<Writer>,
     group: Mutex<Group>,
     synced: Condvar,
@@ -725,7 +806,7 @@ impl Wal {
     /// Enters the writer section; fails when the log failed earlier.
     pub fn writer(&self) -> stdio::Result<WriterGuard<'_>> {
         let w = lock(&self.writer);
-        self.check_failed()?;
+        self.check()?;
         Ok(WriterGuard { wal: self, w })
     }
 
@@ -737,13 +818,31 @@ impl Wal {
         Committing(self)
     }
 
-    fn check_failed(&self) -> stdio::Result<()> {
-        if self.failed.load(Ordering::Acquire) {
-            return Err(stdio::Error::other(
-                "an earlier write or sync of the write-ahead log failed; reopen the store",
-            ));
-        }
-        Ok(())
+    /// `Err` in the failed state.
+    pub fn check(&self) -> stdio::Result<()> {
+        self.state.check()
+    }
+
+    /// `true` once a write or sync of the log or of sled's files failed:
+    /// every write is refused until the store is reopened.
+    pub fn is_failed(&self) -> bool {
+        self.state.is_failed()
+    }
+
+    /// What failed, in the failed state.
+    pub fn failure(&self) -> Option<String> {
+        self.state.cause()
+    }
+
+    /// Enters the failed state: `what` failed with `e`.
+    pub fn fail(&self, what: &'static str, e: &stdio::Error) {
+        self.state.fail(what, e);
+    }
+
+    /// Logs a failure that changed nothing a caller was told about
+    /// (housekeeping after a durable commit, a refused write), rate-limited.
+    pub fn report(&self, what: &str, e: &dyn std::fmt::Display) {
+        self.failures.report(what, e);
     }
 
     /// `false` when records are appended without waiting for a sync (each
@@ -763,7 +862,7 @@ impl Wal {
             if self.overlay.durable() >= seq {
                 return Ok(());
             }
-            self.check_failed()?;
+            self.check()?;
             if g.leader {
                 g = self.synced.wait(g).unwrap_or_else(PoisonError::into_inner);
                 continue;
@@ -783,19 +882,28 @@ impl Wal {
             let result = chunks
                 .iter()
                 .try_for_each(|c| c.slot.file.write_at(&c.bytes, c.at))
-                .and_then(|()| files.iter().try_for_each(|s| s.file.sync()));
+                .map_err(|e| ("writing the write-ahead log", e))
+                .and_then(|()| {
+                    files
+                        .iter()
+                        .try_for_each(|s| s.file.sync())
+                        .map_err(|e| ("syncing the write-ahead log", e))
+                });
             self.syncs.fetch_add(1, Ordering::Relaxed);
+            // After a failed fsync the kernel may have dropped the dirty
+            // pages: nothing written since the last good sync can be
+            // trusted, so stop acknowledging anything (set before waking
+            // the others, who then see it).
+            if let Err((what, e)) = &result {
+                self.state.fail(what, e);
+            }
             g = lock(&self.group);
             g.leader = false;
-            match result {
-                Ok(()) => self.overlay.set_durable(target),
-                // After a failed fsync the kernel may have dropped the dirty
-                // pages: nothing written since the last good sync can be
-                // trusted, so stop acknowledging anything.
-                Err(_) => self.failed.store(true, Ordering::Release),
+            if result.is_ok() {
+                self.overlay.set_durable(target);
             }
             self.synced.notify_all();
-            result?;
+            result.map_err(|(_, e)| e)?;
         }
     }
 
@@ -912,6 +1020,23 @@ impl Wal {
         }
         let bytes: usize = records.iter().map(|r| r.len).sum();
         self.unapplied.fetch_sub(bytes, Ordering::Relaxed);
+        // Oldest first, so that no reader or writer ever sees a value older
+        // than one already visible: the deferred replay's changes lie below
+        // the versions of later records, so they go first (sled holds all of
+        // them once the last chunk is applied); a reader that then misses
+        // them finds the later versions, still held, or sled. Forgetting the
+        // later versions first would let the replay's older values show
+        // through for a moment (a used token could look unused).
+        if records
+            .iter()
+            .any(|r| r.frozen.is_some() && r.seq == r.content_seq)
+        {
+            self.overlay.thaw();
+        }
+        #[cfg(test)]
+        if let Some(hook) = lock(&self.between_thaw_and_forget).clone() {
+            hook();
+        }
         let redo: Vec<&[Redo]> = records.iter().map(|r| r.redo.as_slice()).collect();
         let newest = records
             .iter()
@@ -919,13 +1044,6 @@ impl Wal {
             .max()
             .unwrap_or(last.seq);
         self.overlay.forget_upto(newest, &redo);
-        // The last chunk of a deferred replay is in sled: all of it is.
-        if records
-            .iter()
-            .any(|r| r.frozen.is_some() && r.seq == r.content_seq)
-        {
-            self.overlay.thaw();
-        }
     }
 
     /// `true` when the size or time threshold for a checkpoint is reached.
@@ -940,17 +1058,18 @@ impl Wal {
     /// Notes the last applied sequence number and the log position. The
     /// caller then makes sled durable and calls [`Wal::finish_checkpoint`].
     /// One checkpoint at a time: with `wait == false`, `None` when another
-    /// one is running.
-    pub fn begin_checkpoint(&self, wait: bool) -> Option<CheckpointTicket<'_>> {
+    /// one is running. `Err` in the failed state.
+    pub fn begin_checkpoint(&self, wait: bool) -> stdio::Result<Option<CheckpointTicket<'_>>> {
         let guard = if wait {
             lock(&self.checkpointing)
         } else {
             match self.checkpointing.try_lock() {
                 Ok(g) => g,
                 Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => return None,
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
             }
         };
+        self.check()?;
         let w = lock(&self.writer);
         let checkpoint = Checkpoint {
             epoch: w.epoch,
@@ -961,17 +1080,26 @@ impl Wal {
         self.since_checkpoint.store(0, Ordering::Relaxed);
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_checkpoint_ms.store(now, Ordering::Relaxed);
-        Some(CheckpointTicket {
+        Ok(Some(CheckpointTicket {
             _one_at_a_time: guard,
             checkpoint,
-        })
+        }))
     }
 
     /// Records the checkpoint (sled must be durable up to its sequence number
-    /// by now) and recycles the slots behind it.
+    /// by now) and recycles the slots behind it. Records nothing in the
+    /// failed state, and a failure to record enters it (whether the new
+    /// checkpoint file is durable is then unknown, so no slot may be
+    /// recycled on its word).
     pub fn finish_checkpoint(&self, ticket: CheckpointTicket<'_>) -> stdio::Result<()> {
         let cp = ticket.checkpoint;
-        self.dir.write_checkpoint(&cp.encode())?;
+        // No failure may be recorded between the check and the recycling.
+        let not_failed = self.state.hold_off()?;
+        if let Err(e) = self.dir.write_checkpoint(&cp.encode()) {
+            drop(not_failed);
+            self.state.fail("recording a checkpoint", &e);
+            return Err(e);
+        }
         let surplus = {
             let mut w = lock(&self.writer);
             let (behind, live): (Vec<_>, Vec<_>) = std::mem::take(&mut w.in_use)
@@ -992,14 +1120,19 @@ impl Wal {
             }
             surplus
         };
+        drop(not_failed);
+        // A slot left behind holds nothing needed: it is only disk space.
         for no in surplus {
-            self.dir.remove_slot(no)?;
+            if let Err(e) = self.dir.remove_slot(no) {
+                self.report("removing a surplus write-ahead log slot", &e);
+            }
         }
         Ok(())
     }
 
     /// Prepares a spare slot when none is free, outside the writer section,
     /// so that a writer moving to a new segment rarely waits for one.
+    /// After a failure (a full disk), the next attempt waits a second.
     pub fn prepare_spare(&self) -> stdio::Result<()> {
         if !self.spare_wanted.load(Ordering::Relaxed) {
             return Ok(());
@@ -1007,6 +1140,9 @@ impl Wal {
         let Ok(_one) = self.spare.try_lock() else {
             return Ok(());
         };
+        if lock(&self.spare_retry_at).is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
         let no = {
             let mut w = lock(&self.writer);
             if !w.free.is_empty() {
@@ -1025,6 +1161,7 @@ impl Wal {
             }
             Err(e) => {
                 lock(&self.writer).all_slots.remove(&no);
+                *lock(&self.spare_retry_at) = Some(Instant::now() + SPARE_RETRY);
                 Err(e)
             }
         }
@@ -1080,9 +1217,22 @@ impl WriterGuard<'_> {
     /// Appends the record of a change and returns its sequence number.
     /// Its writes join the overlay at once (visible to writers; to readers
     /// once durable: after a sync, or at once when syncing is off) and wait
-    /// there until a batch applies them to sled. The number is used up even
-    /// when writing fails, and a failure stops the log.
+    /// there until a batch applies them to sled.
+    ///
+    /// Failing to find room (no slot for the next segment: a full disk)
+    /// refuses the record and changes nothing; the log goes on. A failed
+    /// write of the log enters the failed state.
     pub fn append(&mut self, payload: &[u8], redo: Vec<Redo>) -> stdio::Result<u64> {
+        if payload.len() > self.max_payload() {
+            return Err(stdio::Error::other(
+                "a transaction too large for a write-ahead log segment",
+            ));
+        }
+        let len = (REC_OVERHEAD + payload.len()) as u64;
+        if self.w.current.is_none() || self.w.offset + len > self.wal.opts.segment_size {
+            self.next_segment()?;
+        }
+        // From here on the number is used up: a failure stops the log.
         let seq = self.w.next_seq;
         self.w.next_seq += 1;
         match self.write(seq, payload) {
@@ -1108,22 +1258,16 @@ impl WriterGuard<'_> {
                 Ok(seq)
             }
             Err(e) => {
-                self.wal.failed.store(true, Ordering::Release);
+                self.wal.state.fail("writing the write-ahead log", &e);
                 Err(e)
             }
         }
     }
 
+    /// Writes (or, when syncing, buffers for the group's leader) record
+    /// `seq`, which fits the current segment.
     fn write(&mut self, seq: u64, payload: &[u8]) -> stdio::Result<()> {
-        if payload.len() > self.max_payload() {
-            return Err(stdio::Error::other(
-                "a transaction too large for a write-ahead log segment",
-            ));
-        }
         let len = (REC_OVERHEAD + payload.len()) as u64;
-        if self.w.current.is_none() || self.w.offset + len > self.wal.opts.segment_size {
-            self.next_segment()?;
-        }
         let syncing = self.wal.syncing();
         let w = &mut *self.w;
         let Some(slot) = &w.current else {
@@ -1160,7 +1304,9 @@ impl WriterGuard<'_> {
         Ok(())
     }
 
-    /// Moves to the next segment, in a free slot (or a new one).
+    /// Moves to the next segment, in a free slot (or a new one). A slot
+    /// that cannot be created (a full disk) changes nothing; a failed write
+    /// of the new segment's header enters the failed state.
     fn next_segment(&mut self) -> stdio::Result<()> {
         let w = &mut *self.w;
         let segment = if w.current.is_some() {
@@ -1187,6 +1333,7 @@ impl WriterGuard<'_> {
         };
         if let Err(e) = slot.file.write_at(&header.encode(), 0) {
             w.free.push(slot);
+            self.wal.state.fail("writing the write-ahead log", &e);
             return Err(e);
         }
         w.segment = segment;
