@@ -50,6 +50,8 @@ pub(crate) mod redo;
 #[cfg(test)]
 pub(crate) mod fault;
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};

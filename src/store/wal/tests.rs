@@ -19,10 +19,10 @@ use super::format::{self, Checkpoint, SEG_HEADER_LEN, SegmentHeader};
 use super::{FsDir, Recovery, WalDir, WalOptions};
 use crate::store::{Durability, Engine, EngineOptions, TreeId, commit, meta};
 
-type State = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
-type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
+pub(super) type State = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
+pub(super) type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
 
-fn engine_opts() -> EngineOptions {
+pub(super) fn engine_opts() -> EngineOptions {
     EngineOptions {
         durability: Durability::Immediate,
         cache_capacity: 4 << 20,
@@ -33,7 +33,7 @@ fn engine_opts() -> EngineOptions {
     }
 }
 
-fn wal_opts(segment_size: u64) -> WalOptions {
+pub(super) fn wal_opts(segment_size: u64) -> WalOptions {
     WalOptions {
         segment_size,
         checkpoint_bytes: u64::MAX,
@@ -44,14 +44,14 @@ fn wal_opts(segment_size: u64) -> WalOptions {
 }
 
 /// [`wal_opts`] with every replay deferred ([`super::Recovery::resume`]).
-fn deferred(opts: WalOptions) -> WalOptions {
+pub(super) fn deferred(opts: WalOptions) -> WalOptions {
     WalOptions {
         defer_replay_bytes: 0,
         ..opts
     }
 }
 
-fn open_mem(path: &Path, dir: &MemDir, opts: WalOptions) -> Engine {
+pub(super) fn open_mem(path: &Path, dir: &MemDir, opts: WalOptions) -> Engine {
     let dir = dir.clone();
     Engine::open_with_wal(path, engine_opts(), opts, move |_| Ok(Box::new(dir))).unwrap()
 }
@@ -85,7 +85,7 @@ fn open_fs(path: &Path, opts: WalOptions) -> Engine {
     .unwrap()
 }
 
-fn state(e: &Engine) -> State {
+pub(super) fn state(e: &Engine) -> State {
     e.settle().unwrap();
     let mut out = State::new();
     for id in TreeId::ALL {
@@ -97,16 +97,16 @@ fn state(e: &Engine) -> State {
     out
 }
 
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -119,7 +119,7 @@ const TREES: [TreeId; 5] = [
     TreeId::Nonces,
 ];
 
-fn random_tx(rng: &mut Rng) -> Vec<Write> {
+pub(super) fn random_tx(rng: &mut Rng) -> Vec<Write> {
     (0..1 + rng.below(4))
         .map(|_| {
             let tree = TREES[rng.below(TREES.len() as u64) as usize];
@@ -133,7 +133,7 @@ fn random_tx(rng: &mut Rng) -> Vec<Write> {
         .collect()
 }
 
-fn commit(e: &Engine, writes: &[Write]) -> Result<(), crate::Error> {
+pub(super) fn commit(e: &Engine, writes: &[Write]) -> Result<(), crate::Error> {
     e.transact(|tx| {
         for (tree, key, value) in writes {
             match value {
@@ -956,14 +956,14 @@ fn committers_apply_batches_so_the_overlay_stays_bounded() {
 }
 
 /// Customer `k` as a point read sees it.
-fn customer(e: &Engine, k: u64) -> Option<Vec<u8>> {
+pub(super) fn customer(e: &Engine, k: u64) -> Option<Vec<u8>> {
     e.get(TreeId::Customers, &k.to_be_bytes())
         .unwrap()
         .map(|v| v.to_vec())
 }
 
 /// Fixed-size records: record k writes customer k (8 bytes) = `fill` x 100.
-fn fixed_commit(e: &Engine, k: u64, fill: u8) {
+pub(super) fn fixed_commit(e: &Engine, k: u64, fill: u8) {
     commit(
         e,
         &[(
