@@ -103,23 +103,28 @@ fn housekeeping(engine: &Engine, wal: &Wal) {
     if wal.is_failed() {
         return;
     }
-    if wal.apply_due()
-        && let Err(e) = settle(engine, Settle::OneBatch)
-    {
-        wal.report(
-            "applying logged changes to sled failed after a durable commit; retried later",
-            &e,
-        );
+    if wal.apply_due() {
+        let applied = settle(engine, Settle::OneBatch);
+        wal.applying_went(&applied);
+        if let Err(e) = applied {
+            wal.report(
+                "applying logged changes to sled failed after a durable commit; retried later",
+                &e,
+            );
+        }
     }
-    // A failed state it enters has logged its cause already.
-    if wal.checkpoint_due()
-        && let Err(e) = checkpoint(engine, false)
-        && !wal.is_failed()
-    {
-        wal.report(
-            "a checkpoint failed after a durable commit; retried later",
-            &e,
-        );
+    if wal.checkpoint_due() {
+        let done = checkpoint(engine, false);
+        wal.checkpoint_went(&done);
+        // A failed state it entered has logged its cause already.
+        if let Err(e) = done
+            && !wal.is_failed()
+        {
+            wal.report(
+                "a checkpoint failed after a durable commit; retried later",
+                &e,
+            );
+        }
     }
     if let Err(e) = wal.prepare_spare() {
         wal.report(

@@ -8,9 +8,10 @@
 //! checkpoint and recycles no segment. Reopening recovers from the last good
 //! checkpoint, which the failure never touched.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -97,35 +98,72 @@ impl FailedState {
 }
 
 /// Logs failures that changed nothing a caller was told about (housekeeping
-/// after a durable commit, a refused write): each one when they are rare, at
-/// most one line per [`QUIET`] with a count when they come in a flood.
+/// after a durable commit): each kind when it is rare, at most one line per
+/// [`QUIET`] with a count when it comes in a flood.
 pub(crate) struct FailureLog {
-    last: Mutex<Option<Instant>>,
-    suppressed: AtomicU64,
+    /// By what failed: when it was last logged, and how many were not.
+    kinds: Mutex<HashMap<&'static str, (Instant, u64)>>,
 }
 
-/// The least time between two lines of one [`FailureLog`].
+/// The least time between two lines about one kind of failure.
 const QUIET: Duration = Duration::from_secs(10);
 
 impl FailureLog {
     pub fn new() -> Self {
         Self {
-            last: Mutex::new(None),
-            suppressed: AtomicU64::new(0),
+            kinds: Mutex::new(HashMap::new()),
         }
     }
 
     /// Logs that `what` failed with `e` (never a secret: errors of the
     /// store layer carry none).
-    pub fn report(&self, what: &str, e: &dyn fmt::Display) {
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+    pub fn report(&self, what: &'static str, e: &dyn fmt::Display) {
+        let mut kinds = self.kinds.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < QUIET) {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        *last = Some(now);
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        let suppressed = match kinds.get_mut(what) {
+            Some((last, n)) if now.duration_since(*last) < QUIET => {
+                *n += 1;
+                return;
+            }
+            Some((last, n)) => {
+                *last = now;
+                std::mem::take(n)
+            }
+            None => {
+                kinds.insert(what, (now, 0));
+                0
+            }
+        };
+        drop(kinds);
         tracing::warn!(error = %e, similar_failures_not_logged = suppressed, "{what}");
+    }
+}
+
+/// Spaces out retries of housekeeping that failed (a full disk, a broken
+/// sled): committers would otherwise each pay for a failing attempt.
+pub(crate) struct Backoff {
+    retry_at: Mutex<Option<Instant>>,
+}
+
+/// How long after a failed attempt the next one waits.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl Backoff {
+    pub fn new() -> Self {
+        Self {
+            retry_at: Mutex::new(None),
+        }
+    }
+
+    /// `false` while waiting after a failure.
+    pub fn ready(&self) -> bool {
+        let retry_at = self.retry_at.lock().unwrap_or_else(PoisonError::into_inner);
+        retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Notes how an attempt went.
+    pub fn note<T, E>(&self, result: &Result<T, E>) {
+        let mut retry_at = self.retry_at.lock().unwrap_or_else(PoisonError::into_inner);
+        *retry_at = result.is_err().then(|| Instant::now() + RETRY_AFTER);
     }
 }

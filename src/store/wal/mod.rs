@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 use super::overlay::{Frozen, Overlay};
 use super::tx::Redo;
 pub(crate) use corruption::Corruption;
-use failure::{FailedState, FailureLog};
+use failure::{Backoff, FailedState, FailureLog};
 use format::{Checkpoint, REC_OVERHEAD, SEG_HEADER_LEN, SegmentHeader};
 pub(crate) use io::{FsDir, WalDir, WalFile};
 
@@ -96,9 +96,6 @@ const RESUME_CHUNK: usize = if cfg!(test) { 3 } else { 4096 };
 
 /// The longest a group commit's leader waits for writers about to append.
 const GATHER_LIMIT: Duration = Duration::from_micros(200);
-
-/// How long after a failed attempt to prepare a spare slot the next waits.
-const SPARE_RETRY: Duration = Duration::from_secs(1);
 
 impl WalOptions {
     /// 16 MiB segments.
@@ -644,7 +641,9 @@ impl Wal {
             sync_enabled: AtomicBool::new(opts.sync),
             state: FailedState::new(),
             failures: FailureLog::new(),
-            spare_retry_at: Mutex::new(None),
+            spare_backoff: Backoff::new(),
+            apply_backoff: Backoff::new(),
+            checkpoint_backoff: Backoff::new(),
             #[cfg(test)]
             between_thaw_and_forget: Mutex::new(None),
             writer: Mutex::new(writer),
@@ -684,8 +683,11 @@ pub(crate) struct Wal {
     state: FailedState,
     /// Failures that changed nothing a caller was told about.
     failures: FailureLog,
-    /// After a failed attempt to prepare a spare slot, not before this.
-    spare_retry_at: Mutex<Option<Instant>>,
+    /// Retries of housekeeping after a failure wait a while: preparing a
+    /// spare slot, applying records to sled, checkpoints.
+    spare_backoff: Backoff,
+    apply_backoff: Backoff,
+    checkpoint_backoff: Backoff,
     /// Test hook: runs in [`Wal::applied`] between releasing a deferred
     /// replay's changes and forgetting the applied versions.
     #[cfg(test)]
@@ -843,7 +845,7 @@ impl Wal {
 
     /// Logs a failure that changed nothing a caller was told about
     /// (housekeeping after a durable commit, a refused write), rate-limited.
-    pub fn report(&self, what: &str, e: &dyn std::fmt::Display) {
+    pub fn report(&self, what: &'static str, e: &dyn std::fmt::Display) {
         self.failures.report(what, e);
     }
 
@@ -958,9 +960,15 @@ impl Wal {
     }
 
     /// `true` when enough records wait to be applied to sled that the next
-    /// committer should apply them ([`super::commit::settle`]).
+    /// committer should apply them ([`super::commit::settle`]), unless the
+    /// last attempt failed a moment ago ([`Wal::applying_went`]).
     pub fn apply_due(&self) -> bool {
-        self.unapplied.load(Ordering::Relaxed) >= APPLY_BYTES
+        self.unapplied.load(Ordering::Relaxed) >= APPLY_BYTES && self.apply_backoff.ready()
+    }
+
+    /// Notes how a committer's attempt to apply records went.
+    pub fn applying_went<T, E>(&self, result: &Result<T, E>) {
+        self.apply_backoff.note(result);
     }
 
     /// Takes the right to apply records to sled: one batch at a time. With
@@ -1048,13 +1056,20 @@ impl Wal {
         self.overlay.forget_upto(newest, &redo);
     }
 
-    /// `true` when the size or time threshold for a checkpoint is reached.
+    /// `true` when the size or time threshold for a checkpoint is reached,
+    /// unless the last attempt failed a moment ago.
     pub fn checkpoint_due(&self) -> bool {
         let since = self.since_checkpoint.load(Ordering::Relaxed);
         let last = Duration::from_millis(self.last_checkpoint_ms.load(Ordering::Relaxed));
-        since >= self.opts.checkpoint_bytes
+        (since >= self.opts.checkpoint_bytes
             || (since > 0
-                && self.started.elapsed().saturating_sub(last) >= self.opts.checkpoint_interval)
+                && self.started.elapsed().saturating_sub(last) >= self.opts.checkpoint_interval))
+            && self.checkpoint_backoff.ready()
+    }
+
+    /// Notes how a committer's checkpoint went.
+    pub fn checkpoint_went<T, E>(&self, result: &Result<T, E>) {
+        self.checkpoint_backoff.note(result);
     }
 
     /// Notes the last applied sequence number and the log position. The
@@ -1134,7 +1149,7 @@ impl Wal {
 
     /// Prepares a spare slot when none is free, outside the writer section,
     /// so that a writer moving to a new segment rarely waits for one.
-    /// After a failure (a full disk), the next attempt waits a second.
+    /// After a failure (a full disk), the next attempt waits a while.
     pub fn prepare_spare(&self) -> stdio::Result<()> {
         if !self.spare_wanted.load(Ordering::Relaxed) {
             return Ok(());
@@ -1142,7 +1157,7 @@ impl Wal {
         let Ok(_one) = self.spare.try_lock() else {
             return Ok(());
         };
-        if lock(&self.spare_retry_at).is_some_and(|t| Instant::now() < t) {
+        if !self.spare_backoff.ready() {
             return Ok(());
         }
         let no = {
@@ -1155,7 +1170,9 @@ impl Wal {
             w.all_slots.insert(no);
             no
         };
-        match self.dir.create_slot(no, self.opts.segment_size) {
+        let created = self.dir.create_slot(no, self.opts.segment_size);
+        self.spare_backoff.note(&created);
+        match created {
             Ok(file) => {
                 lock(&self.writer).free.push(Slot { no, file });
                 self.spare_wanted.store(false, Ordering::Relaxed);
@@ -1163,7 +1180,6 @@ impl Wal {
             }
             Err(e) => {
                 lock(&self.writer).all_slots.remove(&no);
-                *lock(&self.spare_retry_at) = Some(Instant::now() + SPARE_RETRY);
                 Err(e)
             }
         }
