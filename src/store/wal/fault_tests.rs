@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::fault::{Crash, Faults, FaultyData, Fired, MemDir, Op};
 use super::tests::{
     Rng, State, Write, commit, customer, deferred, engine_opts, fixed_commit, open_mem, random_tx,
-    state, wal_opts,
+    state, unlocked, wal_opts,
 };
 use super::{WalDir, WalOptions, lock};
 use crate::Error;
@@ -65,14 +65,16 @@ fn opts(sync: bool) -> WalOptions {
 }
 
 fn open_faulty(path: &Path, dir: &MemDir, data: &Arc<FaultyData>, opts: WalOptions) -> Engine {
-    let dir = dir.clone();
-    let with = OpenWith {
-        wal_dir: move |_: &Path| -> std::io::Result<Box<dyn WalDir>> { Ok(Box::new(dir)) },
-        wal_opts: opts,
-        data_files: data.clone(),
-        truncate_at_corruption: false,
-    };
-    Engine::open_with(path, engine_opts(), with).unwrap()
+    unlocked(|| {
+        let dir = dir.clone();
+        let with = OpenWith {
+            wal_dir: move |_: &Path| -> std::io::Result<Box<dyn WalDir>> { Ok(Box::new(dir)) },
+            wal_opts: opts,
+            data_files: data.clone(),
+            truncate_at_corruption: false,
+        };
+        Engine::open_with(path, engine_opts(), with)
+    })
 }
 
 fn apply(model: &mut State, writes: &[Write]) {
@@ -237,8 +239,6 @@ fn run(tmp: &Path, sync: bool, fail_at: Option<u64>) -> u64 {
         FaultyData::restore(&data.durable(), &p);
         check(&open_mem(&p, &crashed, opts(sync)), &format!("{how:?}"));
     }
-    // The process's own sled files (sled flushes them when dropped), with a
-    // deferred replay this time.
     drop(e);
     let crashed = dir.crash(Crash::KeepAll);
     check(&open_mem(&path, &crashed, deferred(opts(sync))), "in place");

@@ -51,21 +51,41 @@ pub(super) fn deferred(opts: WalOptions) -> WalOptions {
     }
 }
 
+/// Opens with `open`, retrying while sled's lock on the directory is still
+/// held: a dropped sled database releases it only once its thread pool has
+/// finished the writes queued before the drop.
+pub(super) fn unlocked(open: impl Fn() -> Result<Engine, crate::Error>) -> Engine {
+    let mut tries = 0;
+    loop {
+        match open() {
+            Err(crate::Error::Storage(e)) if e.to_string().contains("locked") && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 pub(super) fn open_mem(path: &Path, dir: &MemDir, opts: WalOptions) -> Engine {
-    let dir = dir.clone();
-    Engine::open_with_wal(path, engine_opts(), opts, move |_| Ok(Box::new(dir))).unwrap()
+    unlocked(|| {
+        let dir = dir.clone();
+        Engine::open_with_wal(path, engine_opts(), opts, move |_| Ok(Box::new(dir)))
+    })
 }
 
 /// [`open_mem`] that accepts losing the records after a damaged one.
 fn open_mem_truncating(path: &Path, dir: &MemDir, opts: WalOptions) -> Engine {
-    let dir = dir.clone();
-    let with = crate::store::OpenWith {
-        wal_dir: move |_: &Path| -> std::io::Result<Box<dyn WalDir>> { Ok(Box::new(dir)) },
-        wal_opts: opts,
-        data_files: Arc::new(crate::store::FsDataFiles),
-        truncate_at_corruption: true,
-    };
-    Engine::open_with(path, engine_opts(), with).unwrap()
+    unlocked(|| {
+        let dir = dir.clone();
+        let with = crate::store::OpenWith {
+            wal_dir: move |_: &Path| -> std::io::Result<Box<dyn WalDir>> { Ok(Box::new(dir)) },
+            wal_opts: opts,
+            data_files: Arc::new(crate::store::FsDataFiles),
+            truncate_at_corruption: true,
+        };
+        Engine::open_with(path, engine_opts(), with)
+    })
 }
 
 /// The error of opening `dir` over a fresh store.
@@ -79,10 +99,11 @@ fn open_mem_error(dir: &MemDir, opts: WalOptions) -> crate::Error {
 }
 
 fn open_fs(path: &Path, opts: WalOptions) -> Engine {
-    Engine::open_with_wal(path, engine_opts(), opts, |p| {
-        Ok(Box::new(FsDir::open(p.join("wal"))?))
+    unlocked(|| {
+        Engine::open_with_wal(path, engine_opts(), opts, |p| {
+            Ok(Box::new(FsDir::open(p.join("wal"))?))
+        })
     })
-    .unwrap()
 }
 
 pub(super) fn state(e: &Engine) -> State {
