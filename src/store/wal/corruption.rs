@@ -16,11 +16,13 @@
 //! record with a higher number after the break was therefore written after
 //! the record that is missing.
 //!
-//! One case looks the same and is not damage: the pages of one unsynced
-//! group of records reaching the disk out of order before a power loss (a
-//! torn record followed by a whole one). None of those records was
-//! acknowledged, so truncating loses nothing acknowledged; open still
-//! refuses, because it cannot tell the two apart.
+//! Power loss in the middle of a group commit could look the same: a later
+//! page of the group reaching the disk and an earlier one not. Across files
+//! the writer rules it out (the earlier segment is synced before anything
+//! is written to the next, `write_group`); within one segment's file it
+//! remains possible. None of those records was acknowledged, so truncating
+//! then loses nothing acknowledged; open still refuses, because it cannot
+//! tell the two apart.
 
 use super::format::{self, REC_HEADER_LEN, REC_MAGIC};
 

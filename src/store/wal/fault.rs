@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::format::{SEG_HEADER_LEN, SegmentHeader};
 use super::io::{WalDir, WalFile};
 use crate::store::{DataFiles, FsDataFiles, TreeId};
 
@@ -114,13 +115,49 @@ struct FileData {
 #[derive(Default)]
 pub(crate) struct MemFile {
     data: Mutex<FileData>,
-    /// The directory, when it injects faults.
-    faults: Option<MemDir>,
+    /// The directory, when it injects faults or checks the write order.
+    dir: Option<MemDir>,
 }
 
 impl MemFile {
     fn fails(&self, op: Op) -> bool {
-        self.faults.as_ref().is_some_and(|d| d.faults.hit(op, d))
+        self.dir.as_ref().is_some_and(|d| d.fails(op))
+    }
+
+    /// The segment header this file holds: (epoch, segment).
+    fn header(&self) -> Option<(u64, u64)> {
+        let d = lock(&self.data);
+        SegmentHeader::decode(&d.current).map(|h| (h.epoch, h.segment))
+    }
+
+    /// Notes a violation when a record is written here while a file holding
+    /// an earlier segment of the same generation has bytes not yet synced.
+    fn check_order(&self, offset: u64) {
+        let Some(dir) = self.dir.as_ref().filter(|d| d.check_order) else {
+            return;
+        };
+        if offset < SEG_HEADER_LEN as u64 {
+            return;
+        }
+        let Some((epoch, segment)) = self.header() else {
+            return;
+        };
+        let mut st = lock(&dir.state);
+        let mut late = Vec::new();
+        for (no, file) in &st.slots {
+            if std::ptr::eq(Arc::as_ptr(file), self) {
+                continue;
+            }
+            let d = lock(&file.data);
+            let earlier = SegmentHeader::decode(&d.current)
+                .is_some_and(|h| h.epoch == epoch && h.segment < segment);
+            if earlier && d.current != d.synced {
+                late.push(format!(
+                    "a record of segment {segment} written while slot {no} has unsynced bytes"
+                ));
+            }
+        }
+        st.order_violations.extend(late);
     }
 }
 
@@ -137,6 +174,7 @@ impl WalFile for MemFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check_order(offset);
         // A failed write may have written a part of its bytes.
         let (buf, result) = if self.fails(Op::WalWrite) {
             (&buf[..buf.len() / 2], Err(injected(Op::WalWrite)))
@@ -188,6 +226,8 @@ pub(crate) struct MemDir {
     faults: Faults,
     /// Its files count their operations in `faults`.
     injecting: bool,
+    /// Its files note records written before an earlier segment was synced.
+    check_order: bool,
 }
 
 #[derive(Default)]
@@ -195,6 +235,8 @@ struct DirState {
     slots: BTreeMap<u32, Arc<MemFile>>,
     /// Checkpoints are written durably (the real one syncs before rename).
     checkpoint: Option<Vec<u8>>,
+    /// See [`MemDir::checking_order`].
+    order_violations: Vec<String>,
 }
 
 impl MemDir {
@@ -213,6 +255,20 @@ impl MemDir {
 
     fn fails(&self, op: Op) -> bool {
         self.injecting && self.faults.hit(op, self)
+    }
+
+    /// A directory that notes every record written to a segment while a
+    /// file holding an earlier segment of the same generation has unsynced
+    /// bytes ([`MemDir::order_violations`]).
+    pub fn checking_order() -> Self {
+        Self {
+            check_order: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn order_violations(&self) -> Vec<String> {
+        lock(&self.state).order_violations.clone()
     }
 
     /// The checkpoint file's bytes.
@@ -244,7 +300,7 @@ impl MemDir {
                     current: kept,
                     poisoned: false,
                 }),
-                faults: None,
+                dir: None,
             };
             slots.insert(no, Arc::new(file));
         }
@@ -252,6 +308,7 @@ impl MemDir {
             state: Arc::new(Mutex::new(DirState {
                 slots,
                 checkpoint: st.checkpoint.clone(),
+                order_violations: Vec::new(),
             })),
             ..MemDir::default()
         }
@@ -320,7 +377,7 @@ impl WalDir for MemDir {
                 current: vec![0; len],
                 poisoned: false,
             }),
-            faults: self.injecting.then(|| self.clone()),
+            dir: (self.injecting || self.check_order).then(|| self.clone()),
         });
         lock(&self.state).slots.insert(slot, file.clone());
         Ok(file)

@@ -882,17 +882,7 @@ impl Wal {
                     std::mem::take(&mut w.unwritten),
                 )
             };
-            // One write per run of records, then one sync per file.
-            let result = chunks
-                .iter()
-                .try_for_each(|c| c.slot.file.write_at(&c.bytes, c.at))
-                .map_err(|e| ("writing the write-ahead log", e))
-                .and_then(|()| {
-                    files
-                        .iter()
-                        .try_for_each(|s| s.file.sync())
-                        .map_err(|e| ("syncing the write-ahead log", e))
-                });
+            let result = write_group(&chunks, &files);
             self.syncs.fetch_add(1, Ordering::Relaxed);
             // After a failed fsync the kernel may have dropped the dirty
             // pages: nothing written since the last good sync can be
@@ -1326,6 +1316,17 @@ impl WriterGuard<'_> {
     /// that cannot be created (a full disk) changes nothing; a failed write
     /// of the new segment's header enters the failed state.
     fn next_segment(&mut self) -> stdio::Result<()> {
+        if !self.wal.syncing()
+            && let Some(old) = &self.w.current
+        {
+            // Without group commit records are written at once: the segment
+            // left behind is synced before anything reaches the next one
+            // (see `write_group`).
+            if let Err(e) = old.file.sync() {
+                self.wal.state.fail("syncing the write-ahead log", &e);
+                return Err(e);
+            }
+        }
         let w = &mut *self.w;
         let segment = if w.current.is_some() {
             w.segment + 1
@@ -1361,6 +1362,32 @@ impl WriterGuard<'_> {
         w.current = Some(slot);
         Ok(())
     }
+}
+
+/// A group commit's I/O: one write per run of records, then one sync per
+/// file. When the group moves on to a new segment, the earlier segment's
+/// file is synced before anything is written to the new one: records of a
+/// later segment then never reach the disk while an earlier segment's may
+/// still be lost, so a valid record after a missing one always means damage
+/// (corruption.rs), never a torn group. On failure: what failed, and how.
+fn write_group(chunks: &[Chunk], files: &[Slot]) -> Result<(), (&'static str, stdio::Error)> {
+    let write = |e| ("writing the write-ahead log", e);
+    let sync = |e| ("syncing the write-ahead log", e);
+    let mut synced: Vec<u32> = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        if let Some(prev) = i.checked_sub(1).map(|p| &chunks[p].slot)
+            && prev.no != c.slot.no
+        {
+            prev.file.sync().map_err(sync)?;
+            synced.push(prev.no);
+        }
+        c.slot.file.write_at(&c.bytes, c.at).map_err(write)?;
+    }
+    files
+        .iter()
+        .filter(|s| !synced.contains(&s.no))
+        .try_for_each(|s| s.file.sync())
+        .map_err(sync)
 }
 
 fn mark_dirty(dirty: &mut Vec<Slot>, slot: Slot) {
