@@ -1,5 +1,5 @@
 //! The one commit function, and the engine's side of the write-ahead log:
-//! replay at open and checkpoints.
+//! replay at open (checkpoints are in `checkpoint.rs`).
 //!
 //! A commit ([`run`]) enters the WAL's writer section, runs its closure over
 //! sled plus the records logged but not yet applied (the overlay), appends
@@ -8,7 +8,10 @@
 //! committer that notices applies the durable ones in one sled transaction
 //! ([`settle`]); scans, the integrity check and checkpoints settle first.
 //! Commits are serialised by the writer section, so a closure runs exactly
-//! once and needs no conflict retries. Stores without a directory
+//! once and needs no conflict retries. What a committer does after its
+//! change is durable (applying, checkpoints, preparing a segment) is
+//! housekeeping: its failures are logged and retried, never reported as the
+//! change's (SPEC §11). Stores without a directory
 //! (temporary ones) have no WAL: nothing of them outlives the process, and
 //! each commit is one sled transaction under the engine's lock.
 //!
