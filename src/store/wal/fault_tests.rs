@@ -251,6 +251,7 @@ fn every_failed_write_and_sync_of_the_log_and_of_checkpoints_loses_nothing_ackno
         let tmp = tempfile::tempdir().unwrap();
         let total = run(tmp.path(), sync, None);
         assert!(total > 40, "the workload does I/O ({total} operations)");
+        eprintln!("fault test (sync {sync}): each of {total} writes and syncs fails once");
         let mut seen = BTreeSet::new();
         for n in 0..total {
             let tmp = tempfile::tempdir().unwrap();
