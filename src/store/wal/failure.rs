@@ -85,7 +85,9 @@ impl FailedState {
     }
 
     /// Keeps the state from being set while the guard lives; `Err` when it
-    /// is set already. Never call [`FailedState::fail`] while holding it.
+    /// is set already. Hold it across no lock that a thread may hold while
+    /// it calls [`FailedState::fail`] (the writer lock), and never call
+    /// `fail` while holding it.
     pub fn hold_off(&self) -> io::Result<RwLockReadGuard<'_, Option<String>>> {
         let guard = self.cause.read().unwrap_or_else(PoisonError::into_inner);
         match &*guard {

@@ -630,13 +630,18 @@ impl Wal {
     /// recycled on its word).
     pub fn finish_checkpoint(&self, ticket: CheckpointTicket<'_>) -> stdio::Result<()> {
         let cp = ticket.checkpoint;
-        // No failure may be recorded between the check and the recycling.
+        // No failure may be recorded between the check and the recording.
+        // (Held across no lock: a writer enters the failed state while it
+        // holds the writer lock.)
         let not_failed = self.state.hold_off()?;
-        if let Err(e) = self.dir.write_checkpoint(&cp.encode()) {
-            drop(not_failed);
+        let recorded = self.dir.write_checkpoint(&cp.encode());
+        drop(not_failed);
+        if let Err(e) = recorded {
             self.state.fail("recording a checkpoint", &e);
             return Err(e);
         }
+        // The slots behind a recorded checkpoint hold nothing needed, even if
+        // the log fails meanwhile.
         let surplus = {
             let mut w = lock(&self.writer);
             let (behind, live): (Vec<_>, Vec<_>) = std::mem::take(&mut w.in_use)
@@ -657,7 +662,6 @@ impl Wal {
             }
             surplus
         };
-        drop(not_failed);
         // A slot left behind holds nothing needed: it is only disk space.
         for no in surplus {
             if let Err(e) = self.dir.remove_slot(no) {
