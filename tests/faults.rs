@@ -305,7 +305,6 @@ fn a_damaged_record_in_the_middle_of_the_log_is_refused_until_recover_truncates(
             "{args:?}: {err}"
         );
     }
-    assert!(wal_files() == before, "a refused open changes nothing");
     let server_log = {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -330,6 +329,7 @@ fn a_damaged_record_in_the_middle_of_the_log_is_refused_until_recover_truncates(
         err
     };
     assert!(server_log.contains(&slot_name), "{server_log}");
+    assert!(wal_files() == before, "a refused open changes nothing");
 
     // Recovery that accepts the loss, explicitly: records 6..=12 go.
     let (code, out, err) = cli(&data, &secret, &["recover", "--truncate-at-corruption"], "");
