@@ -98,6 +98,26 @@ pub enum Error {
     /// The storage engine or file system failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The write-ahead log is damaged in its middle: a record is corrupt
+    /// and valid records follow it (media corruption, not a torn tail left
+    /// by a crash). The store refuses to open rather than silently drop the
+    /// records after the damage; reopening with truncation (the `credstore
+    /// recover --truncate-at-corruption` command) accepts losing them.
+    #[error(
+        "the write-ahead log is corrupt at {file} offset {offset}: record {record} is damaged \
+         and valid records follow it (up to record {last_valid}); nothing was changed. \
+         `credstore recover --truncate-at-corruption` accepts losing the records from {record} on"
+    )]
+    CorruptLog {
+        /// The log file (slot) holding the damaged record.
+        file: String,
+        /// Where in that file the damaged record starts.
+        offset: u64,
+        /// The sequence number of the damaged record.
+        record: u64,
+        /// The highest sequence number found valid after it.
+        last_valid: u64,
+    },
     /// A signed request's digest does not match the request.
     #[error("invalid digest")]
     InvalidDigest,
@@ -115,6 +135,7 @@ impl Error {
             self,
             Error::Storage(_)
                 | Error::CorruptRecord { .. }
+                | Error::CorruptLog { .. }
                 | Error::UnknownFormat { .. }
                 | Error::UnsupportedVersion { .. }
                 | Error::WrongSecret
@@ -276,10 +297,16 @@ pub enum InputError {
 /// An opaque failure of the storage engine or the file system.
 ///
 /// Only the store layer constructs it, so that replacing the engine breaks no
-/// caller.
+/// caller. Two questions about it have answers: whether the store must be
+/// reopened before it accepts writes again ([`StorageError::must_reopen`]),
+/// and whether the disk was full ([`StorageError::is_disk_full`]).
 pub struct StorageError {
     context: &'static str,
     source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    must_reopen: bool,
+    /// The store logged it already (a refused write): callers that turn it
+    /// into a 5xx do not log it again.
+    logged: bool,
 }
 
 impl StorageError {
@@ -290,7 +317,54 @@ impl StorageError {
         Self {
             context,
             source: source.into(),
+            must_reopen: false,
+            logged: false,
         }
+    }
+
+    /// Marks the error as logged with its cause (by the store).
+    pub(crate) fn logged(mut self) -> Self {
+        self.logged = true;
+        self
+    }
+
+    /// `true` when the store has logged this error with its cause already.
+    pub(crate) fn was_logged(&self) -> bool {
+        self.logged
+    }
+
+    /// An error after which the store refuses every write until it is
+    /// reopened (its failed state: a sync or write of its log or data
+    /// files failed).
+    pub(crate) fn failed(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            must_reopen: true,
+            ..Self::new(context, source)
+        }
+    }
+
+    /// `true` when the store is in its failed state: a sync or write of its
+    /// files failed, and it refuses every write until it is reopened
+    /// (reopening recovers every acknowledged change). Reads go on.
+    pub fn must_reopen(&self) -> bool {
+        self.must_reopen
+    }
+
+    /// `true` when the disk was full. The write that met it changed nothing.
+    pub fn is_disk_full(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*self.source);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::StorageFull
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
     }
 }
 
@@ -299,13 +373,18 @@ impl fmt::Debug for StorageError {
         f.debug_struct("StorageError")
             .field("context", &self.context)
             .field("source", &self.source)
+            .field("must_reopen", &self.must_reopen)
             .finish()
     }
 }
 
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "storage error while {}: {}", self.context, self.source)
+        write!(f, "storage error while {}: {}", self.context, self.source)?;
+        if self.must_reopen {
+            f.write_str("; the store refuses writes until it is reopened")?;
+        }
+        Ok(())
     }
 }
 

@@ -56,7 +56,11 @@ impl Refusal {
 /// (the answer itself says nothing internal). [`crate::Error`]'s texts never
 /// hold a secret.
 pub(crate) fn log_fault(format: &'static str, e: &crate::Error) {
-    tracing::error!(format, error = %e, "internal error; answered 500");
+    match e {
+        // A refused write the store logged already, with its cause.
+        crate::Error::Storage(s) if s.was_logged() => {}
+        _ => tracing::error!(format, error = %e, "internal error; answered 500"),
+    }
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {

@@ -1,5 +1,5 @@
 //! The one commit function, and the engine's side of the write-ahead log:
-//! replay at open and checkpoints.
+//! replay at open (checkpoints are in `checkpoint.rs`).
 //!
 //! A commit ([`run`]) enters the WAL's writer section, runs its closure over
 //! sled plus the records logged but not yet applied (the overlay), appends
@@ -8,7 +8,10 @@
 //! committer that notices applies the durable ones in one sled transaction
 //! ([`settle`]); scans, the integrity check and checkpoints settle first.
 //! Commits are serialised by the writer section, so a closure runs exactly
-//! once and needs no conflict retries. Stores without a directory
+//! once and needs no conflict retries. What a committer does after its
+//! change is durable (applying, checkpoints, preparing a segment) is
+//! housekeeping: its failures are logged and retried, never reported as the
+//! change's (SPEC §11). Stores without a directory
 //! (temporary ones) have no WAL: nothing of them outlives the process, and
 //! each commit is one sled transaction under the engine's lock.
 //!
@@ -24,19 +27,32 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fs::File;
-use std::path::Path;
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use super::checkpoint::{checkpoint, sync};
 use super::tx::{Redo, Tx, TxError};
-use super::wal::{self, Loaded, redo};
-use super::{Engine, TreeId, meta, storage};
+use super::wal::{Loaded, Wal, redo};
+use super::{Engine, LogTruncation, TreeId, meta, storage};
 use crate::error::{Error, StorageError};
 
 fn io_error(context: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::Storage(StorageError::new(context, e))
+}
+
+/// A write refused by the log: the caller's error, logged once with its
+/// cause (no secret: the store's errors carry none).
+fn refused<'w>(wal: &'w Wal, context: &'static str) -> impl FnOnce(std::io::Error) -> Error + 'w {
+    move |e| {
+        let err = if wal.is_failed() {
+            StorageError::failed(context, e)
+        } else {
+            StorageError::new(context, e)
+        };
+        tracing::warn!(error = %err, "a write was refused");
+        Error::Storage(err.logged())
+    }
 }
 
 pub(super) fn run<T>(
@@ -49,7 +65,7 @@ pub(super) fn run<T>(
     let committing = wal.enter();
     let mut writer = wal
         .writer()
-        .map_err(io_error("writing the write-ahead log"))?;
+        .map_err(refused(wal, "committing a transaction"))?;
     let tx = Tx::new(engine, Some(writer.overlay()));
     let out = {
         let _no_hashing = crate::crypto::password::NoHashing::enter();
@@ -62,31 +78,67 @@ pub(super) fn run<T>(
     }
     let len = redo::encoded_len(&redo);
     if len > writer.max_payload() {
-        return Err(too_large());
+        let e = too_large();
+        tracing::warn!(error = %e, "a write was refused");
+        return Err(e);
     }
     let mut payload = Vec::with_capacity(len);
     redo::encode(&mut payload, &redo);
+    // A refusal here (no room for the record: a full disk) changes nothing.
     let seq = writer
         .append(&payload, redo)
-        .map_err(io_error("writing the write-ahead log"))?;
+        .map_err(refused(wal, "writing the write-ahead log"))?;
     drop(writer);
     wal.nudge_leader();
     if wal.syncing() {
-        wal.wait_durable(seq)
-            .map_err(io_error("syncing the write-ahead log"))?;
+        // A failed sync leaves the record's fate unknown: it may or may not
+        // be found when the store is reopened.
+        wal.wait_durable(seq).map_err(refused(
+            wal,
+            "syncing the write-ahead log (whether this change survives a reopen is unknown)",
+        ))?;
     }
     drop(committing);
-    // Housekeeping after the change is durable: the caller's result is
-    // already safe, so a failure here is reported but changes nothing.
+    housekeeping(engine, wal);
+    Ok(out)
+}
+
+/// Work after a durable commit. The caller's change is safe already, so a
+/// failure here is logged and retried by a later commit, never reported as
+/// the change's failure. Nothing is done in the failed state.
+fn housekeeping(engine: &Engine, wal: &Wal) {
+    if wal.is_failed() {
+        return;
+    }
     if wal.apply_due() {
-        settle(engine, Settle::OneBatch)?;
+        let applied = settle(engine, Settle::OneBatch);
+        wal.applying_went(&applied);
+        if let Err(e) = applied {
+            wal.report(
+                "applying logged changes to sled failed after a durable commit; retried later",
+                &e,
+            );
+        }
     }
     if wal.checkpoint_due() {
-        checkpoint(engine, false)?;
+        let done = checkpoint(engine, false);
+        wal.checkpoint_went(&done);
+        // A failed state it entered has logged its cause already.
+        if let Err(e) = done
+            && !wal.is_failed()
+        {
+            wal.report(
+                "a checkpoint failed after a durable commit; retried later",
+                &e,
+            );
+        }
     }
-    wal.prepare_spare()
-        .map_err(io_error("preparing a write-ahead log segment"))?;
-    Ok(out)
+    if let Err(e) = wal.prepare_spare() {
+        wal.report(
+            "preparing a write-ahead log segment failed after a durable commit; retried later",
+            &e,
+        );
+    }
 }
 
 /// A store without a log (temporary): commits are serialised by the
@@ -212,7 +264,7 @@ pub(super) fn settle(engine: &Engine, how: Settle) -> Result<(), Error> {
 }
 
 /// What recovery did when the store was opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RecoveryReport {
     /// Valid records found after the checkpoint.
     pub records_read: usize,
@@ -222,30 +274,74 @@ pub(crate) struct RecoveryReport {
     pub deferred: bool,
     /// The sequence number the new WAL generation starts after.
     pub seq: u64,
+    /// Records dropped after a damaged one (only when asked to truncate).
+    pub truncated: Option<LogTruncation>,
 }
 
 /// Recovers the WAL in `dir` into sled, checkpoints, and starts the log.
 /// Runs before anything else writes.
-pub(super) fn start_wal(engine: &mut Engine, loaded: Loaded) -> Result<RecoveryReport, Error> {
+///
+/// A damaged record with valid records after it is refused
+/// ([`Error::CorruptLog`]) unless `truncate`: the log then ends before the
+/// damage, the records after it are dropped (and reported), and the replay
+/// is never deferred, so that the new generation leaves every byte of the
+/// old one behind.
+pub(super) fn start_wal(
+    engine: &mut Engine,
+    loaded: Loaded,
+    truncate: bool,
+) -> Result<RecoveryReport, Error> {
     let applied = applied_seq(engine)?;
     let opts = loaded.options();
     let recovery = loaded
         .parse(applied)
         .map_err(io_error("reading the write-ahead log"))?;
+    let truncated = match recovery.corruption() {
+        None => None,
+        Some(c) if truncate => {
+            let t = LogTruncation {
+                file: c.file(),
+                offset: c.offset,
+                first_dropped: c.seq.max(applied + 1),
+                last_dropped: c.last_valid,
+            };
+            tracing::warn!(
+                "recovery with truncation, as asked: {t}; they were valid records after \
+                 a damaged one"
+            );
+            Some(t)
+        }
+        Some(c) => {
+            let e = Error::CorruptLog {
+                file: c.file(),
+                offset: c.offset,
+                record: c.seq,
+                last_valid: c.last_valid,
+            };
+            tracing::error!(error = %e, "the store cannot be opened");
+            return Err(e);
+        }
+    };
     let records_read = recovery.records().count();
     let last = recovery.last_seq();
-    if last > applied && recovery.bytes_after(applied) >= opts.defer_replay_bytes {
+    if truncated.is_none()
+        && last > applied
+        && recovery.bytes_after(applied) >= opts.defer_replay_bytes
+    {
         // A long replay: go on with the log as it is, the records to replay
         // pending (readable at once, applied to sled in batches later).
+        let recovery_seq = recovery.checkpoint_seq();
         let wal = recovery
             .resume(applied)
             .map_err(io_error("resuming the write-ahead log"))?;
         engine.wal = Some(wal);
         return Ok(RecoveryReport {
             records_read,
-            records_replayed: usize::try_from(last - applied).unwrap_or(usize::MAX),
+            records_replayed: usize::try_from(last - applied.max(recovery_seq))
+                .unwrap_or(usize::MAX),
             deferred: true,
             seq: last,
+            truncated: None,
         });
     }
     let (records_read, records_replayed) = replay(engine, recovery.records(), applied)?;
@@ -254,7 +350,7 @@ pub(super) fn start_wal(engine: &mut Engine, loaded: Loaded) -> Result<RecoveryR
         .max(recovery.checkpoint_seq());
     // Recovery ends with a checkpoint: the new generation starts from a
     // state that is on disk.
-    sync(engine)?;
+    sync(engine).map_err(|(what, e)| Error::Storage(StorageError::new(what, e)))?;
     let wal = recovery
         .start(seq + 1)
         .map_err(io_error("starting the write-ahead log"))?;
@@ -264,6 +360,7 @@ pub(super) fn start_wal(engine: &mut Engine, loaded: Loaded) -> Result<RecoveryR
         records_replayed,
         deferred: false,
         seq,
+        truncated,
     })
 }
 
@@ -337,45 +434,4 @@ pub(super) fn replay<'a>(
             .map_err(storage("replaying the write-ahead log"))?;
     }
     Ok((read, replayed))
-}
-
-/// A checkpoint: sled made durable up to a noted sequence number, recorded,
-/// and the WAL behind it recycled. Without a WAL, just the sled part. With
-/// `wait == false`, skipped when another checkpoint is running.
-pub(super) fn checkpoint(engine: &Engine, wait: bool) -> Result<(), Error> {
-    let Some(wal) = &engine.wal else {
-        return sync(engine);
-    };
-    settle(engine, if wait { Settle::All } else { Settle::OneBatch })?;
-    let Some(ticket) = wal.begin_checkpoint(wait) else {
-        return Ok(());
-    };
-    sync(engine)?;
-    wal.finish_checkpoint(ticket)
-        .map_err(io_error("recording a checkpoint"))
-}
-
-/// Flushes sled and fdatasyncs its files (and `blobs/`), so that everything
-/// applied so far survives a crash and power loss.
-pub(super) fn sync(engine: &Engine) -> Result<(), Error> {
-    engine.db.flush().map_err(storage("flushing"))?;
-    let Some(dir) = &engine.dir else {
-        return Ok(());
-    };
-    sync_files(dir).map_err(io_error("syncing the data files"))?;
-    let blobs = dir.join("blobs");
-    if blobs.is_dir() {
-        sync_files(&blobs).map_err(io_error("syncing the data files"))?;
-    }
-    Ok(())
-}
-
-fn sync_files(dir: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            File::open(entry.path())?.sync_data()?;
-        }
-    }
-    wal::io::sync_dir(dir)
 }

@@ -2,22 +2,29 @@
 //! the event log and the integrity check. sled appears nowhere else; its
 //! errors leave this module as the opaque [`StorageError`].
 
+mod checkpoint;
 mod commit;
 pub(crate) mod encoding;
+mod health;
 mod integrity;
 mod meta;
 mod overlay;
 mod perms;
 pub(crate) mod records;
+mod truncation;
 mod tx;
 pub(crate) mod wal;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, StorageError};
 
+pub(crate) use checkpoint::{DataFiles, FsDataFiles};
+pub use health::Health;
 pub use integrity::IntegrityReport;
 pub(crate) use meta::NEXT_BOX_ID;
+pub use truncation::LogTruncation;
 pub(crate) use tx::{Tx, TxError};
 
 /// The trees, in a fixed order (their index is their position in
@@ -118,7 +125,13 @@ pub enum Durability {
 const TRIM_BATCH: usize = 256;
 
 pub(crate) fn storage(context: &'static str) -> impl FnOnce(sled::Error) -> Error {
-    move |e| Error::Storage(StorageError::new(context, e))
+    move |e| {
+        Error::Storage(match e {
+            // The I/O error itself, so that a full disk is told as one.
+            sled::Error::Io(io) => StorageError::new(context, io),
+            other => StorageError::new(context, other),
+        })
+    }
 }
 
 /// The sled database behind a store.
@@ -133,6 +146,8 @@ pub(crate) struct Engine {
     /// Serialises the commits of a store without a log.
     unlogged_writer: std::sync::Mutex<()>,
     recovery: commit::RecoveryReport,
+    /// How a checkpoint makes sled's files durable.
+    data_files: Arc<dyn DataFiles>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -154,26 +169,90 @@ pub(crate) struct EngineOptions {
     pub fail_point: Option<crate::ops::FailPoint>,
 }
 
+/// How [`Engine::open_with`] opens: the file layers and what recovery may do.
+pub(crate) struct OpenWith<F> {
+    /// Opens the write-ahead log's directory, given the data directory.
+    pub wal_dir: F,
+    pub wal_opts: wal::WalOptions,
+    /// How checkpoints make sled's files durable.
+    pub data_files: Arc<dyn DataFiles>,
+    /// Accept losing the records after a damaged one in the middle of the
+    /// log (else such a log is refused with [`Error::CorruptLog`]).
+    pub truncate_at_corruption: bool,
+}
+
 impl Engine {
     /// Opens the store at `path`, creating it when the directory is absent or empty.
     /// Recovers its write-ahead log (`<path>/wal/`) before anything writes.
     pub fn open(path: &Path, opts: EngineOptions) -> Result<Self, Error> {
+        Self::open_on_disk(path, opts, false)
+    }
+
+    /// [`Engine::open`] that accepts losing the records after a damaged one
+    /// in the middle of the log; returns what it dropped, if anything.
+    pub fn open_truncating_log(
+        path: &Path,
+        opts: EngineOptions,
+    ) -> Result<(Self, Option<LogTruncation>), Error> {
+        if !path.join("conf").is_file() {
+            return Err(Error::Storage(StorageError::new(
+                "recovering the store",
+                format!("there is no store at {}", path.display()),
+            )));
+        }
+        let engine = Self::open_on_disk(path, opts, true)?;
+        let truncated = engine.recovery.truncated.clone();
+        Ok((engine, truncated))
+    }
+
+    fn open_on_disk(path: &Path, opts: EngineOptions, truncate: bool) -> Result<Self, Error> {
         let wal_opts = wal::WalOptions {
             defer_replay_bytes: opts.defer_replay_bytes,
             ..wal::WalOptions::new(opts.durability == Durability::Immediate)
         };
-        Self::open_with_wal(path, opts, wal_opts, |p| {
-            Ok(Box::new(wal::FsDir::open(p.join("wal"))?))
-        })
+        let with = OpenWith {
+            wal_dir: |p: &Path| -> std::io::Result<Box<dyn wal::WalDir>> {
+                Ok(Box::new(wal::FsDir::open(p.join("wal"))?))
+            },
+            wal_opts,
+            data_files: Arc::new(FsDataFiles),
+            truncate_at_corruption: truncate,
+        };
+        Self::open_with(path, opts, with)
     }
 
     /// [`Engine::open`] with a chosen WAL backend and sizes (tests).
+    #[cfg(test)]
     pub(crate) fn open_with_wal(
         path: &Path,
         opts: EngineOptions,
         wal_opts: wal::WalOptions,
         wal_dir: impl FnOnce(&Path) -> std::io::Result<Box<dyn wal::WalDir>> + Send,
     ) -> Result<Self, Error> {
+        let with = OpenWith {
+            wal_dir,
+            wal_opts,
+            data_files: Arc::new(FsDataFiles),
+            truncate_at_corruption: false,
+        };
+        Self::open_with(path, opts, with)
+    }
+
+    /// [`Engine::open`] with chosen file layers, sizes and recovery.
+    pub(crate) fn open_with<F>(
+        path: &Path,
+        opts: EngineOptions,
+        with: OpenWith<F>,
+    ) -> Result<Self, Error>
+    where
+        F: FnOnce(&Path) -> std::io::Result<Box<dyn wal::WalDir>> + Send,
+    {
+        let OpenWith {
+            wal_dir,
+            wal_opts,
+            data_files,
+            truncate_at_corruption,
+        } = with;
         meta::check_directory(path)?;
         perms::create_private_dir(path)?;
         if let Some(warning) = perms::exposure(path) {
@@ -210,6 +289,7 @@ impl Engine {
         // is made durable by the checkpoint that starts the log; a new store
         // is initialised before its log exists.
         let mut engine = Self::from_db(db, Some(path.to_path_buf()), opts)?;
+        engine.data_files = data_files;
         // `wal_dir` was used by the loader exactly when `preloaded` is set.
         let loaded = match (preloaded, wal_dir) {
             (Some(loaded), _) => loaded,
@@ -217,7 +297,7 @@ impl Engine {
             (None, None) => Err(std::io::Error::other("the log directory was not opened")),
         }
         .map_err(wal_error)?;
-        engine.recovery = commit::start_wal(&mut engine, loaded)?;
+        engine.recovery = commit::start_wal(&mut engine, loaded, truncate_at_corruption)?;
         perms::restrict_files(path);
         Ok(engine)
     }
@@ -247,6 +327,7 @@ impl Engine {
             wal: None,
             unlogged_writer: std::sync::Mutex::new(()),
             recovery: commit::RecoveryReport::default(),
+            data_files: Arc::new(FsDataFiles),
         };
         meta::check_or_init(&engine, &opts.fingerprint, opts.first_box_id)?;
         Ok(engine)
@@ -363,13 +444,21 @@ impl Engine {
     /// Makes everything written so far durable in sled's own files and
     /// recycles the write-ahead log behind it (a checkpoint; also at clean close).
     pub fn flush(&self) -> Result<(), Error> {
-        commit::checkpoint(self, true)
+        checkpoint::checkpoint(self, true)
+    }
+
+    /// Whether the store accepts writes (not in its failed state).
+    pub fn health(&self) -> Health {
+        match self.wal.as_ref().and_then(wal::Wal::failure) {
+            Some(cause) => Health::Failed { cause },
+            None => Health::Writable,
+        }
     }
 
     /// What recovery did when this engine was opened.
     #[cfg(test)]
     pub(crate) fn recovery(&self) -> commit::RecoveryReport {
-        self.recovery
+        self.recovery.clone()
     }
 
     /// The write-ahead log, when the store has one.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use credstore::{
-    AppKey, CustomerFlags, FlagsUpdate, NewCustomer, Password, ResetDetails, Timestamp,
+    AppKey, CustomerFlags, FlagsUpdate, NewCustomer, Password, ResetDetails, Store, Timestamp,
 };
 use zeroize::Zeroize;
 
@@ -358,6 +358,55 @@ pub fn check(g: &Global) -> CliResult {
             r.problems.len()
         )))
     }
+}
+
+/// `recover`: reopen the store, recovering its write-ahead log.
+#[derive(Args, Debug)]
+pub struct RecoverArgs {
+    /// When a record in the middle of the write-ahead log is damaged and
+    /// valid records follow it (media corruption, which every other command
+    /// refuses), accept losing them: the log ends before the damage. Says
+    /// how many records were dropped.
+    #[arg(long)]
+    pub truncate_at_corruption: bool,
+}
+
+pub fn recover(g: &Global, a: RecoverArgs) -> CliResult {
+    if !g.data.join("conf").is_file() {
+        return Err(Failure(format!(
+            "there is no store at {} (nothing was created)",
+            g.data.display()
+        )));
+    }
+    if !a.truncate_at_corruption {
+        // Opening recovers; a damaged log is refused, saying where.
+        drop(g.open()?);
+        println!("recovered; the write-ahead log has no damage");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let secret = crate::secret_file::load_or_create(&g.secret_path(), &g.data)?;
+    let (store, truncated) =
+        Store::recover_truncating_log(&g.data, &secret, g.config()?).map_err(|e| {
+            Failure(format!(
+                "cannot recover the store at {}: {e}",
+                g.data.display()
+            ))
+        })?;
+    // Closing makes the recovered state a checkpoint.
+    store.flush()?;
+    match truncated {
+        Some(t) => println!(
+            "dropped {} records of the write-ahead log (records {} to {}, from {} offset {}): \
+             the changes they held are lost",
+            t.dropped_records(),
+            t.first_dropped,
+            t.last_dropped,
+            t.file,
+            t.offset
+        ),
+        None => println!("dropped 0 records: the write-ahead log has no damage"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn log(g: &Global, a: LogArgs) -> CliResult {

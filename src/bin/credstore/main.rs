@@ -61,6 +61,10 @@ enum Command {
     Purge,
     /// Check the store's integrity; exit 0 only when it is sound.
     Check,
+    /// Recover the store (as any command does when it opens it); with
+    /// `--truncate-at-corruption`, accept losing the write-ahead log's
+    /// records after a damaged one.
+    Recover(admin::RecoverArgs),
     /// Print the event log.
     Log(admin::LogArgs),
     /// Print counts and sizes.
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
         Command::Mail(c) => admin::mail(&cli.global, c),
         Command::Purge => admin::purge(&cli.global),
         Command::Check => admin::check(&cli.global),
+        Command::Recover(args) => admin::recover(&cli.global, args),
         Command::Log(args) => admin::log(&cli.global, args),
         Command::Stats => admin::stats(&cli.global),
         Command::Digest(args) => admin::digest(args),

@@ -1,15 +1,103 @@
 //! A WAL directory in memory that remembers which bytes were synced, so that
 //! tests can freeze it at a simulated crash (as redb's crash tests freeze a
 //! backend) and lose, tear or corrupt what the OS might have lost.
+//!
+//! It can also fail one chosen write or sync ([`Faults`], in the spirit of
+//! SQLite's I/O-error tests), the way Linux does: a failed write may have
+//! written part of its bytes; after a failed sync the dirty pages are gone
+//! for good, and a later sync of the file "succeeds" without making them
+//! durable (fsyncgate). [`FaultyData`] does the same for sled's files at a
+//! checkpoint, keeping sled's contents as of its last good sync for a crash.
 
 use std::collections::BTreeMap;
 use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::format::{SEG_HEADER_LEN, SegmentHeader};
 use super::io::{WalDir, WalFile};
+use crate::store::{DataFiles, FsDataFiles, TreeId};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An I/O operation that [`Faults`] counts and can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// A write of a WAL slot (records or a segment header).
+    WalWrite,
+    /// An `fdatasync` of a WAL slot.
+    WalSync,
+    /// Creating a WAL slot (zero-filled, synced).
+    CreateSlot,
+    /// Deleting a surplus WAL slot.
+    RemoveSlot,
+    /// Replacing the checkpoint file.
+    WriteCheckpoint,
+    /// sled's flush at a checkpoint (writes its files).
+    DataFlush,
+    /// The sync of sled's files at a checkpoint.
+    DataSync,
+}
+
+/// Counts the I/O operations of a [`MemDir`] and a [`FaultyData`] and
+/// fails the one armed, once.
+#[derive(Clone, Default)]
+pub(crate) struct Faults(Arc<FaultState>);
+
+#[derive(Default)]
+struct FaultState {
+    ops: AtomicU64,
+    /// 1 + the index of the operation to fail; 0: none.
+    armed: AtomicU64,
+    fired: Mutex<Option<Fired>>,
+}
+
+/// The operation that failed, and the checkpoint file as it stood then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fired {
+    pub op: Op,
+    pub checkpoint: Option<Vec<u8>>,
+}
+
+impl Faults {
+    /// Operations counted so far.
+    pub fn count(&self) -> u64 {
+        self.0.ops.load(Ordering::SeqCst)
+    }
+
+    /// Fails the operation `n` operations from now (0: the next one).
+    pub fn arm(&self, n: u64) {
+        self.0.armed.store(self.count() + n + 1, Ordering::SeqCst);
+    }
+
+    /// The failed operation, once it failed.
+    pub fn fired(&self) -> Option<Fired> {
+        lock(&self.0.fired).clone()
+    }
+
+    /// Counts `op`: `true` when it must fail (`dir`: where the checkpoint
+    /// file stands at that moment).
+    fn hit(&self, op: Op, dir: &MemDir) -> bool {
+        let n = self.0.ops.fetch_add(1, Ordering::SeqCst);
+        if self.0.armed.load(Ordering::SeqCst) != n + 1 {
+            return false;
+        }
+        *lock(&self.0.fired) = Some(Fired {
+            op,
+            checkpoint: lock(&dir.state).checkpoint.clone(),
+        });
+        true
+    }
+}
+
+fn injected(op: Op) -> io::Error {
+    match op {
+        Op::CreateSlot => io::Error::new(io::ErrorKind::StorageFull, "injected: no space left"),
+        _ => io::Error::other(format!("injected I/O error ({op:?})")),
+    }
 }
 
 #[derive(Default)]
@@ -18,12 +106,59 @@ struct FileData {
     synced: Vec<u8>,
     /// What the process sees.
     current: Vec<u8>,
+    /// A sync failed: the kernel dropped the dirty pages, and later syncs
+    /// keep nothing more (fsyncgate).
+    poisoned: bool,
 }
 
 /// One file of a [`MemDir`].
 #[derive(Default)]
 pub(crate) struct MemFile {
     data: Mutex<FileData>,
+    /// The directory, when it injects faults or checks the write order.
+    dir: Option<MemDir>,
+}
+
+impl MemFile {
+    fn fails(&self, op: Op) -> bool {
+        self.dir.as_ref().is_some_and(|d| d.fails(op))
+    }
+
+    /// The segment header this file holds: (epoch, segment).
+    fn header(&self) -> Option<(u64, u64)> {
+        let d = lock(&self.data);
+        SegmentHeader::decode(&d.current).map(|h| (h.epoch, h.segment))
+    }
+
+    /// Notes a violation when a record is written here while a file holding
+    /// an earlier segment of the same generation has bytes not yet synced.
+    fn check_order(&self, offset: u64) {
+        let Some(dir) = self.dir.as_ref().filter(|d| d.check_order) else {
+            return;
+        };
+        if offset < SEG_HEADER_LEN as u64 {
+            return;
+        }
+        let Some((epoch, segment)) = self.header() else {
+            return;
+        };
+        let mut st = lock(&dir.state);
+        let mut late = Vec::new();
+        for (no, file) in &st.slots {
+            if std::ptr::eq(Arc::as_ptr(file), self) {
+                continue;
+            }
+            let d = lock(&file.data);
+            let earlier = SegmentHeader::decode(&d.current)
+                .is_some_and(|h| h.epoch == epoch && h.segment < segment);
+            if earlier && d.current != d.synced {
+                late.push(format!(
+                    "a record of segment {segment} written while slot {no} has unsynced bytes"
+                ));
+            }
+        }
+        st.order_violations.extend(late);
+    }
 }
 
 impl WalFile for MemFile {
@@ -39,18 +174,31 @@ impl WalFile for MemFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check_order(offset);
+        // A failed write may have written a part of its bytes.
+        let (buf, result) = if self.fails(Op::WalWrite) {
+            (&buf[..buf.len() / 2], Err(injected(Op::WalWrite)))
+        } else {
+            (buf, Ok(()))
+        };
         let mut d = lock(&self.data);
         let at = usize::try_from(offset).map_err(io::Error::other)?;
         if d.current.len() < at + buf.len() {
             d.current.resize(at + buf.len(), 0);
         }
         d.current[at..at + buf.len()].copy_from_slice(buf);
-        Ok(())
+        result
     }
 
     fn sync(&self) -> io::Result<()> {
+        if self.fails(Op::WalSync) {
+            lock(&self.data).poisoned = true;
+            return Err(injected(Op::WalSync));
+        }
         let mut d = lock(&self.data);
-        d.synced = d.current.clone();
+        if !d.poisoned {
+            d.synced = d.current.clone();
+        }
         Ok(())
     }
 
@@ -75,6 +223,11 @@ pub(crate) enum Crash {
 #[derive(Clone, Default)]
 pub(crate) struct MemDir {
     state: Arc<Mutex<DirState>>,
+    faults: Faults,
+    /// Its files count their operations in `faults`.
+    injecting: bool,
+    /// Its files note records written before an earlier segment was synced.
+    check_order: bool,
 }
 
 #[derive(Default)]
@@ -82,11 +235,45 @@ struct DirState {
     slots: BTreeMap<u32, Arc<MemFile>>,
     /// Checkpoints are written durably (the real one syncs before rename).
     checkpoint: Option<Vec<u8>>,
+    /// See [`MemDir::checking_order`].
+    order_violations: Vec<String>,
 }
 
 impl MemDir {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A directory whose writes and syncs `faults` counts and can fail.
+    pub fn with_faults(faults: Faults) -> Self {
+        Self {
+            faults,
+            injecting: true,
+            ..Self::default()
+        }
+    }
+
+    fn fails(&self, op: Op) -> bool {
+        self.injecting && self.faults.hit(op, self)
+    }
+
+    /// A directory that notes every record written to a segment while a
+    /// file holding an earlier segment of the same generation has unsynced
+    /// bytes ([`MemDir::order_violations`]).
+    pub fn checking_order() -> Self {
+        Self {
+            check_order: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn order_violations(&self) -> Vec<String> {
+        lock(&self.state).order_violations.clone()
+    }
+
+    /// The checkpoint file's bytes.
+    pub fn checkpoint(&self) -> Option<Vec<u8>> {
+        lock(&self.state).checkpoint.clone()
     }
 
     /// The directory as a crash leaves it: a new, independent copy.
@@ -111,7 +298,9 @@ impl MemDir {
                 data: Mutex::new(FileData {
                     synced: kept.clone(),
                     current: kept,
+                    poisoned: false,
                 }),
+                dir: None,
             };
             slots.insert(no, Arc::new(file));
         }
@@ -119,7 +308,9 @@ impl MemDir {
             state: Arc::new(Mutex::new(DirState {
                 slots,
                 checkpoint: st.checkpoint.clone(),
+                order_violations: Vec::new(),
             })),
+            ..MemDir::default()
         }
     }
 
@@ -176,18 +367,26 @@ impl WalDir for MemDir {
     }
 
     fn create_slot(&self, slot: u32, size: u64) -> io::Result<Arc<dyn WalFile>> {
+        if self.fails(Op::CreateSlot) {
+            return Err(injected(Op::CreateSlot));
+        }
         let len = usize::try_from(size).map_err(io::Error::other)?;
         let file = Arc::new(MemFile {
             data: Mutex::new(FileData {
                 synced: vec![0; len],
                 current: vec![0; len],
+                poisoned: false,
             }),
+            dir: (self.injecting || self.check_order).then(|| self.clone()),
         });
         lock(&self.state).slots.insert(slot, file.clone());
         Ok(file)
     }
 
     fn remove_slot(&self, slot: u32) -> io::Result<()> {
+        if self.fails(Op::RemoveSlot) {
+            return Err(injected(Op::RemoveSlot));
+        }
         lock(&self.state).slots.remove(&slot);
         Ok(())
     }
@@ -197,7 +396,82 @@ impl WalDir for MemDir {
     }
 
     fn write_checkpoint(&self, bytes: &[u8]) -> io::Result<()> {
+        if self.fails(Op::WriteCheckpoint) {
+            return Err(injected(Op::WriteCheckpoint));
+        }
         lock(&self.state).checkpoint = Some(bytes.to_vec());
+        Ok(())
+    }
+}
+
+/// sled's contents, tree by tree: (tree index, key) -> value.
+pub(crate) type Contents = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
+
+/// sled's files at a checkpoint, with faults: a failed flush or sync, and
+/// what a crash keeps of sled. The model is conservative: after a crash,
+/// sled holds exactly its contents at the last sync that succeeded before
+/// any failure (a failed sync loses the dirty pages, and later syncs keep
+/// nothing more), so a checkpoint recorded on the word of a later sync
+/// would lose changes.
+pub(crate) struct FaultyData {
+    dir: MemDir,
+    durable: Mutex<Contents>,
+    poisoned: AtomicBool,
+}
+
+impl FaultyData {
+    /// Counts and fails in `dir`'s [`Faults`].
+    pub fn new(dir: &MemDir) -> Self {
+        Self {
+            dir: dir.clone(),
+            durable: Mutex::new(Contents::new()),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    /// sled's contents as a crash leaves them.
+    pub fn durable(&self) -> Contents {
+        lock(&self.durable).clone()
+    }
+
+    /// Writes `contents` into a new sled database at `path` (the data
+    /// directory as a crash left it).
+    pub fn restore(contents: &Contents, path: &Path) {
+        let db = sled::Config::new().path(path).open().unwrap();
+        for ((tree, key), value) in contents {
+            db.open_tree(TreeId::ALL[*tree].name())
+                .unwrap()
+                .insert(key.as_slice(), value.as_slice())
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+}
+
+impl DataFiles for FaultyData {
+    fn flush(&self, db: &sled::Db) -> io::Result<()> {
+        if self.dir.fails(Op::DataFlush) {
+            return Err(injected(Op::DataFlush));
+        }
+        FsDataFiles.flush(db)
+    }
+
+    fn sync(&self, db: &sled::Db, dir: &Path) -> io::Result<()> {
+        if self.dir.fails(Op::DataSync) {
+            self.poisoned.store(true, Ordering::SeqCst);
+            return Err(injected(Op::DataSync));
+        }
+        FsDataFiles.sync(db, dir)?;
+        if !self.poisoned.load(Ordering::SeqCst) {
+            let mut contents = Contents::new();
+            for id in TreeId::ALL {
+                for item in db.open_tree(id.name()).map_err(io::Error::other)?.iter() {
+                    let (k, v) = item.map_err(io::Error::other)?;
+                    contents.insert((id as usize, k.to_vec()), v.to_vec());
+                }
+            }
+            *lock(&self.durable) = contents;
+        }
         Ok(())
     }
 }

@@ -86,6 +86,12 @@ pub(crate) fn encode_record(out: &mut Vec<u8>, epoch: u64, seq: u64, payload: &[
     out.extend_from_slice(&sum);
 }
 
+/// The epoch a record header at the start of `bytes` claims (unchecked).
+pub(crate) fn record_epoch(bytes: &[u8]) -> Option<u64> {
+    let header = bytes.get(..REC_HEADER_LEN)?;
+    (header[..4] == REC_MAGIC).then(|| u64_at(header, 8))
+}
+
 /// A valid record found in a segment's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Found {

@@ -52,7 +52,7 @@ const TMP_SUFFIX: &str = ".tmp";
 
 impl FsDir {
     /// Opens (creating when absent) the WAL directory at `path`, removing
-    /// leftovers of interrupted slot creations.
+    /// leftovers of interrupted slot creations and checkpoint writes.
     pub fn open(path: PathBuf) -> io::Result<Self> {
         if !path.is_dir() {
             fs::create_dir_all(&path)?;
@@ -63,7 +63,9 @@ impl FsDir {
         for entry in fs::read_dir(&path)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(SLOT_PREFIX) && name.ends_with(TMP_SUFFIX) {
+            if (name.starts_with(SLOT_PREFIX) && name.ends_with(TMP_SUFFIX))
+                || name == CHECKPOINT_TMP
+            {
                 fs::remove_file(path.join(name.as_ref()))?;
             }
         }
@@ -71,8 +73,23 @@ impl FsDir {
     }
 
     fn slot_path(&self, slot: u32) -> PathBuf {
-        self.path.join(format!("{SLOT_PREFIX}{slot:04}"))
+        self.path.join(slot_name(slot))
     }
+}
+
+/// A slot's file name.
+pub(crate) fn slot_name(slot: u32) -> String {
+    format!("{SLOT_PREFIX}{slot:04}")
+}
+
+/// Runs `make` to build a file at `tmp`; on failure removes whatever it
+/// left there (a full disk must leave no half-made file behind).
+fn or_remove<T>(tmp: &Path, make: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    make().inspect_err(|_| {
+        // Nothing more can be done when even this fails; the next open
+        // removes leftovers.
+        let _ = fs::remove_file(tmp);
+    })
 }
 
 impl WalDir for FsDir {
@@ -102,7 +119,7 @@ impl WalDir for FsDir {
     fn create_slot(&self, slot: u32, size: u64) -> io::Result<Arc<dyn WalFile>> {
         let final_path = self.slot_path(slot);
         let tmp = final_path.with_extension("tmp");
-        {
+        or_remove(&tmp, || {
             let file = private(OpenOptions::new().read(true).write(true).create(true))
                 .truncate(true)
                 .open(&tmp)?;
@@ -117,10 +134,14 @@ impl WalDir for FsDir {
                 at += n as u64;
             }
             file.sync_all()?;
-        }
-        fs::rename(&tmp, &final_path)?;
-        sync_dir(&self.path)?;
-        self.open_slot(slot)
+            fs::rename(&tmp, &final_path)
+        })?;
+        // The slot is not in use yet: one whose entry may not be durable is
+        // removed rather than kept.
+        or_remove(&final_path, || {
+            sync_dir(&self.path)?;
+            self.open_slot(slot)
+        })
     }
 
     fn remove_slot(&self, slot: u32) -> io::Result<()> {
@@ -137,14 +158,14 @@ impl WalDir for FsDir {
 
     fn write_checkpoint(&self, bytes: &[u8]) -> io::Result<()> {
         let tmp = self.path.join(CHECKPOINT_TMP);
-        {
+        or_remove(&tmp, || {
             let mut file = private(OpenOptions::new().write(true).create(true))
                 .truncate(true)
                 .open(&tmp)?;
             io::Write::write_all(&mut file, bytes)?;
             file.sync_all()?;
-        }
-        fs::rename(&tmp, self.path.join(CHECKPOINT))?;
+            fs::rename(&tmp, self.path.join(CHECKPOINT))
+        })?;
         sync_dir(&self.path)
     }
 }

@@ -35,18 +35,28 @@
 //!   file (atomically, by rename) and recycles the slots behind that position.
 //! - **Recovery** ([`Recovery`]): read the checkpoint, follow the chain of
 //!   records after it and stop at the first one that is torn, corrupt, stale
-//!   or missing. The caller replays them; [`Recovery::start`] then opens a new
-//!   *generation* (epoch + 1) in fresh segments, so bytes left over from the
-//!   old one can never be mistaken for new records.
+//!   or missing. When valid records follow that point, it is damage, not the
+//!   log's end ([`Recovery::corruption`], `corruption.rs`). The caller
+//!   replays them; [`Recovery::start`] then opens a new *generation*
+//!   (epoch + 1) in fresh segments, so bytes left over from the old one can
+//!   never be mistaken for new records.
+//! - **Faults** (`failure.rs`): a failed write or sync of the log (or of
+//!   sled's files at a checkpoint) puts the log in its failed state for good:
+//!   no write, no checkpoint, no recycling until the store is reopened.
 //!
 //! Byte formats are in [`format`]; the record payload (a redo set) in [`redo`].
 
+mod corruption;
+mod failure;
 pub(crate) mod format;
 pub(crate) mod io;
+mod recovery;
 pub(crate) mod redo;
 
 #[cfg(test)]
 pub(crate) mod fault;
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;
 
@@ -59,8 +69,11 @@ use std::time::{Duration, Instant};
 
 use super::overlay::{Frozen, Overlay};
 use super::tx::Redo;
+pub(crate) use corruption::Corruption;
+use failure::{Backoff, FailedState, FailureLog};
 use format::{Checkpoint, REC_OVERHEAD, SEG_HEADER_LEN, SegmentHeader};
 pub(crate) use io::{FsDir, WalDir, WalFile};
+pub(crate) use recovery::{Loaded, Recovery};
 
 /// How the log is sized and when it checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,422 +156,6 @@ struct Slot {
     file: Arc<dyn WalFile>,
 }
 
-/// The log read back at open, before replay.
-pub(crate) struct Recovery {
-    dir: Box<dyn WalDir>,
-    opts: WalOptions,
-    checkpoint: Checkpoint,
-    slots: Vec<(Slot, u64)>,
-    highest_segment: u64,
-    segments: Vec<Vec<u8>>,
-    /// (seq, index in `segments`, payload, offset after the record).
-    records: Vec<(u64, usize, Range<usize>, usize)>,
-    /// Slots (index in `slots`) holding this epoch's segments at or after
-    /// the checkpoint's, by segment number.
-    by_segment: BTreeMap<u64, usize>,
-}
-
-impl Recovery {
-    /// Reads the checkpoint and every valid record after it. Writes nothing.
-    /// Records up to `applied` (sled holds their changes) are stepped over
-    /// without checking their checksums: only the chain matters for them.
-    #[cfg(test)]
-    pub fn read(dir: Box<dyn WalDir>, opts: WalOptions, applied: u64) -> stdio::Result<Self> {
-        Self::load(dir, opts)?.parse(applied)
-    }
-
-    /// The I/O half of [`Recovery::read`]: the checkpoint, every slot's
-    /// header, and the whole bytes of the slots that may hold the log after
-    /// the checkpoint. Independent of sled, so it can run while sled opens.
-    pub fn load(dir: Box<dyn WalDir>, opts: WalOptions) -> stdio::Result<Loaded> {
-        let checkpoint = match dir.read_checkpoint()? {
-            Some(bytes) => Checkpoint::decode(&bytes)
-                .ok_or_else(|| corrupt("the write-ahead log's checkpoint file is corrupt"))?,
-            // No checkpoint yet: the log was never started (a new store, or
-            // its creation was interrupted), so it holds nothing.
-            None => Checkpoint {
-                epoch: 0,
-                seq: 0,
-                segment: 0,
-                offset: SEG_HEADER_LEN as u64,
-            },
-        };
-        let mut slots = Vec::new();
-        let mut by_segment = BTreeMap::new();
-        let mut highest_segment = checkpoint.segment;
-        for no in dir.list_slots()? {
-            let file = dir.open_slot(no)?;
-            let len = file.len()?;
-            if len >= SEG_HEADER_LEN as u64 {
-                let mut head = [0u8; SEG_HEADER_LEN];
-                file.read_at(&mut head, 0)?;
-                if let Some(h) = SegmentHeader::decode(&head) {
-                    highest_segment = highest_segment.max(h.segment);
-                    if h.epoch == checkpoint.epoch && h.segment >= checkpoint.segment {
-                        by_segment.insert(h.segment, slots.len());
-                    }
-                }
-            }
-            slots.push((Slot { no, file }, len));
-        }
-
-        let mut bytes = BTreeMap::new();
-        if checkpoint.epoch > 0 {
-            for (&segment, &i) in &by_segment {
-                let (slot, len) = &slots[i];
-                let mut b = vec![0u8; usize::try_from(*len).unwrap_or(0)];
-                slot.file.read_at(&mut b, 0)?;
-                bytes.insert(segment, b);
-            }
-        }
-        Ok(Loaded {
-            dir,
-            opts,
-            checkpoint,
-            slots,
-            highest_segment,
-            by_segment,
-            bytes,
-        })
-    }
-}
-
-/// The write-ahead log's bytes as [`Recovery::load`] found them.
-pub(crate) struct Loaded {
-    dir: Box<dyn WalDir>,
-    opts: WalOptions,
-    checkpoint: Checkpoint,
-    slots: Vec<(Slot, u64)>,
-    highest_segment: u64,
-    by_segment: BTreeMap<u64, usize>,
-    /// The bytes of the slots in `by_segment`, by segment number.
-    bytes: BTreeMap<u64, Vec<u8>>,
-}
-
-impl Loaded {
-    pub fn options(&self) -> WalOptions {
-        self.opts
-    }
-
-    /// The parsing half of [`Recovery::read`].
-    pub fn parse(self, applied: u64) -> stdio::Result<Recovery> {
-        let Loaded {
-            dir,
-            opts,
-            checkpoint,
-            slots,
-            highest_segment,
-            by_segment,
-            mut bytes,
-        } = self;
-        let mut segments = Vec::new();
-        let mut records = Vec::new();
-        let mut seq = checkpoint.seq + 1;
-        let mut segment = checkpoint.segment;
-        let mut at = usize::try_from(checkpoint.offset).unwrap_or(usize::MAX);
-        if checkpoint.epoch > 0
-            && let Some(first) = bytes.remove(&segment)
-        {
-            segments.push(first);
-            loop {
-                let cur = segments.len() - 1;
-                let parse = |at, seq| {
-                    if seq <= applied {
-                        format::step_over_record(&segments[cur], at, checkpoint.epoch, seq)
-                    } else {
-                        format::parse_record(&segments[cur], at, checkpoint.epoch, seq)
-                    }
-                };
-                while let Some(found) = parse(at, seq) {
-                    records.push((seq, cur, found.payload, found.next));
-                    at = found.next;
-                    seq += 1;
-                }
-                // No valid record here: the log ends, unless the writer moved
-                // on to the next segment and the record we expect opens it.
-                let Some(next) = bytes.remove(&(segment + 1)) else {
-                    break;
-                };
-                if format::step_over_record(&next, SEG_HEADER_LEN, checkpoint.epoch, seq).is_none()
-                {
-                    break;
-                }
-                segments.push(next);
-                segment += 1;
-                at = SEG_HEADER_LEN;
-            }
-        }
-        Ok(Recovery {
-            dir,
-            opts,
-            checkpoint,
-            slots,
-            highest_segment,
-            segments,
-            records,
-            by_segment,
-        })
-    }
-}
-
-impl Recovery {
-    /// The sequence number the checkpoint file records.
-    pub fn checkpoint_seq(&self) -> u64 {
-        self.checkpoint.seq
-    }
-
-    /// The sequence number of the last valid record (or the checkpoint's).
-    pub fn last_seq(&self) -> u64 {
-        self.records
-            .last()
-            .map_or(self.checkpoint.seq, |(seq, _, _, _)| *seq)
-    }
-
-    /// The valid records after the checkpoint, in order: (seq, payload).
-    pub fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        self.records
-            .iter()
-            .map(|(seq, seg, range, _)| (*seq, &self.segments[*seg][range.clone()]))
-    }
-
-    /// Starts a new generation of the log whose first record will be
-    /// `next_seq`. Call it only once everything recovered has been replayed
-    /// and sled's files synced: the checkpoint it writes says so.
-    pub fn start(self, next_seq: u64) -> stdio::Result<Wal> {
-        let Recovery {
-            dir,
-            opts,
-            checkpoint,
-            slots,
-            highest_segment,
-            ..
-        } = self;
-        let epoch = checkpoint.epoch + 1;
-        let segment = highest_segment + 1;
-        let next_seq = next_seq.max(checkpoint.seq + 1);
-        let mut all_slots: BTreeSet<u32> = slots.iter().map(|(s, _)| s.no).collect();
-        let (mut free, odd): (Vec<_>, Vec<_>) = slots
-            .into_iter()
-            .partition(|(_, len)| *len == opts.segment_size);
-        if free.is_empty() {
-            let no = first_unused(&all_slots);
-            let file = dir.create_slot(no, opts.segment_size)?;
-            all_slots.insert(no);
-            free.push((Slot { no, file }, opts.segment_size));
-        }
-        dir.write_checkpoint(
-            &Checkpoint {
-                epoch,
-                seq: next_seq - 1,
-                segment,
-                offset: SEG_HEADER_LEN as u64,
-            }
-            .encode(),
-        )?;
-        // Slots of another size (an earlier configuration, or too short to
-        // hold a header) are behind the checkpoint now.
-        for (slot, _) in odd {
-            dir.remove_slot(slot.no)?;
-            all_slots.remove(&slot.no);
-        }
-        let mut free: Vec<Slot> = free.into_iter().map(|(s, _)| s).collect();
-        // Pop from the end: lowest slot numbers first.
-        free.sort_by_key(|s| std::cmp::Reverse(s.no));
-        let writer = Writer {
-            epoch,
-            next_seq,
-            appended_seq: next_seq - 1,
-            applied_seq: next_seq - 1,
-            applied_pos: (segment, SEG_HEADER_LEN as u64),
-            pending: std::collections::VecDeque::new(),
-            segment,
-            offset: SEG_HEADER_LEN as u64,
-            current: None,
-            in_use: Vec::new(),
-            free,
-            all_slots,
-            dirty: Vec::new(),
-            unwritten: Vec::new(),
-            buf: Vec::new(),
-        };
-        Ok(Wal::new(dir, opts, writer, Overlay::new(next_seq - 1), 0))
-    }
-
-    /// The number of bytes of the records after `applied` (what a replay
-    /// would apply).
-    pub fn bytes_after(&self, applied: u64) -> u64 {
-        self.records
-            .iter()
-            .filter(|(seq, ..)| *seq > applied)
-            .map(|(_, _, range, _)| (range.len() + REC_OVERHEAD) as u64)
-            .sum()
-    }
-
-    /// Goes on with the recovered log instead of replaying it into sled
-    /// first: the records after `applied` (sled's applied sequence number)
-    /// become pending changes, durable and visible at once in the overlay,
-    /// and reach sled in batches later, like any commit's. The log continues
-    /// in this epoch right after the last valid record. Before anything is
-    /// appended there, this makes sure no byte of this epoch after that
-    /// point can pass for a record: the rest of the last segment is zeroed
-    /// and any later segment of the epoch loses its header. The segments
-    /// holding the recovered records are synced (their bytes may have been
-    /// read from the page cache only), and so are the zeroed ones.
-    ///
-    /// Only when at least one record is newer than `applied` (so the
-    /// sequence numbers go on from the log's last record).
-    pub fn resume(self, applied: u64) -> stdio::Result<Wal> {
-        let Recovery {
-            dir,
-            opts,
-            checkpoint,
-            slots,
-            segments,
-            records,
-            by_segment,
-            ..
-        } = self;
-        let Some(last) = records.last() else {
-            return Err(corrupt("resume: no record to go on from"));
-        };
-        if last.0 <= applied || checkpoint.epoch == 0 {
-            return Err(corrupt("resume: nothing newer than sled's state"));
-        }
-        let end_segment = checkpoint.segment + (segments.len() as u64 - 1);
-        let end_offset = last.3 as u64;
-        let chain: Vec<(u64, usize)> = (checkpoint.segment..=end_segment)
-            .map(|seg| {
-                by_segment
-                    .get(&seg)
-                    .map(|&i| (seg, i))
-                    .ok_or_else(|| corrupt("resume: a segment of the log is missing"))
-            })
-            .collect::<stdio::Result<_>>()?;
-        let in_chain: BTreeSet<usize> = chain.iter().map(|(_, i)| *i).collect();
-
-        // Nothing of this epoch after the end may look like a record.
-        let (_, end_slot) = chain[chain.len() - 1];
-        let end_file = slots[end_slot].0.file.clone();
-        if end_offset < opts.segment_size {
-            let zeros = vec![0u8; 1 << 20];
-            let mut at = end_offset;
-            while at < opts.segment_size {
-                let n = (opts.segment_size - at).min(zeros.len() as u64);
-                end_file.write_at(&zeros[..n as usize], at)?;
-                at += n;
-            }
-        }
-        let mut touched = Vec::new();
-        for &i in by_segment.range(end_segment + 1..).map(|(_, i)| i) {
-            slots[i].0.file.write_at(&[0u8; SEG_HEADER_LEN], 0)?;
-            touched.push(i);
-        }
-        for &i in in_chain.iter().chain(touched.iter()) {
-            slots[i].0.file.sync()?;
-        }
-
-        // The recovered records' changes: the last write of each key (as a
-        // replay into sled would apply them), pending in chunks. Only the
-        // last chunk moves sled's applied sequence number (to the last
-        // record); the earlier ones leave it where it is, so a crash between
-        // them replays all the records again over a state they only
-        // advanced, which gives the same end state.
-        let base_seq = applied.max(checkpoint.seq);
-        let mut applied_pos = (checkpoint.segment, checkpoint.offset);
-        let mut unapplied = 0usize;
-        // Rotation-shaped records write about three keys each.
-        let mut writes = Vec::with_capacity(records.len().saturating_mul(3));
-        for (seq, seg, range, next) in &records {
-            if *seq <= applied {
-                applied_pos = (checkpoint.segment + *seg as u64, *next as u64);
-                continue;
-            }
-            let bytes = &segments[*seg];
-            let payload = &bytes[range.clone()];
-            let decoded = redo::decode(payload).ok_or_else(|| {
-                corrupt("a record has a valid checksum but an unreadable redo set")
-            })?;
-            // Where each key and value lies in the segment's bytes.
-            let base = bytes.as_ptr() as usize;
-            let at = |part: &[u8]| {
-                let start = part.as_ptr() as usize - base;
-                start..start + part.len()
-            };
-            for w in decoded {
-                writes.push((w.tree, *seg, at(w.key), w.value.map(at)));
-            }
-            unapplied += REC_OVERHEAD + range.len();
-        }
-        let frozen = Arc::new(Frozen::new(segments, writes.into_iter()));
-        let end = (end_segment, end_offset);
-        let overlay = Overlay::new(last.0);
-        let mut pending = std::collections::VecDeque::new();
-        let keys = frozen.len();
-        let chunks = keys.div_ceil(RESUME_CHUNK).max(1);
-        for i in 0..chunks {
-            let range = i * RESUME_CHUNK..((i + 1) * RESUME_CHUNK).min(keys);
-            let final_chunk = i + 1 == chunks;
-            pending.push_back(Arc::new(PendingRecord {
-                seq: if final_chunk { last.0 } else { base_seq },
-                content_seq: last.0,
-                redo: Vec::new(),
-                frozen: Some(range),
-                end: if final_chunk { end } else { applied_pos },
-                len: unapplied / chunks,
-            }));
-        }
-        let unapplied = (unapplied / chunks) * chunks;
-        overlay.freeze(frozen);
-
-        let mut all_slots: BTreeSet<u32> = slots.iter().map(|(s, _)| s.no).collect();
-        let mut free = Vec::new();
-        let mut in_use = Vec::new();
-        let mut current = None;
-        for (i, (slot, len)) in slots.into_iter().enumerate() {
-            if in_chain.contains(&i) {
-                let seg = chain
-                    .iter()
-                    .find(|(_, j)| *j == i)
-                    .map_or(0, |(seg, _)| *seg);
-                if seg == end_segment {
-                    current = Some(slot.clone());
-                }
-                in_use.push((seg, slot));
-            } else if len == opts.segment_size {
-                free.push(slot);
-            } else {
-                // Another size (an earlier configuration, or too short to
-                // hold a header): not part of the log.
-                dir.remove_slot(slot.no)?;
-                all_slots.remove(&slot.no);
-            }
-        }
-        in_use.sort_by_key(|(seg, _)| *seg);
-        free.sort_by_key(|s| std::cmp::Reverse(s.no));
-        let spare_wanted = free.is_empty();
-        let writer = Writer {
-            epoch: checkpoint.epoch,
-            next_seq: last.0 + 1,
-            appended_seq: last.0,
-            applied_seq: base_seq,
-            applied_pos,
-            pending,
-            segment: end_segment,
-            offset: end_offset,
-            current,
-            in_use,
-            free,
-            all_slots,
-            dirty: Vec::new(),
-            unwritten: Vec::new(),
-            buf: Vec::new(),
-        };
-        let wal = Wal::new(dir, opts, writer, overlay, unapplied);
-        wal.spare_wanted.store(spare_wanted, Ordering::Relaxed);
-        Ok(wal)
-    }
-}
-
 impl Wal {
     fn new(
         dir: Box<dyn WalDir>,
@@ -572,7 +169,13 @@ impl Wal {
             dir,
             opts,
             sync_enabled: AtomicBool::new(opts.sync),
-            failed: AtomicBool::new(false),
+            state: FailedState::new(),
+            failures: FailureLog::new(),
+            spare_backoff: Backoff::new(),
+            apply_backoff: Backoff::new(),
+            checkpoint_backoff: Backoff::new(),
+            #[cfg(test)]
+            between_thaw_and_forget: Mutex::new(None),
             writer: Mutex::new(writer),
             group: Mutex::new(Group { leader: false }),
             synced: Condvar::new(),
@@ -604,9 +207,21 @@ pub(crate) struct Wal {
     dir: Box<dyn WalDir>,
     opts: WalOptions,
     sync_enabled: AtomicBool,
-    /// Set by a failed write or sync: the log can no longer promise anything,
-    /// so every later commit fails until the store is reopened (and recovers).
-    failed: AtomicBool,
+    /// Set by a failed write or sync of the log or of sled's files: the store
+    /// can no longer promise anything, so every later commit fails and no
+    /// checkpoint is recorded until the store is reopened (and recovers).
+    state: FailedState,
+    /// Failures that changed nothing a caller was told about.
+    failures: FailureLog,
+    /// Retries of housekeeping after a failure wait a while: preparing a
+    /// spare slot, applying records to sled, checkpoints.
+    spare_backoff: Backoff,
+    apply_backoff: Backoff,
+    checkpoint_backoff: Backoff,
+    /// Test hook: runs in [`Wal::applied`] between releasing a deferred
+    /// replay's changes and forgetting the applied versions.
+    #[cfg(test)]
+    pub(crate) between_thaw_and_forget: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     writer: Mutex<Writer>,
     group: Mutex<Group>,
     synced: Condvar,
@@ -725,7 +340,7 @@ impl Wal {
     /// Enters the writer section; fails when the log failed earlier.
     pub fn writer(&self) -> stdio::Result<WriterGuard<'_>> {
         let w = lock(&self.writer);
-        self.check_failed()?;
+        self.check()?;
         Ok(WriterGuard { wal: self, w })
     }
 
@@ -737,13 +352,31 @@ impl Wal {
         Committing(self)
     }
 
-    fn check_failed(&self) -> stdio::Result<()> {
-        if self.failed.load(Ordering::Acquire) {
-            return Err(stdio::Error::other(
-                "an earlier write or sync of the write-ahead log failed; reopen the store",
-            ));
-        }
-        Ok(())
+    /// `Err` in the failed state.
+    pub fn check(&self) -> stdio::Result<()> {
+        self.state.check()
+    }
+
+    /// `true` once a write or sync of the log or of sled's files failed:
+    /// every write is refused until the store is reopened.
+    pub fn is_failed(&self) -> bool {
+        self.state.is_failed()
+    }
+
+    /// What failed, in the failed state.
+    pub fn failure(&self) -> Option<String> {
+        self.state.cause()
+    }
+
+    /// Enters the failed state: `what` failed with `e`.
+    pub fn fail(&self, what: &'static str, e: &stdio::Error) {
+        self.state.fail(what, e);
+    }
+
+    /// Logs a failure that changed nothing a caller was told about
+    /// (housekeeping after a durable commit, a refused write), rate-limited.
+    pub fn report(&self, what: &'static str, e: &dyn std::fmt::Display) {
+        self.failures.report(what, e);
     }
 
     /// `false` when records are appended without waiting for a sync (each
@@ -763,7 +396,7 @@ impl Wal {
             if self.overlay.durable() >= seq {
                 return Ok(());
             }
-            self.check_failed()?;
+            self.check()?;
             if g.leader {
                 g = self.synced.wait(g).unwrap_or_else(PoisonError::into_inner);
                 continue;
@@ -779,23 +412,22 @@ impl Wal {
                     std::mem::take(&mut w.unwritten),
                 )
             };
-            // One write per run of records, then one sync per file.
-            let result = chunks
-                .iter()
-                .try_for_each(|c| c.slot.file.write_at(&c.bytes, c.at))
-                .and_then(|()| files.iter().try_for_each(|s| s.file.sync()));
+            let result = write_group(&chunks, &files);
             self.syncs.fetch_add(1, Ordering::Relaxed);
+            // After a failed fsync the kernel may have dropped the dirty
+            // pages: nothing written since the last good sync can be
+            // trusted, so stop acknowledging anything (set before waking
+            // the others, who then see it).
+            if let Err((what, e)) = &result {
+                self.state.fail(what, e);
+            }
             g = lock(&self.group);
             g.leader = false;
-            match result {
-                Ok(()) => self.overlay.set_durable(target),
-                // After a failed fsync the kernel may have dropped the dirty
-                // pages: nothing written since the last good sync can be
-                // trusted, so stop acknowledging anything.
-                Err(_) => self.failed.store(true, Ordering::Release),
+            if result.is_ok() {
+                self.overlay.set_durable(target);
             }
             self.synced.notify_all();
-            result?;
+            result.map_err(|(_, e)| e)?;
         }
     }
 
@@ -848,9 +480,15 @@ impl Wal {
     }
 
     /// `true` when enough records wait to be applied to sled that the next
-    /// committer should apply them ([`super::commit::settle`]).
+    /// committer should apply them ([`super::commit::settle`]), unless the
+    /// last attempt failed a moment ago ([`Wal::applying_went`]).
     pub fn apply_due(&self) -> bool {
-        self.unapplied.load(Ordering::Relaxed) >= APPLY_BYTES
+        self.unapplied.load(Ordering::Relaxed) >= APPLY_BYTES && self.apply_backoff.ready()
+    }
+
+    /// Notes how a committer's attempt to apply records went.
+    pub fn applying_went<T, E>(&self, result: &Result<T, E>) {
+        self.apply_backoff.note(result);
     }
 
     /// Takes the right to apply records to sled: one batch at a time. With
@@ -912,6 +550,23 @@ impl Wal {
         }
         let bytes: usize = records.iter().map(|r| r.len).sum();
         self.unapplied.fetch_sub(bytes, Ordering::Relaxed);
+        // Oldest first, so that no reader or writer ever sees a value older
+        // than one already visible: the deferred replay's changes lie below
+        // the versions of later records, so they go first (sled holds all of
+        // them once the last chunk is applied); a reader that then misses
+        // them finds the later versions, still held, or sled. Forgetting the
+        // later versions first would let the replay's older values show
+        // through for a moment (a used token could look unused).
+        if records
+            .iter()
+            .any(|r| r.frozen.is_some() && r.seq == r.content_seq)
+        {
+            self.overlay.thaw();
+        }
+        #[cfg(test)]
+        if let Some(hook) = lock(&self.between_thaw_and_forget).clone() {
+            hook();
+        }
         let redo: Vec<&[Redo]> = records.iter().map(|r| r.redo.as_slice()).collect();
         let newest = records
             .iter()
@@ -919,38 +574,39 @@ impl Wal {
             .max()
             .unwrap_or(last.seq);
         self.overlay.forget_upto(newest, &redo);
-        // The last chunk of a deferred replay is in sled: all of it is.
-        if records
-            .iter()
-            .any(|r| r.frozen.is_some() && r.seq == r.content_seq)
-        {
-            self.overlay.thaw();
-        }
     }
 
-    /// `true` when the size or time threshold for a checkpoint is reached.
+    /// `true` when the size or time threshold for a checkpoint is reached,
+    /// unless the last attempt failed a moment ago.
     pub fn checkpoint_due(&self) -> bool {
         let since = self.since_checkpoint.load(Ordering::Relaxed);
         let last = Duration::from_millis(self.last_checkpoint_ms.load(Ordering::Relaxed));
-        since >= self.opts.checkpoint_bytes
+        (since >= self.opts.checkpoint_bytes
             || (since > 0
-                && self.started.elapsed().saturating_sub(last) >= self.opts.checkpoint_interval)
+                && self.started.elapsed().saturating_sub(last) >= self.opts.checkpoint_interval))
+            && self.checkpoint_backoff.ready()
+    }
+
+    /// Notes how a committer's checkpoint went.
+    pub fn checkpoint_went<T, E>(&self, result: &Result<T, E>) {
+        self.checkpoint_backoff.note(result);
     }
 
     /// Notes the last applied sequence number and the log position. The
     /// caller then makes sled durable and calls [`Wal::finish_checkpoint`].
     /// One checkpoint at a time: with `wait == false`, `None` when another
-    /// one is running.
-    pub fn begin_checkpoint(&self, wait: bool) -> Option<CheckpointTicket<'_>> {
+    /// one is running. `Err` in the failed state.
+    pub fn begin_checkpoint(&self, wait: bool) -> stdio::Result<Option<CheckpointTicket<'_>>> {
         let guard = if wait {
             lock(&self.checkpointing)
         } else {
             match self.checkpointing.try_lock() {
                 Ok(g) => g,
                 Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => return None,
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
             }
         };
+        self.check()?;
         let w = lock(&self.writer);
         let checkpoint = Checkpoint {
             epoch: w.epoch,
@@ -961,17 +617,31 @@ impl Wal {
         self.since_checkpoint.store(0, Ordering::Relaxed);
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_checkpoint_ms.store(now, Ordering::Relaxed);
-        Some(CheckpointTicket {
+        Ok(Some(CheckpointTicket {
             _one_at_a_time: guard,
             checkpoint,
-        })
+        }))
     }
 
     /// Records the checkpoint (sled must be durable up to its sequence number
-    /// by now) and recycles the slots behind it.
+    /// by now) and recycles the slots behind it. Records nothing in the
+    /// failed state, and a failure to record enters it (whether the new
+    /// checkpoint file is durable is then unknown, so no slot may be
+    /// recycled on its word).
     pub fn finish_checkpoint(&self, ticket: CheckpointTicket<'_>) -> stdio::Result<()> {
         let cp = ticket.checkpoint;
-        self.dir.write_checkpoint(&cp.encode())?;
+        // No failure may be recorded between the check and the recording.
+        // (Held across no lock: a writer enters the failed state while it
+        // holds the writer lock.)
+        let not_failed = self.state.hold_off()?;
+        let recorded = self.dir.write_checkpoint(&cp.encode());
+        drop(not_failed);
+        if let Err(e) = recorded {
+            self.state.fail("recording a checkpoint", &e);
+            return Err(e);
+        }
+        // The slots behind a recorded checkpoint hold nothing needed, even if
+        // the log fails meanwhile.
         let surplus = {
             let mut w = lock(&self.writer);
             let (behind, live): (Vec<_>, Vec<_>) = std::mem::take(&mut w.in_use)
@@ -992,14 +662,18 @@ impl Wal {
             }
             surplus
         };
+        // A slot left behind holds nothing needed: it is only disk space.
         for no in surplus {
-            self.dir.remove_slot(no)?;
+            if let Err(e) = self.dir.remove_slot(no) {
+                self.report("removing a surplus write-ahead log slot", &e);
+            }
         }
         Ok(())
     }
 
     /// Prepares a spare slot when none is free, outside the writer section,
     /// so that a writer moving to a new segment rarely waits for one.
+    /// After a failure (a full disk), the next attempt waits a while.
     pub fn prepare_spare(&self) -> stdio::Result<()> {
         if !self.spare_wanted.load(Ordering::Relaxed) {
             return Ok(());
@@ -1007,6 +681,9 @@ impl Wal {
         let Ok(_one) = self.spare.try_lock() else {
             return Ok(());
         };
+        if !self.spare_backoff.ready() {
+            return Ok(());
+        }
         let no = {
             let mut w = lock(&self.writer);
             if !w.free.is_empty() {
@@ -1017,7 +694,9 @@ impl Wal {
             w.all_slots.insert(no);
             no
         };
-        match self.dir.create_slot(no, self.opts.segment_size) {
+        let created = self.dir.create_slot(no, self.opts.segment_size);
+        self.spare_backoff.note(&created);
+        match created {
             Ok(file) => {
                 lock(&self.writer).free.push(Slot { no, file });
                 self.spare_wanted.store(false, Ordering::Relaxed);
@@ -1080,9 +759,22 @@ impl WriterGuard<'_> {
     /// Appends the record of a change and returns its sequence number.
     /// Its writes join the overlay at once (visible to writers; to readers
     /// once durable: after a sync, or at once when syncing is off) and wait
-    /// there until a batch applies them to sled. The number is used up even
-    /// when writing fails, and a failure stops the log.
+    /// there until a batch applies them to sled.
+    ///
+    /// Failing to find room (no slot for the next segment: a full disk)
+    /// refuses the record and changes nothing; the log goes on. A failed
+    /// write of the log enters the failed state.
     pub fn append(&mut self, payload: &[u8], redo: Vec<Redo>) -> stdio::Result<u64> {
+        if payload.len() > self.max_payload() {
+            return Err(stdio::Error::other(
+                "a transaction too large for a write-ahead log segment",
+            ));
+        }
+        let len = (REC_OVERHEAD + payload.len()) as u64;
+        if self.w.current.is_none() || self.w.offset + len > self.wal.opts.segment_size {
+            self.next_segment()?;
+        }
+        // From here on the number is used up: a failure stops the log.
         let seq = self.w.next_seq;
         self.w.next_seq += 1;
         match self.write(seq, payload) {
@@ -1108,22 +800,16 @@ impl WriterGuard<'_> {
                 Ok(seq)
             }
             Err(e) => {
-                self.wal.failed.store(true, Ordering::Release);
+                self.wal.state.fail("writing the write-ahead log", &e);
                 Err(e)
             }
         }
     }
 
+    /// Writes (or, when syncing, buffers for the group's leader) record
+    /// `seq`, which fits the current segment.
     fn write(&mut self, seq: u64, payload: &[u8]) -> stdio::Result<()> {
-        if payload.len() > self.max_payload() {
-            return Err(stdio::Error::other(
-                "a transaction too large for a write-ahead log segment",
-            ));
-        }
         let len = (REC_OVERHEAD + payload.len()) as u64;
-        if self.w.current.is_none() || self.w.offset + len > self.wal.opts.segment_size {
-            self.next_segment()?;
-        }
         let syncing = self.wal.syncing();
         let w = &mut *self.w;
         let Some(slot) = &w.current else {
@@ -1160,8 +846,21 @@ impl WriterGuard<'_> {
         Ok(())
     }
 
-    /// Moves to the next segment, in a free slot (or a new one).
+    /// Moves to the next segment, in a free slot (or a new one). A slot
+    /// that cannot be created (a full disk) changes nothing; a failed write
+    /// of the new segment's header enters the failed state.
     fn next_segment(&mut self) -> stdio::Result<()> {
+        if !self.wal.syncing()
+            && let Some(old) = &self.w.current
+        {
+            // Without group commit records are written at once: the segment
+            // left behind is synced before anything reaches the next one
+            // (see `write_group`).
+            if let Err(e) = old.file.sync() {
+                self.wal.state.fail("syncing the write-ahead log", &e);
+                return Err(e);
+            }
+        }
         let w = &mut *self.w;
         let segment = if w.current.is_some() {
             w.segment + 1
@@ -1187,6 +886,7 @@ impl WriterGuard<'_> {
         };
         if let Err(e) = slot.file.write_at(&header.encode(), 0) {
             w.free.push(slot);
+            self.wal.state.fail("writing the write-ahead log", &e);
             return Err(e);
         }
         w.segment = segment;
@@ -1196,6 +896,32 @@ impl WriterGuard<'_> {
         w.current = Some(slot);
         Ok(())
     }
+}
+
+/// A group commit's I/O: one write per run of records, then one sync per
+/// file. When the group moves on to a new segment, the earlier segment's
+/// file is synced before anything is written to the new one: records of a
+/// later segment then never reach the disk while an earlier segment's may
+/// still be lost, so a valid record after a missing one always means damage
+/// (corruption.rs), never a torn group. On failure: what failed, and how.
+fn write_group(chunks: &[Chunk], files: &[Slot]) -> Result<(), (&'static str, stdio::Error)> {
+    let write = |e| ("writing the write-ahead log", e);
+    let sync = |e| ("syncing the write-ahead log", e);
+    let mut synced: Vec<u32> = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        if let Some(prev) = i.checked_sub(1).map(|p| &chunks[p].slot)
+            && prev.no != c.slot.no
+        {
+            prev.file.sync().map_err(sync)?;
+            synced.push(prev.no);
+        }
+        c.slot.file.write_at(&c.bytes, c.at).map_err(write)?;
+    }
+    files
+        .iter()
+        .filter(|s| !synced.contains(&s.no))
+        .try_for_each(|s| s.file.sync())
+        .map_err(sync)
 }
 
 fn mark_dirty(dirty: &mut Vec<Slot>, slot: Slot) {

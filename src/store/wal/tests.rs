@@ -19,10 +19,10 @@ use super::format::{self, Checkpoint, SEG_HEADER_LEN, SegmentHeader};
 use super::{FsDir, Recovery, WalDir, WalOptions};
 use crate::store::{Durability, Engine, EngineOptions, TreeId, commit, meta};
 
-type State = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
-type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
+pub(super) type State = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
+pub(super) type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
 
-fn engine_opts() -> EngineOptions {
+pub(super) fn engine_opts() -> EngineOptions {
     EngineOptions {
         durability: Durability::Immediate,
         cache_capacity: 4 << 20,
@@ -33,7 +33,7 @@ fn engine_opts() -> EngineOptions {
     }
 }
 
-fn wal_opts(segment_size: u64) -> WalOptions {
+pub(super) fn wal_opts(segment_size: u64) -> WalOptions {
     WalOptions {
         segment_size,
         checkpoint_bytes: u64::MAX,
@@ -44,26 +44,69 @@ fn wal_opts(segment_size: u64) -> WalOptions {
 }
 
 /// [`wal_opts`] with every replay deferred ([`super::Recovery::resume`]).
-fn deferred(opts: WalOptions) -> WalOptions {
+pub(super) fn deferred(opts: WalOptions) -> WalOptions {
     WalOptions {
         defer_replay_bytes: 0,
         ..opts
     }
 }
 
-fn open_mem(path: &Path, dir: &MemDir, opts: WalOptions) -> Engine {
+/// Opens with `open`, retrying while sled's lock on the directory is still
+/// held: a dropped sled database releases it only once its thread pool has
+/// finished the writes queued before the drop.
+pub(super) fn unlocked(open: impl Fn() -> Result<Engine, crate::Error>) -> Engine {
+    let mut tries = 0;
+    loop {
+        match open() {
+            Err(crate::Error::Storage(e)) if e.to_string().contains("locked") && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
+pub(super) fn open_mem(path: &Path, dir: &MemDir, opts: WalOptions) -> Engine {
+    unlocked(|| {
+        let dir = dir.clone();
+        Engine::open_with_wal(path, engine_opts(), opts, move |_| Ok(Box::new(dir)))
+    })
+}
+
+/// [`open_mem`] that accepts losing the records after a damaged one.
+fn open_mem_truncating(path: &Path, dir: &MemDir, opts: WalOptions) -> Engine {
+    unlocked(|| {
+        let dir = dir.clone();
+        let with = crate::store::OpenWith {
+            wal_dir: move |_: &Path| -> std::io::Result<Box<dyn WalDir>> { Ok(Box::new(dir)) },
+            wal_opts: opts,
+            data_files: Arc::new(crate::store::FsDataFiles),
+            truncate_at_corruption: true,
+        };
+        Engine::open_with(path, engine_opts(), with)
+    })
+}
+
+/// The error of opening `dir` over a fresh store.
+fn open_mem_error(dir: &MemDir, opts: WalOptions) -> crate::Error {
+    let tmp = tempfile::tempdir().unwrap();
     let dir = dir.clone();
-    Engine::open_with_wal(path, engine_opts(), opts, move |_| Ok(Box::new(dir))).unwrap()
+    Engine::open_with_wal(&tmp.path().join("db"), engine_opts(), opts, move |_| {
+        Ok(Box::new(dir))
+    })
+    .unwrap_err()
 }
 
 fn open_fs(path: &Path, opts: WalOptions) -> Engine {
-    Engine::open_with_wal(path, engine_opts(), opts, |p| {
-        Ok(Box::new(FsDir::open(p.join("wal"))?))
+    unlocked(|| {
+        Engine::open_with_wal(path, engine_opts(), opts, |p| {
+            Ok(Box::new(FsDir::open(p.join("wal"))?))
+        })
     })
-    .unwrap()
 }
 
-fn state(e: &Engine) -> State {
+pub(super) fn state(e: &Engine) -> State {
     e.settle().unwrap();
     let mut out = State::new();
     for id in TreeId::ALL {
@@ -75,16 +118,16 @@ fn state(e: &Engine) -> State {
     out
 }
 
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -97,7 +140,7 @@ const TREES: [TreeId; 5] = [
     TreeId::Nonces,
 ];
 
-fn random_tx(rng: &mut Rng) -> Vec<Write> {
+pub(super) fn random_tx(rng: &mut Rng) -> Vec<Write> {
     (0..1 + rng.below(4))
         .map(|_| {
             let tree = TREES[rng.below(TREES.len() as u64) as usize];
@@ -111,7 +154,7 @@ fn random_tx(rng: &mut Rng) -> Vec<Write> {
         .collect()
 }
 
-fn commit(e: &Engine, writes: &[Write]) -> Result<(), crate::Error> {
+pub(super) fn commit(e: &Engine, writes: &[Write]) -> Result<(), crate::Error> {
     e.transact(|tx| {
         for (tree, key, value) in writes {
             match value {
@@ -265,33 +308,103 @@ fn a_torn_tail_keeps_every_whole_record_and_nothing_after() {
 }
 
 #[test]
-fn a_flipped_byte_ends_the_log_before_its_record() {
+fn a_flipped_byte_in_the_last_record_ends_the_log_there() {
     let n = 10;
     let tmp = tempfile::tempdir().unwrap();
     let run = record_run(&tmp.path().join("db"), 16 << 10, n, 0, 99);
     assert_eq!(run.dir.unsynced_bytes(), 0);
     let mut rng = Rng(5);
-    for j in [n, n - 1, 4, 1] {
-        let (slot, start, end) = run.spans[j - 1];
-        // first byte, last byte, and a few in between
-        let mut offsets = vec![start, end - 1];
-        offsets.extend((0..4).map(|_| start + rng.below((end - start) as u64) as usize));
-        for off in offsets {
-            let bad = run.dir.crash(Crash::KeepAll);
-            bad.flip_bit(slot, off, rng.below(8) as u8);
-            assert_eq!(
-                recovered_seqs(&bad, 16 << 10),
-                seqs_to(j - 1),
-                "record {j} byte {off}"
-            );
-        }
+    let (slot, start, end) = run.spans[n - 1];
+    // first byte, last byte, and a few in between
+    let mut offsets = vec![start, end - 1];
+    offsets.extend((0..4).map(|_| start + rng.below((end - start) as u64) as usize));
+    for off in offsets {
+        let bad = run.dir.crash(Crash::KeepAll);
+        bad.flip_bit(slot, off, rng.below(8) as u8);
+        assert_eq!(recovered_seqs(&bad, 16 << 10), seqs_to(n - 1), "byte {off}");
+        let r = Recovery::read(Box::new(bad), wal_opts(16 << 10), 0).unwrap();
+        assert_eq!(r.corruption(), None, "a torn tail, not damage");
     }
     let bad = run.dir.crash(Crash::KeepAll);
-    let (slot, start, _) = run.spans[n - 1];
     bad.flip_bit(slot, start + 20, 3);
     let (st, replayed) = recover_fresh(&bad, 16 << 10);
     assert_eq!(replayed, n - 1);
     assert!(st == run.states[n - 1]);
+}
+
+#[test]
+fn a_flipped_byte_in_the_middle_is_refused_and_truncating_drops_the_rest() {
+    let n = 10;
+    let tmp = tempfile::tempdir().unwrap();
+    // Small segments: the damage may sit in one slot and the valid records
+    // after it in the next ones.
+    let run = record_run(&tmp.path().join("db"), 2048, n, 0, 99);
+    let mut rng = Rng(11);
+    for j in [1, 4, n - 1] {
+        let (slot, start, end) = run.spans[j - 1];
+        let mut offsets = vec![start, end - 1];
+        offsets.extend((0..3).map(|_| start + rng.below((end - start) as u64) as usize));
+        for off in offsets {
+            let bad = run.dir.crash(Crash::KeepAll);
+            bad.flip_bit(slot, off, rng.below(8) as u8);
+            let r = Recovery::read(Box::new(bad.clone()), wal_opts(2048), 0).unwrap();
+            let c = r.corruption().expect("damage, not a torn tail");
+            assert_eq!(
+                (c.slot, c.offset, c.seq, c.last_valid),
+                (Some(slot), start as u64, j as u64, n as u64),
+                "record {j} byte {off}"
+            );
+            // Open refuses, naming the slot file and the offset, and
+            // changes nothing.
+            match open_mem_error(&bad, wal_opts(2048)) {
+                crate::Error::CorruptLog {
+                    file,
+                    offset,
+                    record,
+                    last_valid,
+                } => {
+                    assert_eq!(file, format!("slot-{slot:04}"));
+                    assert_eq!(
+                        (offset, record, last_valid),
+                        (start as u64, j as u64, n as u64)
+                    );
+                }
+                other => panic!("record {j} byte {off}: {other:?}"),
+            }
+            assert_eq!(recovered_seqs(&bad, 2048), seqs_to(j - 1), "unchanged");
+        }
+        // Truncating accepts the loss: records 1..j-1 and nothing after.
+        let bad = run.dir.crash(Crash::KeepAll);
+        bad.flip_bit(slot, start + (end - start) / 2, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let e = open_mem_truncating(&dir.path().join("db"), &bad, wal_opts(2048));
+        let t = e.recovery().truncated.expect("it dropped records");
+        assert_eq!((t.first_dropped, t.last_dropped), (j as u64, n as u64));
+        assert_eq!(t.dropped_records(), (n - j + 1) as u64);
+        assert_eq!(t.file, format!("slot-{slot:04}"));
+        assert!(state(&e) == run.states[j - 1], "record {j}");
+    }
+}
+
+#[test]
+fn a_damaged_segment_header_with_records_after_it_is_refused() {
+    let n = 12;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = record_run(&tmp.path().join("db"), 2048, n, 0, 3);
+    // The first record of a later slot: its segment header precedes it.
+    let k = (1..n)
+        .find(|&k| run.spans[k].0 != run.spans[k - 1].0)
+        .expect("the log spans several slots");
+    let (slot, _, _) = run.spans[k];
+    let bad = run.dir.crash(Crash::KeepAll);
+    bad.flip_bit(slot, 9, 0);
+    let r = Recovery::read(Box::new(bad.clone()), wal_opts(2048), 0).unwrap();
+    let c = r.corruption().expect("damage");
+    assert_eq!((c.seq, c.last_valid), (k as u64 + 1, n as u64));
+    assert!(matches!(
+        open_mem_error(&bad, wal_opts(2048)),
+        crate::Error::CorruptLog { .. }
+    ));
 }
 
 #[test]
@@ -864,14 +977,14 @@ fn committers_apply_batches_so_the_overlay_stays_bounded() {
 }
 
 /// Customer `k` as a point read sees it.
-fn customer(e: &Engine, k: u64) -> Option<Vec<u8>> {
+pub(super) fn customer(e: &Engine, k: u64) -> Option<Vec<u8>> {
     e.get(TreeId::Customers, &k.to_be_bytes())
         .unwrap()
         .map(|v| v.to_vec())
 }
 
 /// Fixed-size records: record k writes customer k (8 bytes) = `fill` x 100.
-fn fixed_commit(e: &Engine, k: u64, fill: u8) {
+pub(super) fn fixed_commit(e: &Engine, k: u64, fill: u8) {
     commit(
         e,
         &[(
@@ -884,12 +997,13 @@ fn fixed_commit(e: &Engine, k: u64, fill: u8) {
 }
 
 #[test]
-fn a_deferred_replay_goes_on_in_the_same_log_and_old_bytes_never_come_back() {
+fn after_truncating_at_damage_the_dropped_records_never_come_back() {
     // Ten equal-sized records; record 7 is corrupted, so 8..10 are valid
-    // but beyond the log's end. A deferred recovery goes on after record 6
-    // in the same segment: the new record 7 has the old one's size, so the
-    // old record 8 sits exactly where the new 8 would go. After a crash that
-    // loses everything after the new 7, the old 8 must not be read.
+    // but beyond the damage. Open refuses (even when it would defer the
+    // replay); truncating recovers 1..=6 and starts a new generation, and
+    // the new record 7 has the old one's size. After a crash that loses
+    // everything unsynced, the old 8..10 must not be read, and later opens
+    // see no damage any more.
     let tmp = tempfile::tempdir().unwrap();
     let dir = MemDir::new();
     let e = open_mem(&tmp.path().join("a"), &dir, wal_opts(64 << 10));
@@ -907,37 +1021,56 @@ fn a_deferred_replay_goes_on_in_the_same_log_and_old_bytes_never_come_back() {
     drop(e);
 
     let crashed = dir.crash(Crash::KeepAll);
+    assert!(matches!(
+        open_mem_error(&crashed, deferred(wal_opts(64 << 10))),
+        crate::Error::CorruptLog {
+            record: 7,
+            last_valid: 10,
+            ..
+        }
+    ));
     let path = tmp.path().join("b");
-    let e = open_mem(&path, &crashed, deferred(wal_opts(64 << 10)));
+    let e = open_mem_truncating(&path, &crashed, deferred(wal_opts(64 << 10)));
     let r = e.recovery();
-    assert!(r.deferred);
+    assert!(!r.deferred, "a truncating recovery replays first");
     assert_eq!((r.records_replayed, r.seq), (6, 6));
-    // Readable at once, though sled has none of it yet.
-    assert_eq!(commit::applied_seq(&e).unwrap(), 0);
+    assert_eq!(r.truncated.map(|t| t.dropped_records()), Some(4));
     assert_eq!(customer(&e, 6), Some(vec![1u8; 100]));
-    assert!(
-        e.get(TreeId::Customers, &8u64.to_be_bytes())
-            .unwrap()
-            .is_none()
-    );
-    // The log goes on in the same epoch, from record 7.
+    assert!(customer(&e, 8).is_none());
+    // The log goes on from record 7, in a new generation.
     fixed_commit(&e, 7, 2);
     assert_eq!(e.wal().unwrap().stats().last_seq, 7);
-    assert_eq!(e.wal().unwrap().position().2 as usize, spans[6].2);
     let mut expected = state(&e);
     drop(e);
 
     for how in [Crash::DropUnsynced, Crash::KeepAll] {
-        let (st, replayed) = recover_fresh(&crashed.crash(how), 64 << 10);
-        assert_eq!(replayed, 7);
-        assert!(
-            st == expected,
-            "{how:?}: exactly records 1..=6 and the new 7"
+        let again = crashed.crash(how);
+        assert_eq!(
+            Recovery::read(Box::new(again.clone()), wal_opts(64 << 10), 0)
+                .unwrap()
+                .corruption(),
+            None
+        );
+        let (st, replayed) = recover_fresh(&again, 64 << 10);
+        assert_eq!(
+            replayed, 1,
+            "{how:?}: the new record 7 after the checkpoint"
+        );
+        let customers = |st: &State| -> State {
+            st.iter()
+                .filter(|((tree, _), _)| *tree == TreeId::Customers as usize)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let fresh = customers(&st);
+        assert_eq!(
+            fresh.get(&(TreeId::Customers as usize, 7u64.to_be_bytes().to_vec())),
+            Some(&vec![2u8; 100]),
+            "{how:?}"
         );
         assert!(!st.contains_key(&(TreeId::Customers as usize, 8u64.to_be_bytes().to_vec())));
     }
-    // Reopening the same directory (sled now holds everything) replays
-    // nothing more, and the log goes on.
+    // Reopening the same directory replays nothing more, and the log goes on.
     let e = open_mem(&path, &crashed, deferred(wal_opts(64 << 10)));
     assert!(!e.recovery().deferred);
     fixed_commit(&e, 11, 3);
@@ -951,7 +1084,6 @@ fn a_deferred_replay_goes_on_in_the_same_log_and_old_bytes_never_come_back() {
             .collect()
     };
     assert!(customers(state(&e)) == customers(expected));
-    assert_eq!(commit::applied_seq(&e).unwrap(), 8);
 }
 
 #[test]
