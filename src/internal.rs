@@ -210,6 +210,20 @@ pub fn stored_bytes(store: &crate::Store) -> Result<Vec<(&'static str, u64, u64)
     Ok(out)
 }
 
+/// The model check of the whole store (see `ops/model_check.rs`): `data`
+/// is read as a sequence of operations, crashes included, each compared
+/// with a plain model. Needs the `fuzzing` feature (the in-memory log).
+#[cfg(feature = "fuzzing")]
+pub fn store_model(data: &[u8]) {
+    crate::ops::model_check::run(data);
+}
+
+/// How many `fdatasync`s of the write-ahead log have succeeded in this
+/// process (on the real file system).
+pub fn wal_fdatasyncs() -> u64 {
+    crate::store::wal::io::syncs()
+}
+
 /// The encoded size of a customer's record as stored (the footprint bench
 /// compares on-disk bytes with the records' own).
 pub fn encoded_customer_len(

@@ -1061,3 +1061,32 @@ on_every_backend! {
     assert!(dumps[0].contains("[redacted]"));
 }
 }
+
+/// `Config::default()` makes every acknowledged change durable: each of 20
+/// single-threaded commits waits for an `fdatasync` of the log (counted by
+/// the log's file layer after the system call returns). A sync made a
+/// no-op, or a default that stopped syncing, fails here.
+#[test]
+fn the_default_configuration_syncs_every_acknowledged_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("data"), &secret(), Config::default()).unwrap();
+    let (c, _) = john(&store);
+    let before = credstore::internal::wal_fdatasyncs();
+    for i in 0..20 {
+        store
+            .set_flags(
+                c.box_id,
+                FlagsUpdate {
+                    is_vip: Some(i % 2 == 0),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+    let synced = credstore::internal::wal_fdatasyncs() - before;
+    // Other tests of this binary may sync meanwhile: at least, never less.
+    assert!(
+        synced >= 20,
+        "{synced} fdatasyncs for 20 acknowledged commits"
+    );
+}

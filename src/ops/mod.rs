@@ -6,6 +6,8 @@ mod customers;
 mod faults;
 mod login;
 mod mail_queue;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod model_check;
 mod resets;
 mod rotation;
 mod signed;

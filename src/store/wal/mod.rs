@@ -53,7 +53,8 @@ pub(crate) mod io;
 mod recovery;
 pub(crate) mod redo;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code, clippy::unwrap_used))]
 pub(crate) mod fault;
 #[cfg(test)]
 mod fault_tests;
