@@ -53,6 +53,8 @@ struct FaultState {
     /// 1 + the index of the operation to fail; 0: none.
     armed: AtomicU64,
     fired: Mutex<Option<Fired>>,
+    /// Each sync of a log file takes this long (microseconds), like a disk.
+    sync_micros: AtomicU64,
 }
 
 /// The operation that failed, and the checkpoint file as it stood then.
@@ -71,6 +73,12 @@ impl Faults {
     /// Fails the operation `n` operations from now (0: the next one).
     pub fn arm(&self, n: u64) {
         self.0.armed.store(self.count() + n + 1, Ordering::SeqCst);
+    }
+
+    /// Makes every sync of a log file take `d` (a slow disk).
+    pub fn slow_syncs(&self, d: std::time::Duration) {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.0.sync_micros.store(micros, Ordering::SeqCst);
     }
 
     /// The failed operation, once it failed.
@@ -191,6 +199,12 @@ impl WalFile for MemFile {
     }
 
     fn sync(&self) -> io::Result<()> {
+        if let Some(d) = &self.dir {
+            let micros = d.faults.0.sync_micros.load(Ordering::SeqCst);
+            if micros > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(micros));
+            }
+        }
         if self.fails(Op::WalSync) {
             lock(&self.data).poisoned = true;
             return Err(injected(Op::WalSync));
