@@ -100,4 +100,4 @@ pub use model::{
 };
 pub use ops::{Config, FAILURE_MEMORY, FailPoint, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
 pub use ops::{MIN_SALT, SignedPasswordChange};
-pub use store::{Durability, Health, IntegrityReport, LogTruncation};
+pub use store::{Durability, Health, IntegrityReport, LogStats, LogTruncation};

@@ -1090,3 +1090,38 @@ fn the_default_configuration_syncs_every_acknowledged_change() {
         "{synced} fdatasyncs for 20 acknowledged commits"
     );
 }
+
+/// `Store::log_stats` counts what the log did: commits, bytes, syncs (by
+/// group size) and checkpoints.
+#[test]
+fn log_stats_count_commits_syncs_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("data"), &secret(), Config::for_tests()).unwrap();
+    let before = store.log_stats();
+    let (c, _) = john(&store);
+    for i in 0..10 {
+        store
+            .set_flags(
+                c.box_id,
+                FlagsUpdate {
+                    is_vip: Some(i % 2 == 0),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+    store.flush().unwrap();
+    let after = store.log_stats();
+    assert_eq!(after.commits - before.commits, 11);
+    assert!(after.bytes > before.bytes);
+    // One writer: each commit its own sync, each sync a group of one.
+    assert_eq!(after.syncs - before.syncs, 11);
+    assert_eq!(after.group_sizes[0] - before.group_sizes[0], 11);
+    assert_eq!(after.checkpoints - before.checkpoints, 1);
+    assert_eq!(
+        Store::temporary(&secret(), Config::for_tests())
+            .unwrap()
+            .log_stats(),
+        credstore::LogStats::default()
+    );
+}

@@ -7,7 +7,7 @@ use super::{Config, Store, engine_options};
 use crate::crypto::Keys;
 use crate::error::Error;
 use crate::model::StoreSecret;
-use crate::store::{Engine, Health, LogTruncation};
+use crate::store::{Engine, Health, LogStats, LogTruncation};
 
 impl Store {
     /// Whether the store accepts writes. [`Health::Failed`] after a write or
@@ -16,6 +16,12 @@ impl Store {
     /// Cheap: one atomic load while writable.
     pub fn health(&self) -> Health {
         self.engine().health()
+    }
+
+    /// What the write-ahead log did since the store was opened: commits,
+    /// syncs and group sizes, bytes, checkpoints (for metrics). Cheap.
+    pub fn log_stats(&self) -> LogStats {
+        self.engine().log_stats()
     }
 
     /// Opens an existing store like [`Store::open`], but when its

@@ -36,3 +36,23 @@ impl fmt::Display for Health {
         }
     }
 }
+
+/// What the store's write-ahead log did since the store was opened, for
+/// operators' dashboards ([`crate::Store::stats`]). All counts; a temporary
+/// store (no log) reports zeros.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogStats {
+    /// Durable commits (records appended to the log).
+    pub commits: u64,
+    /// Bytes of log records written.
+    pub bytes: u64,
+    /// Group-commit syncs (each `fdatasync`s every log file written since
+    /// the last one).
+    pub syncs: u64,
+    /// Syncs by how many commits each made durable: 1, 2–3, 4–7, 8–15,
+    /// 16–31, 32–63, 64 or more.
+    pub group_sizes: [u64; 7],
+    /// Checkpoints recorded.
+    pub checkpoints: u64,
+}

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::error::{Error, StorageError};
 
 pub(crate) use checkpoint::{DataFiles, FsDataFiles};
-pub use health::Health;
+pub use health::{Health, LogStats};
 pub use integrity::IntegrityReport;
 pub(crate) use meta::NEXT_BOX_ID;
 pub use truncation::LogTruncation;
@@ -452,6 +452,22 @@ impl Engine {
         match self.wal.as_ref().and_then(wal::Wal::failure) {
             Some(cause) => Health::Failed { cause },
             None => Health::Writable,
+        }
+    }
+
+    /// What the log did since the store was opened.
+    pub fn log_stats(&self) -> health::LogStats {
+        let Some(wal) = &self.wal else {
+            return health::LogStats::default();
+        };
+        let c = wal.counters();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        health::LogStats {
+            commits: load(&c.records),
+            bytes: load(&c.bytes),
+            syncs: wal.sync_count(),
+            group_sizes: std::array::from_fn(|i| load(&c.group_sizes[i])),
+            checkpoints: load(&c.checkpoints),
         }
     }
 

@@ -184,6 +184,7 @@ impl Wal {
             applying: Mutex::new(()),
             spare: Mutex::new(()),
             syncs: AtomicU64::new(0),
+            counters: Counters::default(),
             since_checkpoint: AtomicU64::new(0),
             last_checkpoint_ms: AtomicU64::new(0),
             started: Instant::now(),
@@ -231,6 +232,8 @@ pub(crate) struct Wal {
     applying: Mutex<()>,
     spare: Mutex<()>,
     syncs: AtomicU64,
+    /// What [`Wal::counters`] reports (for operators' metrics).
+    counters: Counters,
     /// Log bytes written since the last checkpoint began, and when it began
     /// (milliseconds after `started`).
     since_checkpoint: AtomicU64,
@@ -321,6 +324,20 @@ pub(crate) struct WriterGuard<'a> {
 pub(crate) struct CheckpointTicket<'a> {
     _one_at_a_time: MutexGuard<'a, ()>,
     checkpoint: Checkpoint,
+}
+
+/// Counts since the log was opened, for operators (SPEC §14).
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Records appended.
+    pub records: AtomicU64,
+    /// Bytes of records appended.
+    pub bytes: AtomicU64,
+    /// Checkpoints recorded.
+    pub checkpoints: AtomicU64,
+    /// Syncs by how many records each made durable: 1, 2–3, 4–7, 8–15,
+    /// 16–31, 32–63, 64 or more.
+    pub group_sizes: [AtomicU64; 7],
 }
 
 /// Counters for tests.
@@ -425,6 +442,11 @@ impl Wal {
             g = lock(&self.group);
             g.leader = false;
             if result.is_ok() {
+                let made_durable = target.saturating_sub(self.overlay.durable());
+                if made_durable > 0 {
+                    let bucket = (63 - made_durable.leading_zeros() as usize).min(6);
+                    self.counters.group_sizes[bucket].fetch_add(1, Ordering::Relaxed);
+                }
                 self.overlay.set_durable(target);
             }
             self.synced.notify_all();
@@ -641,6 +663,7 @@ impl Wal {
             self.state.fail("recording a checkpoint", &e);
             return Err(e);
         }
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         // The slots behind a recorded checkpoint hold nothing needed, even if
         // the log fails meanwhile.
         let surplus = {
@@ -723,6 +746,16 @@ impl Wal {
         (w.segment, w.current.as_ref().map(|s| s.no), w.offset)
     }
 
+    /// The counts since the log was opened.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Leader syncs so far (each syncs every file written since the last).
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
     #[cfg(test)]
     pub fn stats(&self) -> WalStats {
         let w = lock(&self.writer);
@@ -795,6 +828,11 @@ impl WriterGuard<'_> {
                     len,
                 }));
                 self.wal.unapplied.fetch_add(len, Ordering::Relaxed);
+                self.wal.counters.records.fetch_add(1, Ordering::Relaxed);
+                self.wal
+                    .counters
+                    .bytes
+                    .fetch_add(len as u64, Ordering::Relaxed);
                 if !self.wal.syncing() {
                     self.wal.overlay.set_durable(seq);
                 }
