@@ -38,7 +38,7 @@ impl fmt::Display for Health {
 }
 
 /// What the store's write-ahead log did since the store was opened, for
-/// operators' dashboards ([`crate::Store::stats`]). All counts; a temporary
+/// operators' dashboards ([`crate::Store::log_stats`]). All counts; a temporary
 /// store (no log) reports zeros.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
