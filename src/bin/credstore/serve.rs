@@ -406,6 +406,6 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
     }
     store.flush()?;
     drop(store);
-    eprintln!("credstore stopped cleanly");
+    tracing::info!("credstore stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }
