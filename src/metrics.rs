@@ -1,4 +1,4 @@
-//! Operators' metrics (SPEC §14), through the [`metrics`](::metrics)
+//! Operators' metrics (SPEC §14), through the [`metrics`] crate's
 //! facade: the router, the courier and the store's operations emit them,
 //! and they cost next to nothing until a recorder is installed — by the host
 //! (any `metrics` recorder) or with [`Prometheus::install`] (feature
@@ -235,6 +235,7 @@ pub fn describe() {
 }
 
 /// One answered HTTP request (`route`: a template from a fixed set).
+#[cfg(feature = "server")]
 pub(crate) fn request(route: &'static str, method: &str, status: u16, elapsed: Duration) {
     let method = method_label(method);
     counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status_label(status))
@@ -243,6 +244,7 @@ pub(crate) fn request(route: &'static str, method: &str, status: u16, elapsed: D
 }
 
 /// A request that may hash waited this long for a hashing slot.
+#[cfg(feature = "server")]
 pub(crate) fn hashing_admission(wait: Duration) {
     histogram!(HASHING_ADMISSION_WAIT).record(wait.as_secs_f64());
 }
@@ -269,7 +271,7 @@ pub(crate) fn mail_delivery(outcome: &'static str, took: Duration) {
     histogram!(MAIL_DELIVERY_DURATION).record(took.as_secs_f64());
 }
 
-/// Sets [`READY`] (the admin router does, at each scrape).
+/// Sets `credstore_ready` (the admin router does, at each scrape).
 pub fn observe_readiness(ready: bool) {
     gauge!(READY).set(if ready { 1.0 } else { 0.0 });
 }
@@ -331,6 +333,7 @@ fn since(store: &Store, t: crate::Timestamp) -> Duration {
     Duration::from_millis(ms.unsigned_abs())
 }
 
+#[cfg(feature = "server")]
 fn method_label(method: &str) -> &'static str {
     match method {
         "GET" => "GET",
@@ -345,6 +348,7 @@ fn method_label(method: &str) -> &'static str {
 }
 
 /// A status as three digits, without an allocation for the usual ones.
+#[cfg(feature = "server")]
 fn status_label(status: u16) -> ::metrics::SharedString {
     const USUAL: [(u16, &str); 24] = [
         (200, "200"),
@@ -453,6 +457,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "server")]
     fn labels_come_from_fixed_sets() {
         assert_eq!(method_label("GET"), "GET");
         assert_eq!(method_label("get"), "other");

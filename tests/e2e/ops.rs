@@ -502,7 +502,7 @@ fn metrics_count_a_known_sequence_exactly_in_families_a_real_parser_reads() {
         token.as_str(),
         "acme12aa",
     ];
-    for ((name, labels), _) in &m.samples {
+    for (name, labels) in m.samples.keys() {
         for (k, v) in labels {
             let allowed = match k.as_str() {
                 "route" => v == "other" || routes.contains(&v.as_str()),
