@@ -16,6 +16,12 @@
 //! with small data (CI does, so that the bench cannot rot; its figures mean
 //! nothing). Needs `wrk` and `strace` (Debian packages). Data lives under
 //! `target/http-bench/`.
+//!
+//! The operators' metrics (issue 14) are measured by running it twice:
+//! `CREDSTORE_HTTP_BENCH_SERVE_ARGS` adds arguments to `credstore serve`
+//! (`--admin-listen off`: no admin port, no metrics recorder), and
+//! `CREDSTORE_HTTP_BENCH_SCRAPE_SECS=N` scrapes the admin port's `/metrics`
+//! every N seconds while the bench runs, as Prometheus would.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -170,8 +176,9 @@ fn main() {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nargon2id verification {hash_ms:.1} ms; argon2 limit {limit:.0}/s ({cores} cores)\n"
+        "\nargon2id verification {hash_ms:.1} ms; argon2 limit {limit:.0}/s ({cores} cores)"
     );
+    let _ = writeln!(out, "server: credstore serve {}\n", serve_note());
     out.push_str("| workload | connections | requests/s | p50 | p99 | fsync+fdatasync per request | note |\n");
     out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
     for row in rows {
@@ -340,8 +347,38 @@ struct Server {
     addr: String,
 }
 
+/// Extra `credstore serve` arguments (`CREDSTORE_HTTP_BENCH_SERVE_ARGS`).
+fn serve_args() -> Vec<String> {
+    std::env::var("CREDSTORE_HTTP_BENCH_SERVE_ARGS")
+        .map(|a| a.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Seconds between scrapes of `/metrics` (`CREDSTORE_HTTP_BENCH_SCRAPE_SECS`).
+fn scrape_secs() -> Option<f64> {
+    std::env::var("CREDSTORE_HTTP_BENCH_SCRAPE_SECS")
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|s: &f64| *s > 0.0)
+}
+
+fn serve_note() -> String {
+    let args = serve_args();
+    let mut note = if args.is_empty() {
+        "(defaults: admin port and metrics on)".to_owned()
+    } else {
+        args.join(" ")
+    };
+    if let Some(s) = scrape_secs() {
+        let _ = write!(note, "; /metrics scraped every {s} s");
+    }
+    note
+}
+
 impl Server {
     fn start(root: &Path) -> Server {
+        let extra = serve_args();
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--data")
@@ -349,20 +386,50 @@ impl Server {
             .arg("--secret-file")
             .arg(secret_path(root))
             .args(["--listen", "127.0.0.1:0", "--max-connections", "4096"])
+            .args(&extra)
             .env("CREDSTORE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("credstore listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
+        let admin_off = extra.windows(2).any(|w| w[0] == "--admin-listen" && w[1] == "off");
+        let admin = (!admin_off).then(|| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("credstore admin on ")
+                .map(str::to_owned)
+        });
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+        });
+        if let (Some(Some(admin)), Some(every)) = (admin, scrape_secs()) {
+            // A Prometheus: a scrape every few seconds until the server goes.
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .build()
+                    .into();
+                loop {
+                    std::thread::sleep(Duration::from_secs_f64(every));
+                    match agent.get(format!("{admin}/metrics")).call() {
+                        Ok(mut r) => {
+                            let _ = r.body_mut().read_to_string();
+                        }
+                        Err(_) => break,
+                    }
+                }
+            });
+        }
         Server { child, addr }
     }
 
