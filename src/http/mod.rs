@@ -219,7 +219,7 @@ async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse
             let latency = start.elapsed();
             tracing::info!(
                 method = %method,
-                route = label,
+                route = %label,
                 status = 408,
                 latency_ms = latency.as_secs_f64() * 1000.0,
                 "request body timed out"
@@ -253,14 +253,14 @@ async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse
     })
     .await;
     let response = joined.unwrap_or_else(|_| {
-        tracing::error!(method = %method, route = label, "the request's handler panicked");
+        tracing::error!(method = %method, route = %label, "the request's handler panicked");
         internal_error()
     });
     let status = response.status;
     let latency = start.elapsed();
     tracing::info!(
         method = %method,
-        route = label,
+        route = %label,
         status,
         latency_ms = latency.as_secs_f64() * 1000.0,
         "request"
