@@ -400,7 +400,9 @@ impl Server {
             .strip_prefix("credstore listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        let admin_off = extra.windows(2).any(|w| w[0] == "--admin-listen" && w[1] == "off");
+        let admin_off = extra
+            .windows(2)
+            .any(|w| w[0] == "--admin-listen" && w[1] == "off");
         let admin = (!admin_off).then(|| {
             let mut line = String::new();
             out.read_line(&mut line).unwrap();
