@@ -6,6 +6,9 @@
 //! - writes and logins that hash: Skypostal password updates from 8 and
 //!   2 × cores connections, logins from 2 × cores connections, against the
 //!   machine's argon2 limit (cores ÷ one verification's time, measured here);
+//! - the server's CPU time (user + system, from `/proc`) per request of each
+//!   timed run: what a request costs, less moved than requests/s by what
+//!   else runs on the machine;
 //! - `fsync` + `fdatasync` per request, counted by `strace -f -c` attached to
 //!   the server during a second, shorter pass of each write scenario;
 //! - the server's peak RSS under 1,000 concurrent login connections, and
@@ -179,8 +182,8 @@ fn main() {
         "\nargon2id verification {hash_ms:.1} ms; argon2 limit {limit:.0}/s ({cores} cores)"
     );
     let _ = writeln!(out, "server: credstore serve {}\n", serve_note());
-    out.push_str("| workload | connections | requests/s | p50 | p99 | fsync+fdatasync per request | note |\n");
-    out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
+    out.push_str("| workload | connections | requests/s | p50 | p99 | server CPU per request | fsync+fdatasync per request | note |\n");
+    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for row in rows {
         out.push_str(&row.markdown());
     }
@@ -441,6 +444,7 @@ impl Server {
 
     fn wrk(&self, script: &Path, conns: usize, secs: u64) -> Wrk {
         let threads = conns.clamp(1, 4);
+        let cpu_before = cpu_seconds(self.pid());
         let out = Command::new("wrk")
             .args(["-t", &threads.to_string(), "-c", &conns.to_string()])
             .args([
@@ -463,7 +467,10 @@ impl Server {
             "wrk failed: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Wrk::parse(&text)
+        let cpu = cpu_seconds(self.pid()) - cpu_before;
+        let mut w = Wrk::parse(&text);
+        w.cpu_us = cpu * 1e6 / w.requests.max(1) as f64;
+        w
     }
 
     /// fsync + fdatasync calls of the server while `run` runs, per request.
@@ -522,6 +529,31 @@ impl Drop for Server {
     }
 }
 
+/// User + system CPU time the process has used, in seconds (`/proc/PID/stat`).
+fn cpu_seconds(pid: u32) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: state is the 3rd
+    // field of the line, utime the 14th, stime the 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (field(11) + field(12)) / ticks
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -540,6 +572,8 @@ struct Wrk {
     p99_ms: f64,
     errors: u64,
     non_2xx: u64,
+    /// The server's CPU time (user + system) per request, in microseconds.
+    cpu_us: f64,
 }
 
 impl Wrk {
@@ -597,6 +631,7 @@ struct Row {
     rps: f64,
     p50: f64,
     p99: f64,
+    cpu_us: f64,
     syncs: Option<f64>,
     note: String,
 }
@@ -613,6 +648,7 @@ impl Row {
             rps: r.rps,
             p50: r.p50_ms,
             p99: r.p99_ms,
+            cpu_us: r.cpu_us,
             syncs,
             note,
         }
@@ -621,8 +657,8 @@ impl Row {
     fn markdown(&self) -> String {
         let syncs = self.syncs.map_or("—".to_owned(), |s| format!("{s:.3}"));
         format!(
-            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {} |\n",
-            self.what, self.conns, self.rps, self.p50, self.p99, syncs, self.note
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {} | {} |\n",
+            self.what, self.conns, self.rps, self.p50, self.p99, self.cpu_us, syncs, self.note
         )
     }
 }
