@@ -218,6 +218,26 @@ pub fn store_model(data: &[u8]) {
     crate::ops::model_check::run(data);
 }
 
+/// One answered request's metrics, as the router records them (`route`:
+/// from [`crate::http::route_template`], which the router computes for its
+/// log line either way; the metrics-cost bench).
+#[cfg(feature = "server")]
+pub fn record_request_metrics(
+    route: &'static str,
+    method: &str,
+    status: u16,
+    latency: std::time::Duration,
+) {
+    crate::metrics::request(route, method, status, latency);
+}
+
+/// A request that may hash waited `wait` for a hashing slot, as the router
+/// records it (the metrics-cost bench).
+#[cfg(feature = "server")]
+pub fn record_hashing_admission_metrics(wait: std::time::Duration) {
+    crate::metrics::hashing_admission(wait);
+}
+
 /// How many `fdatasync`s of the write-ahead log have succeeded in this
 /// process (on the real file system).
 pub fn wal_fdatasyncs() -> u64 {

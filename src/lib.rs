@@ -67,8 +67,10 @@ pub mod http;
 #[doc(hidden)]
 pub mod internal;
 pub mod mail;
+pub mod metrics;
 mod model;
 mod ops;
+pub mod readiness;
 mod store;
 
 #[cfg(feature = "tokio")]

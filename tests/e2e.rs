@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 #[path = "e2e/mail.rs"]
 mod mail;
+#[path = "e2e/ops.rs"]
+mod ops;
 #[path = "e2e/security.rs"]
 mod security;
 

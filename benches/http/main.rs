@@ -6,6 +6,9 @@
 //! - writes and logins that hash: Skypostal password updates from 8 and
 //!   2 × cores connections, logins from 2 × cores connections, against the
 //!   machine's argon2 limit (cores ÷ one verification's time, measured here);
+//! - the server's CPU time (user + system, from `/proc`) per request of each
+//!   timed run: what a request costs, less moved than requests/s by what
+//!   else runs on the machine;
 //! - `fsync` + `fdatasync` per request, counted by `strace -f -c` attached to
 //!   the server during a second, shorter pass of each write scenario;
 //! - the server's peak RSS under 1,000 concurrent login connections, and
@@ -16,6 +19,12 @@
 //! with small data (CI does, so that the bench cannot rot; its figures mean
 //! nothing). Needs `wrk` and `strace` (Debian packages). Data lives under
 //! `target/http-bench/`.
+//!
+//! The operators' metrics (issue 14) are measured by running it twice:
+//! `CREDSTORE_HTTP_BENCH_SERVE_ARGS` adds arguments to `credstore serve`
+//! (`--admin-listen off`: no admin port, no metrics recorder), and
+//! `CREDSTORE_HTTP_BENCH_SCRAPE_SECS=N` scrapes the admin port's `/metrics`
+//! every N seconds while the bench runs, as Prometheus would.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -178,8 +187,9 @@ fn main() {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nargon2id verification {hash_ms:.1} ms; argon2 limit {limit:.0}/s ({cores} cores)\n"
+        "\nargon2id verification {hash_ms:.1} ms; argon2 limit {limit:.0}/s ({cores} cores)"
     );
+    let _ = writeln!(out, "server: credstore serve {}", serve_note());
     let _ = writeln!(
         out,
         "syncs counted by {}\n",
@@ -188,8 +198,8 @@ fn main() {
             SyncCounter::Strace => "strace -f -c (slows the server's system calls)",
         }
     );
-    out.push_str("| workload | connections | requests/s | p50 | p99 | fsync+fdatasync per request | note |\n");
-    out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
+    out.push_str("| workload | connections | requests/s | p50 | p99 | server CPU per request | fsync+fdatasync per request | note |\n");
+    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for row in rows {
         out.push_str(&row.markdown());
     }
@@ -382,8 +392,38 @@ struct Server {
     addr: String,
 }
 
+/// Extra `credstore serve` arguments (`CREDSTORE_HTTP_BENCH_SERVE_ARGS`).
+fn serve_args() -> Vec<String> {
+    std::env::var("CREDSTORE_HTTP_BENCH_SERVE_ARGS")
+        .map(|a| a.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Seconds between scrapes of `/metrics` (`CREDSTORE_HTTP_BENCH_SCRAPE_SECS`).
+fn scrape_secs() -> Option<f64> {
+    std::env::var("CREDSTORE_HTTP_BENCH_SCRAPE_SECS")
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|s: &f64| *s > 0.0)
+}
+
+fn serve_note() -> String {
+    let args = serve_args();
+    let mut note = if args.is_empty() {
+        "(defaults: admin port and metrics on)".to_owned()
+    } else {
+        args.join(" ")
+    };
+    if let Some(s) = scrape_secs() {
+        let _ = write!(note, "; /metrics scraped every {s} s");
+    }
+    note
+}
+
 impl Server {
     fn start(root: &Path) -> Server {
+        let extra = serve_args();
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--data")
@@ -391,20 +431,52 @@ impl Server {
             .arg("--secret-file")
             .arg(secret_path(root))
             .args(["--listen", "127.0.0.1:0", "--max-connections", "4096"])
+            .args(&extra)
             .env("CREDSTORE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("credstore listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
+        let admin_off = extra
+            .windows(2)
+            .any(|w| w[0] == "--admin-listen" && w[1] == "off");
+        let admin = (!admin_off).then(|| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("credstore admin on ")
+                .map(str::to_owned)
+        });
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+        });
+        if let (Some(Some(admin)), Some(every)) = (admin, scrape_secs()) {
+            // A Prometheus: a scrape every few seconds until the server goes.
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .build()
+                    .into();
+                loop {
+                    std::thread::sleep(Duration::from_secs_f64(every));
+                    match agent.get(format!("{admin}/metrics")).call() {
+                        Ok(mut r) => {
+                            let _ = r.body_mut().read_to_string();
+                        }
+                        Err(_) => break,
+                    }
+                }
+            });
+        }
         Server { child, addr }
     }
 
@@ -414,6 +486,7 @@ impl Server {
 
     fn wrk(&self, script: &Path, conns: usize, secs: u64) -> Wrk {
         let threads = conns.clamp(1, 4);
+        let cpu_before = cpu_seconds(self.pid());
         let out = Command::new("wrk")
             .args(["-t", &threads.to_string(), "-c", &conns.to_string()])
             .args([
@@ -436,7 +509,10 @@ impl Server {
             "wrk failed: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Wrk::parse(&text)
+        let cpu = cpu_seconds(self.pid()) - cpu_before;
+        let mut w = Wrk::parse(&text);
+        w.cpu_us = cpu * 1e6 / w.requests.max(1) as f64;
+        w
     }
 
     /// fsync + fdatasync calls of the server while `run` runs, per request.
@@ -532,6 +608,31 @@ impl Drop for Server {
     }
 }
 
+/// User + system CPU time the process has used, in seconds (`/proc/PID/stat`).
+fn cpu_seconds(pid: u32) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: state is the 3rd
+    // field of the line, utime the 14th, stime the 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (field(11) + field(12)) / ticks
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -550,6 +651,8 @@ struct Wrk {
     p99_ms: f64,
     errors: u64,
     non_2xx: u64,
+    /// The server's CPU time (user + system) per request, in microseconds.
+    cpu_us: f64,
 }
 
 impl Wrk {
@@ -607,6 +710,7 @@ struct Row {
     rps: f64,
     p50: f64,
     p99: f64,
+    cpu_us: f64,
     syncs: Option<f64>,
     note: String,
 }
@@ -623,6 +727,7 @@ impl Row {
             rps: r.rps,
             p50: r.p50_ms,
             p99: r.p99_ms,
+            cpu_us: r.cpu_us,
             syncs,
             note,
         }
@@ -631,8 +736,8 @@ impl Row {
     fn markdown(&self) -> String {
         let syncs = self.syncs.map_or("—".to_owned(), |s| format!("{s:.3}"));
         format!(
-            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {} |\n",
-            self.what, self.conns, self.rps, self.p50, self.p99, syncs, self.note
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {} | {} |\n",
+            self.what, self.conns, self.rps, self.p50, self.p99, self.cpu_us, syncs, self.note
         )
     }
 }

@@ -23,12 +23,18 @@
 //! checks, reset requests); the slot is given back as soon as the hash is
 //! done, so a request waiting for its disk sync holds none. One log line
 //! per request (method, route, status, latency), never a secret: the route
-//! label replaces a token in the path by `{token}`. [`server`] serves a
-//! router with bounds on what a client may hold.
+//! is its template ([`route_template`]: `{shop}`, `{token}`, `{id}`, never
+//! the path's own segments). Each request is also counted for the
+//! operators' metrics ([`crate::metrics`]: by route template, method and
+//! status, with its latency), which cost next to nothing until a recorder
+//! is installed. [`server`] serves a router with bounds on what a client
+//! may hold; [`admin`] is the router of the admin port (health, readiness,
+//! metrics), never merged into the public one.
 //!
 //! Reset mails wait in the store's queue: run a [`crate::mail::Courier`]
 //! beside the router to deliver them.
 
+pub mod admin;
 pub mod server;
 
 use std::sync::Arc;
@@ -137,23 +143,65 @@ pub fn reference_router(gateway: Arc<Gateway>, body_timeout: Duration) -> Router
     routes(state.clone()).fallback(handle).with_state(state)
 }
 
-/// The path as logged: a reset token in a SkyERP path becomes `{token}`.
+/// The route of a path as logged and counted: its template, one of
+/// [`ROUTES`] (`/api/v1/{shop}/customers/reset-password/{token}`), or
+/// `other` for a path no route serves. The path's own segments (a token, a
+/// shop, a reset id) never appear. See [`route_template`].
 pub fn route_label(path: &str) -> String {
+    route_template(path).to_owned()
+}
+
+/// The template of the route that serves `path`, matched as the
+/// [`Gateway`] matches it (the WCF and ASP.NET paths in any case, a
+/// trailing slash allowed, a `?query` ignored), or `other`. A fixed set, so
+/// that it can label metrics.
+pub fn route_template(path: &str) -> &'static str {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let marker = "/customers/reset-password/";
-    match path.find(marker) {
-        Some(i) if path.len() > i + marker.len() => {
-            format!("{}{{token}}", &path[..i + marker.len()])
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let Some(path) = path.strip_prefix('/') else {
+        return OTHER_ROUTE;
+    };
+    let ci = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let mut segs = [""; 7];
+    let mut n = 0;
+    for seg in path.split('/') {
+        if n == segs.len() {
+            return OTHER_ROUTE;
         }
-        _ => path.to_owned(),
+        segs[n] = seg;
+        n += 1;
+    }
+    match &segs[..n] {
+        [w, s, c, op]
+            if ci(w, "wcf-services") && ci(s, "service-customer.svc") && ci(c, "customer") =>
+        {
+            if ci(op, "customer-update-password") {
+                ROUTES[0]
+            } else if ci(op, "customer-registration") {
+                ROUTES[1]
+            } else if ci(op, "customer-login") {
+                ROUTES[2]
+            } else {
+                OTHER_ROUTE
+            }
+        }
+        ["api", "v1", shop, "customers", "reset-password"] if !shop.is_empty() => ROUTES[3],
+        ["api", "v1", shop, "customers", "reset-password", _] if !shop.is_empty() => ROUTES[4],
+        ["api", "customer_password_resets"] => ROUTES[5],
+        ["api", "customer_password_resets", id] if !id.is_empty() => ROUTES[6],
+        [a, c, p] if ci(a, "api") && ci(c, "Customers") && ci(p, "ChangePassword") => ROUTES[7],
+        _ => OTHER_ROUTE,
     }
 }
+
+/// The route label of a path that no route serves.
+pub const OTHER_ROUTE: &str = "other";
 
 async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse {
     let start = Instant::now();
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str().to_owned();
-    let label = route_label(parts.uri.path());
+    let label = route_template(parts.uri.path());
     let mut greq = Request::new(method.clone(), parts.uri.path().to_owned());
     greq.query = parts.uri.query().map(str::to_owned);
     for (name, value) in &parts.headers {
@@ -168,18 +216,28 @@ async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse
         Ok(Ok(b)) => b.to_vec(),
         Ok(Err(_)) => vec![0u8; MAX_BODY_BYTES + 1],
         Err(_) => {
-            tracing::info!(method = %method, route = %label, status = 408, "request body timed out");
+            let latency = start.elapsed();
+            tracing::info!(
+                method = %method,
+                route = %label,
+                status = 408,
+                latency_ms = latency.as_secs_f64() * 1000.0,
+                "request body timed out"
+            );
+            crate::metrics::request(label, &method, 408, latency);
             return into_axum(request_timeout());
         }
     };
     let permit = if state.gateway.may_hash(&greq) {
-        match state
+        let waiting = Instant::now();
+        let admission = state
             .gateway
             .store()
             .hashing_admission()
             .acquire_owned()
-            .await
-        {
+            .await;
+        crate::metrics::hashing_admission(waiting.elapsed());
+        match admission {
             Ok(p) => Some(p),
             Err(_) => return into_axum(internal_error()),
         }
@@ -199,13 +257,15 @@ async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse
         internal_error()
     });
     let status = response.status;
+    let latency = start.elapsed();
     tracing::info!(
         method = %method,
         route = %label,
         status,
-        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = latency.as_secs_f64() * 1000.0,
         "request"
     );
+    crate::metrics::request(label, &method, status, latency);
     into_axum(response)
 }
 
@@ -245,20 +305,80 @@ mod tests {
     use super::*;
 
     #[test]
-    fn route_label_hides_tokens() {
+    fn route_label_hides_tokens_shops_and_ids() {
         let t = "h9ha9hs9hashahshaosihuahs98wh9ha9hs9hashahshaosihuahs98wasasassr";
         let l = route_label(&format!(
             "/api/v1/acme12aa/customers/reset-password/{t}?x=1"
         ));
-        assert_eq!(l, "/api/v1/acme12aa/customers/reset-password/{token}");
+        assert_eq!(l, "/api/v1/{shop}/customers/reset-password/{token}");
         assert!(!l.contains(t));
         assert_eq!(
             route_label("/api/v1/acme12aa/customers/reset-password"),
-            "/api/v1/acme12aa/customers/reset-password"
+            "/api/v1/{shop}/customers/reset-password"
         );
         assert_eq!(
             route_label("/api/customer_password_resets/xYZkjABcde"),
-            "/api/customer_password_resets/xYZkjABcde"
+            "/api/customer_password_resets/{id}"
         );
+        assert_eq!(route_label("/johndoe@email.com/secret"), "other");
+    }
+
+    /// The templates match exactly the paths the gateway serves: a path
+    /// labelled `other` gets the gateway's own 404, any other path does not.
+    #[test]
+    fn route_templates_agree_with_the_gateway() {
+        let store = crate::Store::temporary(
+            &crate::StoreSecret::from_bytes([2; 32]),
+            crate::Config::for_tests(),
+        )
+        .unwrap();
+        let g = Gateway::new(store, GatewaySettings::default());
+        let not_found = br#"{"status":404,"message":"Not found"}"#.to_vec();
+        let mut paths: Vec<String> = Vec::new();
+        for route in ROUTES {
+            let filled = route
+                .replace("{shop}", "acme12aa")
+                .replace("{token}", "abc")
+                .replace("{id}", "xYZkjABcde");
+            paths.push(filled.clone());
+            paths.push(format!("{filled}/"));
+            paths.push(format!("{filled}?q=1"));
+            paths.push(filled.to_uppercase());
+            paths.push(format!("{filled}/extra"));
+            paths.push(filled.replacen('/', "//", 2));
+        }
+        paths.extend(
+            [
+                "",
+                "/",
+                "//",
+                "/api",
+                "/api/v1//customers/reset-password",
+                "/api/v1//customers/reset-password/x",
+                "/api/customer_password_resets//",
+                "/api/customer_password_resets/a/b",
+                "/wcf-services/service-customer.svc/customer/other",
+                "/api/Customers/ChangePassword/x",
+                "/a/b/c/d/e/f/g/h/i",
+                "/metrics",
+                "/health/ready",
+            ]
+            .map(str::to_owned),
+        );
+        for path in paths {
+            let label = route_template(&path);
+            assert!(label == OTHER_ROUTE || ROUTES.contains(&label), "{path}");
+            for method in ["GET", "POST", "DELETE"] {
+                let answer = g.handle(Request::new(method, path.clone()));
+                let gateway_unknown = answer.status == 404 && answer.body == not_found;
+                assert_eq!(
+                    label == OTHER_ROUTE,
+                    gateway_unknown,
+                    "{method} {path:?}: labelled {label}, gateway answered {} {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body)
+                );
+            }
+        }
     }
 }

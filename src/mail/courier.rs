@@ -322,8 +322,25 @@ impl Courier {
         }
     }
 
-    /// Sends one mail and records the outcome.
+    /// Sends one mail, records the outcome, and counts it
+    /// (`credstore_mail_deliveries_total`, [`crate::metrics`]).
     fn deliver(&self, due: DueMail) -> Result<Outcome, Error> {
+        let started = Instant::now();
+        let result = self.attempt(due);
+        let outcome = match &result {
+            Ok(Outcome::Delivered) => "delivered",
+            Ok(Outcome::Retried) => "retried",
+            Ok(Outcome::Bounced) => "bounced",
+            Ok(Outcome::Expired) => "expired",
+            Ok(Outcome::Gone) => "gone",
+            Err(_) => "error",
+        };
+        crate::metrics::mail_delivery(outcome, started.elapsed());
+        result
+    }
+
+    /// Sends one mail and records the outcome.
+    fn attempt(&self, due: DueMail) -> Result<Outcome, Error> {
         let store = &self.inner.store;
         let settings = &self.inner.settings;
         let DueMail { entry, token } = due;

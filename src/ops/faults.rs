@@ -42,3 +42,117 @@ impl Store {
         Ok((Self::from_parts(engine, keys, config), truncated))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::{Config, Store, engine_options};
+    use crate::crypto::Keys;
+    use crate::error::Error;
+    use crate::model::StoreSecret;
+    use crate::readiness::Readiness;
+    use crate::store::wal::fault::{Faults, FaultyData, MemDir, Op};
+    use crate::store::{Engine, OpenWith, wal};
+    use crate::{NewCustomer, Password};
+
+    /// A store whose log and data files live in `dir` (in memory, with its
+    /// fault injection), sled's own files under `path`.
+    fn open(path: &Path, dir: &MemDir, data: &Arc<FaultyData>, secret: &StoreSecret) -> Store {
+        let config = Config::for_tests();
+        let keys = Keys::derive(secret);
+        // sled releases a dropped database's lock only once its threads
+        // are done: retry briefly.
+        let mut tries = 0;
+        let engine = loop {
+            let dir = dir.clone();
+            let with = OpenWith {
+                wal_dir: move |_: &Path| -> std::io::Result<Box<dyn wal::WalDir>> {
+                    Ok(Box::new(dir))
+                },
+                wal_opts: wal::WalOptions::new(true),
+                data_files: data.clone(),
+                truncate_at_corruption: false,
+            };
+            match Engine::open_with(path, engine_options(&keys, &config), with) {
+                Err(Error::Storage(e)) if e.to_string().contains("locked") && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other.unwrap(),
+            }
+        };
+        Store::from_parts(engine, keys, config)
+    }
+
+    fn customer(n: u32) -> NewCustomer {
+        NewCustomer::new(
+            format!("ready{n}@example.com"),
+            "R",
+            "D",
+            Password::new("ready-password-1").unwrap(),
+        )
+    }
+
+    /// Readiness is the store's health (SPEC §14): a sync of the log that
+    /// fails (through the fault layer) takes the instance out at once,
+    /// with the reason, and keeps it out when later I/O "succeeds"; the
+    /// reopened store is ready with every acknowledged change.
+    #[test]
+    fn a_failed_log_sync_makes_the_instance_not_ready_until_the_store_is_reopened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("data");
+        let secret = StoreSecret::from_bytes([5; 32]);
+        let faults = Faults::default();
+        let dir = MemDir::with_faults(faults.clone());
+        let data = Arc::new(FaultyData::new(&dir));
+        let store = open(&path, &dir, &data, &secret);
+        let ready = Readiness::new(store.clone());
+        assert_eq!(ready.check(), Ok(()));
+
+        // A write's I/O, counted (after a first one, which may set up the
+        // log): its last operation is the log's sync.
+        store.register(customer(1)).unwrap();
+        let before = faults.count();
+        store.register(customer(2)).unwrap();
+        let per_write = faults.count() - before;
+        assert!(per_write >= 2, "{per_write} operations for a write");
+        assert_eq!(ready.check(), Ok(()));
+
+        faults.arm(per_write - 1);
+        let err = store.register(customer(3)).unwrap_err();
+        assert_eq!(faults.fired().map(|f| f.op), Some(Op::WalSync), "{err}");
+        assert!(
+            matches!(&err, Error::Storage(s) if s.must_reopen()),
+            "{err}"
+        );
+        let not_ready = ready.check().unwrap_err();
+        let reasons: Vec<_> = not_ready.reasons().collect();
+        assert_eq!(reasons.len(), 1, "{not_ready}");
+        assert_eq!(reasons[0].0, "store");
+        assert!(
+            reasons[0].1.contains("failed") && reasons[0].1.contains("reopen"),
+            "{not_ready}"
+        );
+        let json = not_ready.to_json();
+        assert!(
+            !json.contains('\n') && !json.contains("ready3@example.com"),
+            "{json}"
+        );
+
+        // Reads go on; writes stay refused, and so does readiness.
+        assert!(store.customer_by_email("ready1@example.com").is_ok());
+        assert!(store.register(customer(4)).is_err());
+        assert!(ready.check().is_err());
+        drop((ready, store));
+
+        let store = open(&path, &dir, &data, &secret);
+        let ready = Readiness::new(store.clone());
+        assert_eq!(ready.check(), Ok(()));
+        assert!(store.customer_by_email("ready2@example.com").is_ok());
+        store.register(customer(5)).unwrap();
+        assert_eq!(ready.check(), Ok(()));
+    }
+}

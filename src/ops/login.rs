@@ -255,7 +255,7 @@ impl Store {
     fn login_failed(&self, target: Target) -> Result<(), Error> {
         let policy = self.config().lockout;
         let now = self.now();
-        self.engine().transact(|tx| {
+        let locked = self.engine().transact(|tx| {
             let (locks, box_id) = match target {
                 Target::Customer(box_id) => {
                     let mut rec = super::customers::load(tx, box_id)?;
@@ -278,8 +278,10 @@ impl Store {
                 EventKind::LoginFailed
             };
             tx.append_event(now, kind, EventOutcome::Refused, box_id, None)?;
-            Ok(())
-        })
+            Ok(locks)
+        })?;
+        crate::metrics::login_failed(locked);
+        Ok(())
     }
 
     /// Removes login guards that hold nothing any more (no lock in force, no

@@ -183,7 +183,7 @@ impl Store {
                         token,
                     });
                 }
-                Issue::Refused(why) => return Err(why),
+                Issue::Refused(why) => return Err(crate::metrics::reset_refused(why)),
                 Issue::Clash => {}
             }
         }

@@ -140,6 +140,9 @@ fn main() -> ExitCode {
             .with_target(false)
             .try_init();
     }
+    // A failing `serve --log-format json` says so in JSON too.
+    let json_logs =
+        matches!(&cli.command, Command::Serve(a) if a.log_format == serve::LogFormat::Json);
     let result = match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::App(c) => admin::app(&cli.global, c),
@@ -155,6 +158,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(Failure(msg)) if json_logs => {
+            tracing::error!(error = %msg, "credstore serve failed");
+            ExitCode::FAILURE
+        }
         Err(Failure(msg)) => {
             eprintln!("error: {msg}");
             ExitCode::FAILURE

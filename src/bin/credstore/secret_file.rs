@@ -31,7 +31,8 @@ pub fn load_or_create(path: &Path, data: &Path) -> Result<StoreSecret, Failure> 
             }
             let secret = StoreSecret::generate()?;
             write_new(path, &secret)?;
-            eprintln!(
+            // Through the log, so that `serve --log-format json` stays JSON.
+            tracing::warn!(
                 "created a new store secret in {} (keep it safe: without it the store cannot be opened)",
                 path.display()
             );

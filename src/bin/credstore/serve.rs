@@ -73,6 +73,72 @@ pub struct ServeArgs {
     /// Connections served at once; more wait to be accepted.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Address of the admin port (`/health/alive`, `/health/ready`,
+    /// `/metrics`), never the public one; `off` for none. Default
+    /// 127.0.0.1:9464, or a free loopback port (printed) when --listen asks
+    /// for port 0.
+    #[arg(long, value_name = "ADDR|off", env = "CREDSTORE_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Collect no metrics: no recorder is installed and the admin port
+    /// serves health and readiness only.
+    #[arg(long)]
+    pub no_metrics: bool,
+    /// Not ready (503 on /health/ready) while a reset mail has been due
+    /// for longer than this without being delivered (a stuck courier); 0
+    /// leaves the mail queue out of readiness.
+    #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
+    pub mail_stuck_after: f64,
+    /// Log lines as text, or as one JSON object per line for log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CREDSTORE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How `serve` writes its log lines (standard error).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `message`, the
+    /// event's fields (a request's `method`, `route`, `status`,
+    /// `latency_ms`), `target`.
+    Json,
+}
+
+/// The admin address: as given, none for `off`, else 127.0.0.1:9464 (or a
+/// free loopback port when the public one is picked freely, as tests do).
+fn admin_address(args: &ServeArgs) -> Option<String> {
+    match args.admin_listen.as_deref().map(str::trim) {
+        Some(a) if a.eq_ignore_ascii_case("off") || a.eq_ignore_ascii_case("none") => None,
+        Some(a) => Some(a.to_owned()),
+        None if args
+            .listen
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port == "0") =>
+        {
+            Some("127.0.0.1:0".to_owned())
+        }
+        None => Some("127.0.0.1:9464".to_owned()),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CREDSTORE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
 }
 
 fn seconds(name: &str, s: f64) -> Result<Duration, Failure> {
@@ -196,14 +262,20 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
 }
 
 pub fn run(g: &Global, args: ServeArgs) -> CliResult {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CREDSTORE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    init_logging(args.log_format);
+    let admin_addr = admin_address(&args);
+    // Before anything counts (the courier starts below). Without an admin
+    // port nobody could scrape: no recorder, the facade's calls are no-ops.
+    let prometheus = if admin_addr.is_some() && !args.no_metrics {
+        Some(credstore::metrics::Prometheus::install()?)
+    } else {
+        None
+    };
+    let mail_stuck_after = if args.mail_stuck_after == 0.0 {
+        None
+    } else {
+        Some(seconds("mail-stuck-after", args.mail_stuck_after)?)
+    };
 
     let store = g.open()?;
     for user_code in credstore::demo::retire_placeholder_app(&store)? {
@@ -278,22 +350,63 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
         ..Default::default()
     };
     let body_timeout = seconds("body-timeout", args.body_timeout)?;
+    let mut admin = credstore::http::admin::Admin::new(
+        credstore::readiness::Readiness::new(store.clone()).mail_stuck_after(mail_stuck_after),
+    );
+    if let Some(p) = prometheus {
+        admin = admin.prometheus(p);
+    }
+    let admin_limits = credstore::http::server::ServerLimits {
+        max_connections: 64,
+        ..limits
+    };
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .map_err(|e| Failure(format!("cannot listen on {}: {e}", args.listen)))?;
-        let addr = listener.local_addr()?;
+        let admin_listener = match &admin_addr {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+                Failure(format!(
+                    "cannot listen on {a} (the admin port; --admin-listen ADDR or off): {e}"
+                ))
+            })?),
+            None => None,
+        };
+        // The SIGTERM/SIGINT handlers are installed before either address is
+        // printed: a signal sent right after the banner is a clean stop of
+        // both servers, never the default action.
         let signalled = shutdown_signal()?;
-        println!("credstore listening on http://{addr}");
-        let _ = std::io::stdout().flush();
+        // Both addresses in one write: a reader may stop after the first line.
+        let mut banner = format!("credstore listening on http://{}\n", listener.local_addr()?);
+        if let Some(l) = &admin_listener {
+            banner.push_str(&format!("credstore admin on http://{}\n", l.local_addr()?));
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+        drop(out);
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
         let app = credstore::http::reference_router(gateway, body_timeout);
-        credstore::http::server::serve(listener, app, limits, async {
+        let public = credstore::http::server::serve(listener, app, limits, stopped());
+        let admin_server = async {
+            if let Some(l) = admin_listener {
+                credstore::http::server::serve(l, admin.build(), admin_limits, stopped()).await;
+            }
+        };
+        let signal = async {
             signalled.await;
             // Mails in flight finish; the rest stay queued for the next start.
             stopper.stop();
             tracing::info!("shutting down: finishing requests and mails in flight");
-        })
-        .await;
+            let _ = stop_tx.send(true);
+        };
+        tokio::join!(public, admin_server, signal);
         Ok::<(), Failure>(())
     })?;
     rt.shutdown_timeout(Duration::from_millis(500));
@@ -304,6 +417,6 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
     }
     store.flush()?;
     drop(store);
-    eprintln!("credstore stopped cleanly");
+    tracing::info!("credstore stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }
