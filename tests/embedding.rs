@@ -169,9 +169,11 @@ fn logins_on_the_async_facade_leave_the_runtime_responsive() {
     times.sort();
     let p99 = times[98];
     assert!(total >= 8, "the logins ran: {total}");
-    assert!(
-        p99 < Duration::from_millis(50),
-        "p99 {p99:?}, logins {total}"
-    );
+    // Issue 16's figure is for a release build (`cargo test --release --test
+    // embedding`); a debug build on a loaded CI machine gets 3x the room,
+    // which still fails the handler that blocks (p99 288 ms to 1.05 s seen).
+    eprintln!("host route p99 {p99:?} during {total} logins");
+    let bound = Duration::from_millis(if cfg!(debug_assertions) { 150 } else { 50 });
+    assert!(p99 < bound, "p99 {p99:?} (bound {bound:?}), logins {total}");
     drop(facade);
 }
