@@ -98,6 +98,11 @@ pub enum Error {
     /// The storage engine or file system failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Something inside the process failed that is not the store's files:
+    /// the OS random number generator, the password hasher, an operation
+    /// that did not finish on its blocking thread.
+    #[error(transparent)]
+    Internal(#[from] InternalError),
     /// The write-ahead log is damaged in its middle: a record is corrupt
     /// and valid records follow it (media corruption, not a torn tail left
     /// by a crash). The store refuses to open rather than silently drop the
@@ -134,6 +139,7 @@ impl Error {
         matches!(
             self,
             Error::Storage(_)
+                | Error::Internal(_)
                 | Error::CorruptRecord { .. }
                 | Error::CorruptLog { .. }
                 | Error::UnknownFormat { .. }
@@ -296,8 +302,9 @@ pub enum InputError {
 
 /// An opaque failure of the storage engine or the file system.
 ///
-/// Only the store layer constructs it, so that replacing the engine breaks no
-/// caller. Two questions about it have answers: whether the store must be
+/// Only the store layer (`src/store/`) constructs it, so that replacing the
+/// engine breaks no caller; failures elsewhere in the process are
+/// [`InternalError`]s. Two questions about it have answers: whether the store must be
 /// reopened before it accepts writes again ([`StorageError::must_reopen`]),
 /// and whether the disk was full ([`StorageError::is_disk_full`]).
 pub struct StorageError {
@@ -389,6 +396,48 @@ impl fmt::Display for StorageError {
 }
 
 impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// An opaque failure inside the process that is not the store's files:
+/// the OS random number generator, the password hasher, a blocking task
+/// that did not finish. Its text names what was being done; it never holds
+/// a secret.
+pub struct InternalError {
+    context: &'static str,
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl InternalError {
+    pub(crate) fn new(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Debug for InternalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InternalError")
+            .field("context", &self.context)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for InternalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "internal error while {}: {}", self.context, self.source)
+    }
+}
+
+impl std::error::Error for InternalError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.source)
     }

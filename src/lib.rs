@@ -81,7 +81,9 @@ pub use async_store::AsyncStore;
 pub use axum;
 pub use crypto::change_password_digest;
 pub use crypto::{Argon2Params, PasswordHashInfo, PasswordPolicy, PasswordScheme};
-pub use error::{Credential, Entity, Error, InputError, PolicyViolation, Result, StorageError};
+pub use error::{
+    Credential, Entity, Error, InputError, InternalError, PolicyViolation, Result, StorageError,
+};
 pub use gateway::{Gateway, GatewaySettings, Headers, Request, Response};
 pub use mail::{MailError, Mailer, RecordingMailer, ResetMail};
 pub use model::{
@@ -98,6 +100,6 @@ pub use model::{
     RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, ValidToken, parse_reset_id,
     parse_token,
 };
-pub use ops::{Config, FAILURE_MEMORY, FailPoint, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
+pub use ops::{Config, FAILURE_MEMORY, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
 pub use ops::{MIN_SALT, SignedPasswordChange};
-pub use store::{Durability, Health, IntegrityReport, LogStats, LogTruncation};
+pub use store::{Durability, FailPoint, Health, IntegrityReport, LogStats, LogTruncation};

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 use super::policy::normalize;
-use crate::error::{Error, InputError, StorageError};
+use crate::error::{Error, InputError, InternalError};
 use crate::model::Password;
 
 /// How a stored hash must be verified.
@@ -225,7 +225,7 @@ impl Hasher {
         slot.with_blocks(ctx.params().block_count(), keep, |blocks| {
             ctx.hash_password_into_with_memory(pwd, salt, out, blocks)
         })
-        .map_err(|e| Error::Storage(StorageError::new("computing argon2", e.to_string())))
+        .map_err(|e| Error::Internal(InternalError::new("computing argon2", e.to_string())))
     }
 
     /// A new hash of an already policy-checked, normalised password.

@@ -49,13 +49,6 @@ impl StoreSecret {
         Ok(Self(out))
     }
 
-    /// A fresh secret from the OS RNG.
-    pub fn generate() -> Result<Self, crate::Error> {
-        let mut bytes = [0u8; 32];
-        crate::crypto::random::fill(&mut bytes)?;
-        Ok(Self(bytes))
-    }
-
     /// The secret bytes. Only the key schedule and the CLI's secret file need them.
     pub fn expose_secret(&self) -> &[u8; 32] {
         &self.0

@@ -328,7 +328,7 @@ impl Store {
 
     /// The login guard key of an email: keyed BLAKE3 of its normalised form.
     fn login_guard_key(&self, email: &Email) -> [u8; 32] {
-        *blake3::keyed_hash(&self.keys().login_guard, email.normalized().as_bytes()).as_bytes()
+        self.keys().login_guard_key(email)
     }
 }
 

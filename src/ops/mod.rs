@@ -15,7 +15,7 @@ mod signed;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use config::{Config, FailPoint, LockoutPolicy};
+pub use config::{Config, LockoutPolicy};
 pub use login::FAILURE_MEMORY;
 pub use signed::{MIN_SALT, SignedPasswordChange};
 
@@ -23,7 +23,7 @@ use crate::crypto::Keys;
 use crate::crypto::password::Hasher;
 use crate::error::{Error, InputError};
 use crate::model::{Event, StoreSecret, Timestamp};
-use crate::store::{Engine, EngineOptions, IntegrityReport, TreeId, encoding};
+use crate::store::{Engine, EngineOptions, FailPoint, IntegrityReport, TreeId, encoding};
 
 /// The credential store: a cheap `Clone`, `Send + Sync`; open once per process
 /// and share.
@@ -156,13 +156,11 @@ impl Store {
     /// A test hook outside transactions (see [`Config::with_fail_point`]):
     /// fails with a storage error when the fail point fires at `name`.
     pub(crate) fn fail_point(&self, name: &'static str) -> Result<(), Error> {
-        match &self.inner.config.fail_point {
-            Some(fp) if fp.fires(name) => Err(Error::Storage(crate::error::StorageError::new(
-                "running an operation",
-                format!("injected failure at {name}"),
-            ))),
-            _ => Ok(()),
-        }
+        FailPoint::check(
+            self.inner.config.fail_point.as_ref(),
+            "running an operation",
+            name,
+        )
     }
 
     pub(crate) fn now(&self) -> Timestamp {

@@ -414,7 +414,7 @@ impl Store {
     }
 
     pub(super) fn token_digest(&self, token: &ResetToken) -> Digest {
-        *blake3::keyed_hash(&self.keys().token_digest, token.as_bytes()).as_bytes()
+        self.keys().token_digest(token)
     }
 
     fn reset_record(&self, id: &str) -> Result<ResetRecord, Error> {

@@ -5,6 +5,7 @@
 mod checkpoint;
 mod commit;
 pub(crate) mod encoding;
+mod fail_point;
 mod health;
 mod integrity;
 mod meta;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use crate::error::{Error, StorageError};
 
 pub(crate) use checkpoint::{DataFiles, FsDataFiles};
+pub use fail_point::FailPoint;
 pub use health::{Health, LogStats};
 pub use integrity::IntegrityReport;
 pub(crate) use meta::NEXT_BOX_ID;
@@ -140,7 +142,7 @@ pub(crate) struct Engine {
     trees: Vec<sled::Tree>,
     dir: Option<PathBuf>,
     durability: Durability,
-    fail_point: Option<crate::ops::FailPoint>,
+    fail_point: Option<FailPoint>,
     /// `None` for temporary stores, and while a new store is initialised.
     wal: Option<wal::Wal>,
     /// Serialises the commits of a store without a log.
@@ -166,7 +168,7 @@ pub(crate) struct EngineOptions {
     pub defer_replay_bytes: u64,
     pub fingerprint: [u8; 32],
     pub first_box_id: u64,
-    pub fail_point: Option<crate::ops::FailPoint>,
+    pub fail_point: Option<FailPoint>,
 }
 
 /// How [`Engine::open_with`] opens: the file layers and what recovery may do.

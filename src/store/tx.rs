@@ -171,15 +171,11 @@ impl<'a> Tx<'a> {
     /// A test hook: aborts the transaction when the store's fail point fires
     /// at `name`. Does nothing in normal use.
     pub fn fail_point(&self, name: &'static str) -> Result<(), TxError> {
-        if let Some(fp) = &self.engine.fail_point
-            && fp.fires(name)
-        {
-            return Err(Error::Storage(crate::error::StorageError::new(
-                "running a transaction",
-                format!("injected failure at {name}"),
-            ))
-            .into());
-        }
-        Ok(())
+        super::FailPoint::check(
+            self.engine.fail_point.as_ref(),
+            "running a transaction",
+            name,
+        )
+        .map_err(TxError)
     }
 }
