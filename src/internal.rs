@@ -232,8 +232,7 @@ pub fn encoded_customer_len(
 ) -> Result<usize, crate::Error> {
     store
         .engine()
-        .get(crate::store::TreeId::Customers, &box_id.to_be_bytes())?
-        .map(|v| v.len())
+        .read(&crate::store::schema::CUSTOMERS, box_id, |_, v| Ok(v.len()))?
         .ok_or(crate::Error::NotFound(crate::Entity::Customer))
 }
 

@@ -6,11 +6,15 @@ mod customers;
 mod faults;
 mod login;
 mod mail_queue;
+mod mail_signal;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod model_check;
+mod reads;
 mod resets;
 mod rotation;
 mod signed;
+mod steps;
+mod tokens;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +27,8 @@ use crate::crypto::Keys;
 use crate::crypto::password::Hasher;
 use crate::error::{Error, InputError};
 use crate::model::{Event, StoreSecret, Timestamp};
-use crate::store::{Engine, EngineOptions, FailPoint, IntegrityReport, TreeId, encoding};
+use crate::store::schema::EVENTS;
+use crate::store::{Engine, EngineOptions, FailPoint, IntegrityReport};
 
 /// The credential store: a cheap `Clone`, `Send + Sync`; open once per process
 /// and share.
@@ -60,7 +65,7 @@ struct Inner {
     keys: Keys,
     hasher: Hasher,
     config: Config,
-    mail_signal: mail_queue::MailSignal,
+    mail_signal: mail_signal::MailSignal,
 }
 
 impl Drop for Inner {
@@ -113,7 +118,7 @@ impl Store {
                 keys,
                 hasher,
                 config,
-                mail_signal: mail_queue::MailSignal::default(),
+                mail_signal: mail_signal::MailSignal::default(),
             }),
         }
     }
@@ -153,6 +158,11 @@ impl Store {
         &self.inner.hasher
     }
 
+    /// Wakes the delivery workers when mail is queued.
+    pub(crate) fn mail_signal(&self) -> &mail_signal::MailSignal {
+        &self.inner.mail_signal
+    }
+
     /// A test hook outside transactions (see [`Config::with_fail_point`]):
     /// fails with a storage error when the fail point fires at `name`.
     pub(crate) fn fail_point(&self, name: &'static str) -> Result<(), Error> {
@@ -176,14 +186,10 @@ impl Store {
     /// Up to `limit` (at most [`MAX_EVENTS_PER_READ`]) event-log entries with
     /// a sequence number of `from` or more, oldest first.
     pub fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, Error> {
-        let rows = self.engine().scan(
-            TreeId::Events,
-            &from.to_be_bytes(),
-            limit.min(MAX_EVENTS_PER_READ),
-        )?;
-        rows.iter()
-            .map(|(k, v)| encoding::decode(TreeId::Events, k, v))
-            .collect()
+        let rows = self
+            .engine()
+            .scan_from_key(&EVENTS, from, limit.min(MAX_EVENTS_PER_READ))?;
+        Ok(rows.into_iter().map(|(_, e)| e).collect())
     }
 
     /// The newest `limit` (at most [`MAX_EVENTS_PER_READ`]) event-log
@@ -191,10 +197,8 @@ impl Store {
     pub fn last_events(&self, limit: usize) -> Result<Vec<Event>, Error> {
         let rows = self
             .engine()
-            .scan_tail(TreeId::Events, limit.min(MAX_EVENTS_PER_READ))?;
-        rows.iter()
-            .map(|(k, v)| encoding::decode(TreeId::Events, k, v))
-            .collect()
+            .scan_last(&EVENTS, limit.min(MAX_EVENTS_PER_READ))?;
+        Ok(rows.into_iter().map(|(_, e)| e).collect())
     }
 
     /// Removes event-log entries with a sequence number below `before`;

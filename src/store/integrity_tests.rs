@@ -4,6 +4,7 @@
 //! exactly that problem. A checker that only decoded records would fail here.
 
 use super::super::records::{CustomerRecord, ResetRecord};
+use super::super::schema::{CUSTOMERS, CustomerResetKey, ExpiryKey, RESETS};
 use super::super::{Engine, TreeId};
 use crate::model::{NewCustomer, Password, ResetDetails};
 use crate::{Config, Store, StoreSecret};
@@ -38,12 +39,7 @@ fn populated() -> Fixture {
     let _ = store.login("nobody@b.co", &pw("password-x"));
     let report = store.check_integrity().unwrap();
     assert!(report.is_sound(), "{:?}", report.problems);
-    let reset = |id: &str| {
-        engine(&store)
-            .get_record::<ResetRecord>(TreeId::Resets, id.as_bytes())
-            .unwrap()
-            .unwrap()
-    };
+    let reset = |id: &str| engine(&store).get(&RESETS, id).unwrap().unwrap();
     Fixture {
         box_id: c.box_id,
         live: reset(&live.reset.id),
@@ -142,11 +138,12 @@ fn a_token_index_entry_pointing_at_nothing() {
 
 #[test]
 fn resets_missing_from_the_expiry_and_customer_indexes() {
-    let p = problems_after(|f, e| remove(e, TreeId::ResetExpiry, &f.live.expiry_key()));
+    let p = problems_after(|f, e| remove(e, TreeId::ResetExpiry, &ExpiryKey::of(&f.live)));
     expect_one(p, "is not in the expiry index");
-    let p = problems_after(|f, e| remove(e, TreeId::ResetExpiry, &f.used.expiry_key()));
+    let p = problems_after(|f, e| remove(e, TreeId::ResetExpiry, &ExpiryKey::of(&f.used)));
     expect_one(p, "is not in the expiry index");
-    let p = problems_after(|f, e| remove(e, TreeId::ResetsByCustomer, &f.live.customer_key()));
+    let p =
+        problems_after(|f, e| remove(e, TreeId::ResetsByCustomer, &CustomerResetKey::of(&f.live)));
     expect_one(p, "is not in the customer index");
 }
 
@@ -174,7 +171,7 @@ fn a_reset_list_that_disagrees_with_the_resets() {
     // The live reset unlisted by its customer; then a listed id of no reset.
     let edit = |f: &Fixture, e: &Engine, change: &dyn Fn(&mut CustomerRecord)| {
         let key = f.box_id.to_be_bytes();
-        let mut c: CustomerRecord = e.get_record(TreeId::Customers, &key).unwrap().unwrap();
+        let mut c: CustomerRecord = e.get(&CUSTOMERS, f.box_id).unwrap().unwrap();
         change(&mut c);
         put(
             e,

@@ -105,20 +105,20 @@ pub(super) fn check_or_init(
 
 fn init(engine: &Engine, fingerprint: &[u8; 32], first_box_id: u64) -> Result<(), Error> {
     engine.transact(|tx| {
-        tx.insert(
+        tx.put_bytes(
             TreeId::Meta,
             FORMAT_KEY,
             FORMAT_VERSION.to_be_bytes().to_vec(),
         )?;
-        tx.insert(TreeId::Meta, FINGERPRINT_KEY, fingerprint.to_vec())?;
-        tx.insert(
+        tx.put_bytes(TreeId::Meta, FINGERPRINT_KEY, fingerprint.to_vec())?;
+        tx.put_bytes(
             TreeId::Meta,
             NEXT_BOX_ID,
             first_box_id.to_be_bytes().to_vec(),
         )?;
-        tx.insert(TreeId::Meta, EVENT_SEQ, 1u64.to_be_bytes().to_vec())?;
+        tx.put_bytes(TreeId::Meta, EVENT_SEQ, 1u64.to_be_bytes().to_vec())?;
         // Magic last: a store without it is not yet a store.
-        tx.insert(TreeId::Meta, MAGIC_KEY, MAGIC.to_vec())?;
+        tx.put_bytes(TreeId::Meta, MAGIC_KEY, MAGIC.to_vec())?;
         Ok(())
     })
 }

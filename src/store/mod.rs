@@ -12,6 +12,7 @@ mod meta;
 mod overlay;
 mod perms;
 pub(crate) mod records;
+pub(crate) mod schema;
 mod truncation;
 mod tx;
 pub(crate) mod wal;
@@ -25,77 +26,10 @@ pub(crate) use checkpoint::{DataFiles, FsDataFiles};
 pub use fail_point::FailPoint;
 pub use health::{Health, LogStats};
 pub use integrity::IntegrityReport;
-pub(crate) use meta::NEXT_BOX_ID;
+pub(crate) use schema::TreeId;
+use schema::{Counter, Key, Table, Value};
 pub use truncation::LogTruncation;
 pub(crate) use tx::{Tx, TxError};
-
-/// The trees, in a fixed order (their index is their position in
-/// [`Engine::trees`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum TreeId {
-    Meta,
-    Customers,
-    Emails,
-    Apps,
-    Shops,
-    Events,
-    /// reset id -> reset record
-    Resets,
-    /// keyed token digest -> reset id
-    ResetTokens,
-    /// expires_at (i64 BE, sign-flipped) ++ reset id -> ()
-    ResetExpiry,
-    /// box_id BE ++ reset id -> ()
-    ResetsByCustomer,
-    /// user_code BE ++ salt BE -> time of first use (signed change-password
-    /// nonces, kept for good)
-    Nonces,
-    /// keyed digest of a normalised email no customer has -> its lock-out
-    /// state, so that unknown emails lock out like known ones
-    LoginGuards,
-    /// reset id -> queued reset mail (its token sealed), until delivered
-    MailQueue,
-}
-
-impl TreeId {
-    pub const ALL: [TreeId; 13] = [
-        TreeId::Meta,
-        TreeId::Customers,
-        TreeId::Emails,
-        TreeId::Apps,
-        TreeId::Shops,
-        TreeId::Events,
-        TreeId::Resets,
-        TreeId::ResetTokens,
-        TreeId::ResetExpiry,
-        TreeId::ResetsByCustomer,
-        TreeId::Nonces,
-        TreeId::LoginGuards,
-        TreeId::MailQueue,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            TreeId::Meta => "meta",
-            TreeId::Customers => "customers",
-            TreeId::Emails => "emails",
-            TreeId::Apps => "apps",
-            TreeId::Shops => "shops",
-            TreeId::Events => "events",
-            TreeId::Resets => "resets",
-            TreeId::ResetTokens => "reset_tokens",
-            TreeId::ResetExpiry => "reset_expiry",
-            TreeId::ResetsByCustomer => "resets_by_customer",
-            TreeId::Nonces => "nonces",
-            TreeId::LoginGuards => "login_guards",
-            TreeId::MailQueue => "mail_queue",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// How a commit is made durable before the call that made it returns.
 ///
@@ -143,6 +77,8 @@ pub(crate) struct Engine {
     dir: Option<PathBuf>,
     durability: Durability,
     fail_point: Option<FailPoint>,
+    /// Where [`Counter::BoxId`] starts.
+    first_box_id: u64,
     /// `None` for temporary stores, and while a new store is initialised.
     wal: Option<wal::Wal>,
     /// Serialises the commits of a store without a log.
@@ -326,6 +262,7 @@ impl Engine {
             dir,
             durability: opts.durability,
             fail_point: opts.fail_point,
+            first_box_id: opts.first_box_id,
             wal: None,
             unlogged_writer: std::sync::Mutex::new(()),
             recovery: commit::RecoveryReport::default(),
@@ -340,7 +277,7 @@ impl Engine {
     }
 
     /// A point read outside any transaction: the newest durable value.
-    pub fn get(&self, id: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
+    pub fn get_bytes(&self, id: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
         if let Some(wal) = &self.wal
             && let overlay::Found::Logged(v) = wal.overlay().get_durable(id, key)
         {
@@ -363,16 +300,112 @@ impl Engine {
         }
     }
 
-    /// A point read, decoded.
-    pub fn get_record<T: serde::de::DeserializeOwned>(
-        &self,
-        id: TreeId,
-        key: &[u8],
-    ) -> Result<Option<T>, Error> {
-        match self.get(id, key)? {
-            Some(v) => encoding::decode(id, key, &v).map(Some),
-            None => Ok(None),
+    /// The bytes of `key` in `tree`, as stored (the integrity check).
+    pub(crate) fn get_raw(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.get_bytes(tree, key)?.map(|v| v.to_vec()))
+    }
+
+    /// The meta row a counter lives in, and its value when the row is absent.
+    pub(crate) fn counter_row(&self, counter: Counter) -> (&'static [u8], u64) {
+        match counter {
+            Counter::BoxId => (meta::NEXT_BOX_ID, self.first_box_id),
+            Counter::EventSeq => (meta::EVENT_SEQ, 1),
         }
+    }
+
+    /// The value of `key` in `table` (the newest durable one).
+    pub fn get<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        key: K::Arg<'_>,
+    ) -> Result<Option<V>, Error> {
+        K::with_bytes(key, |k| match self.get_bytes(table.tree, k)? {
+            Some(v) => V::decode(table.tree, k, &v).map(Some),
+            None => Ok(None),
+        })
+    }
+
+    /// Whether `table` holds `key` (its value is not decoded).
+    pub fn contains<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        key: K::Arg<'_>,
+    ) -> Result<bool, Error> {
+        K::with_bytes(key, |k| Ok(self.get_bytes(table.tree, k)?.is_some()))
+    }
+
+    /// `read(key bytes, value bytes)` over the value of `key` in `table`,
+    /// without copying it (a decoder that borrows from the value).
+    pub fn read<K: Key + ?Sized, V: Value, R>(
+        &self,
+        table: &Table<K, V>,
+        key: K::Arg<'_>,
+        read: impl FnOnce(&[u8], &[u8]) -> Result<R, Error>,
+    ) -> Result<Option<R>, Error> {
+        K::with_bytes(key, |k| match self.get_bytes(table.tree, k)? {
+            Some(v) => read(k, &v).map(Some),
+            None => Ok(None),
+        })
+    }
+
+    /// Up to `limit` rows of `table` from `start` on (key bytes; empty:
+    /// from the first), in key order: each key's bytes and its value.
+    pub fn scan_from<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, V)>, Error> {
+        self.scan(table.tree, start, limit)?
+            .into_iter()
+            .map(|(k, v)| Ok((k.to_vec(), V::decode(table.tree, &k, &v)?)))
+            .collect()
+    }
+
+    /// Up to `limit` rows of `table` from key `start` on, in key order.
+    pub fn scan_from_key<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        start: K::Arg<'_>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, V)>, Error> {
+        K::with_bytes(start, |k| self.scan_from(table, k, limit))
+    }
+
+    /// Calls `f` with every row of `tree` in key order, a page at a time
+    /// (no lock held while `f` runs: it may read the store).
+    pub(crate) fn for_each_row(
+        &self,
+        tree: TreeId,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        const PAGE: usize = 1024;
+        let mut start = Vec::new();
+        loop {
+            let rows = self.scan(tree, &start, PAGE)?;
+            for (k, v) in &rows {
+                f(k, v)?;
+            }
+            match rows.last() {
+                Some((k, _)) if rows.len() == PAGE => {
+                    start = k.to_vec();
+                    start.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The last `limit` rows of `table`, in key order.
+    pub fn scan_last<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, V)>, Error> {
+        self.scan_tail(table.tree, limit)?
+            .into_iter()
+            .map(|(k, v)| Ok((k.to_vec(), V::decode(table.tree, &k, &v)?)))
+            .collect()
     }
 
     /// Up to `limit` records of a tree from `start` on, in key order.
@@ -429,7 +462,7 @@ impl Engine {
             }
             self.transact(|tx| {
                 for k in &keys {
-                    tx.remove(TreeId::Events, k)?;
+                    tx.delete_bytes(TreeId::Events, k)?;
                 }
                 Ok(())
             })?;

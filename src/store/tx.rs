@@ -9,12 +9,11 @@
 
 use std::cell::RefCell;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use sled::IVec;
 
 use super::overlay::{Found, Overlay};
-use super::{Engine, TreeId, encoding, storage};
+use super::schema::{self, Counter, Key, Table, TreeId, Value};
+use super::{Engine, storage};
 use crate::error::Error;
 use crate::model::{BoxId, Event, EventKind, EventOutcome, Timestamp, UserCode};
 
@@ -53,7 +52,7 @@ impl<'a> Tx<'a> {
         }
     }
 
-    pub fn get(&self, id: TreeId, key: &[u8]) -> Result<Option<IVec>, TxError> {
+    pub fn get_bytes(&self, id: TreeId, key: &[u8]) -> Result<Option<IVec>, TxError> {
         // Its own writes first, newest last (transactions write a handful
         // of keys, so a backwards scan beats a map).
         if let Some(w) = self
@@ -77,18 +76,7 @@ impl<'a> Tx<'a> {
             .map_err(storage("reading in a transaction"))?)
     }
 
-    pub fn get_record<T: DeserializeOwned>(
-        &self,
-        id: TreeId,
-        key: &[u8],
-    ) -> Result<Option<T>, TxError> {
-        match self.get(id, key)? {
-            Some(v) => Ok(Some(encoding::decode(id, key, &v)?)),
-            None => Ok(None),
-        }
-    }
-
-    pub fn insert(&self, id: TreeId, key: &[u8], value: Vec<u8>) -> Result<(), TxError> {
+    pub fn put_bytes(&self, id: TreeId, key: &[u8], value: Vec<u8>) -> Result<(), TxError> {
         self.redo.borrow_mut().push(Redo {
             tree: id,
             key: key.to_vec(),
@@ -97,16 +85,7 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    pub fn put_record<T: Serialize>(
-        &self,
-        id: TreeId,
-        key: &[u8],
-        value: &T,
-    ) -> Result<(), TxError> {
-        self.insert(id, key, encoding::encode(value))
-    }
-
-    pub fn remove(&self, id: TreeId, key: &[u8]) -> Result<(), TxError> {
+    pub fn delete_bytes(&self, id: TreeId, key: &[u8]) -> Result<(), TxError> {
         self.redo.borrow_mut().push(Redo {
             tree: id,
             key: key.to_vec(),
@@ -115,18 +94,11 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// A u64 counter in the meta tree: returns the current value and stores value + 1.
-    pub fn next_counter(&self, key: &[u8], initial: u64) -> Result<u64, TxError> {
-        let current = match self.get(TreeId::Meta, key)? {
-            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                TxError::from(Error::CorruptRecord {
-                    tree: TreeId::Meta.name(),
-                    key: encoding::printable_key(key),
-                })
-            })?),
-            None => initial,
-        };
-        self.insert(
+    /// Hands out the counter's next value.
+    pub fn next(&self, counter: Counter) -> Result<u64, TxError> {
+        let (key, initial) = self.engine.counter_row(counter);
+        let current = self.counter_value(key)?.unwrap_or(initial);
+        self.put_bytes(
             TreeId::Meta,
             key,
             current.saturating_add(1).to_be_bytes().to_vec(),
@@ -134,16 +106,64 @@ impl<'a> Tx<'a> {
         Ok(current)
     }
 
-    /// Raises a u64 counter in the meta tree to at least `floor`.
-    pub fn raise_counter(&self, key: &[u8], floor: u64) -> Result<(), TxError> {
-        let current = self
-            .get(TreeId::Meta, key)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
-        if current < floor {
-            self.insert(TreeId::Meta, key, floor.to_be_bytes().to_vec())?;
+    /// Makes the counter's next value at least `floor`.
+    pub fn raise(&self, counter: Counter, floor: u64) -> Result<(), TxError> {
+        let (key, _) = self.engine.counter_row(counter);
+        if self.counter_value(key)?.unwrap_or(0) < floor {
+            self.put_bytes(TreeId::Meta, key, floor.to_be_bytes().to_vec())?;
         }
         Ok(())
+    }
+
+    fn counter_value(&self, key: &[u8]) -> Result<Option<u64>, TxError> {
+        match self.get_bytes(TreeId::Meta, key)? {
+            Some(v) => Ok(Some(u64::from_be_bytes(schema::fixed(
+                TreeId::Meta,
+                key,
+                &v,
+            )?))),
+            None => Ok(None),
+        }
+    }
+
+    /// The value of `key` in `table`, decoded.
+    pub fn get<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        key: K::Arg<'_>,
+    ) -> Result<Option<V>, TxError> {
+        K::with_bytes(key, |k| match self.get_bytes(table.tree, k)? {
+            Some(v) => Ok(Some(V::decode(table.tree, k, &v)?)),
+            None => Ok(None),
+        })
+    }
+
+    /// Whether `table` holds `key` (its value is not decoded).
+    pub fn contains<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        key: K::Arg<'_>,
+    ) -> Result<bool, TxError> {
+        K::with_bytes(key, |k| Ok(self.get_bytes(table.tree, k)?.is_some()))
+    }
+
+    /// Sets the value of `key` in `table`.
+    pub fn put<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        key: K::Arg<'_>,
+        value: &V,
+    ) -> Result<(), TxError> {
+        K::with_bytes(key, |k| self.put_bytes(table.tree, k, value.encode()))
+    }
+
+    /// Removes `key` from `table` (nothing if absent).
+    pub fn delete<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        key: K::Arg<'_>,
+    ) -> Result<(), TxError> {
+        K::with_bytes(key, |k| self.delete_bytes(table.tree, k))
     }
 
     /// Appends one event-log entry in this transaction.
@@ -155,7 +175,7 @@ impl<'a> Tx<'a> {
         box_id: Option<BoxId>,
         user_code: Option<UserCode>,
     ) -> Result<u64, TxError> {
-        let seq = self.next_counter(super::meta::EVENT_SEQ, 1)?;
+        let seq = self.next(Counter::EventSeq)?;
         let event = Event {
             seq,
             at,
@@ -164,7 +184,7 @@ impl<'a> Tx<'a> {
             box_id,
             user_code,
         };
-        self.put_record(TreeId::Events, &seq.to_be_bytes(), &event)?;
+        self.put(&schema::EVENTS, seq, &event)?;
         Ok(seq)
     }
 

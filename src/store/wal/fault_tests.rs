@@ -91,7 +91,7 @@ fn apply(model: &mut State, writes: &[Write]) {
 fn visible(e: &Engine, keys: &BTreeSet<(usize, Vec<u8>)>) -> State {
     keys.iter()
         .filter_map(|(tree, key)| {
-            let v = e.get(TreeId::ALL[*tree], key).unwrap()?;
+            let v = e.get_bytes(TreeId::ALL[*tree], key).unwrap()?;
             Some(((*tree, key.clone()), v.to_vec()))
         })
         .collect()
@@ -309,7 +309,7 @@ fn right_after_a_deferred_replay_no_older_value_is_ever_visible() {
         let seen = e
             .transact(|tx| {
                 Ok(tx
-                    .get(TreeId::Customers, &3u64.to_be_bytes())?
+                    .get_bytes(TreeId::Customers, &3u64.to_be_bytes())?
                     .map(|v| v.to_vec()))
             })
             .unwrap();

@@ -158,8 +158,8 @@ pub(super) fn commit(e: &Engine, writes: &[Write]) -> Result<(), crate::Error> {
     e.transact(|tx| {
         for (tree, key, value) in writes {
             match value {
-                Some(v) => tx.insert(*tree, key, v.clone())?,
-                None => tx.remove(*tree, key)?,
+                Some(v) => tx.put_bytes(*tree, key, v.clone())?,
+                None => tx.delete_bytes(*tree, key)?,
             }
         }
         Ok(())
@@ -909,9 +909,9 @@ fn prepare_1m(path: &Path, customers: u64, open: &dyn Fn(&Path) -> Engine) {
     for chunk in 0..customers / 1000 {
         e.transact(|tx| {
             for n in chunk * 1000..(chunk + 1) * 1000 {
-                tx.insert(TreeId::Customers, &n.to_be_bytes(), value(n, 1))?;
+                tx.put_bytes(TreeId::Customers, &n.to_be_bytes(), value(n, 1))?;
                 let email = format!("customer{n}@example.com");
-                tx.insert(TreeId::Emails, email.as_bytes(), n.to_be_bytes().to_vec())?;
+                tx.put_bytes(TreeId::Emails, email.as_bytes(), n.to_be_bytes().to_vec())?;
             }
             Ok(())
         })
@@ -930,7 +930,7 @@ fn prepare_1m(path: &Path, customers: u64, open: &dyn Fn(&Path) -> Engine) {
         let n = rng.below(customers);
         rotations += 1;
         e.transact(|tx| {
-            tx.insert(TreeId::Customers, &n.to_be_bytes(), value(n, rotations + 1))?;
+            tx.put_bytes(TreeId::Customers, &n.to_be_bytes(), value(n, rotations + 1))?;
             tx.append_event(
                 crate::model::Timestamp(0),
                 crate::model::EventKind::PasswordChanged,
@@ -967,7 +967,10 @@ fn a_change_reaches_sled_later_and_reads_and_scans_see_it_at_once() {
     commit(&e, &[(TreeId::Apps, key.clone(), Some(b"v1".to_vec()))]).unwrap();
     // Durable in the log, not yet in sled: point reads find it in the overlay.
     assert!(e.tree(TreeId::Apps).get(&key).unwrap().is_none());
-    assert_eq!(e.get(TreeId::Apps, &key).unwrap().unwrap().as_ref(), b"v1");
+    assert_eq!(
+        e.get_bytes(TreeId::Apps, &key).unwrap().unwrap().as_ref(),
+        b"v1"
+    );
     assert_eq!(commit::applied_seq(&e).unwrap(), 0);
     // A scan applies what its tree has waiting first.
     let rows = e.scan(TreeId::Apps, &[], 10).unwrap();
@@ -981,7 +984,7 @@ fn a_change_reaches_sled_later_and_reads_and_scans_see_it_at_once() {
     assert_eq!(e.wal().unwrap().overlay().len(), 0);
     // A delete is seen the same way.
     commit(&e, &[(TreeId::Apps, key.clone(), None)]).unwrap();
-    assert!(e.get(TreeId::Apps, &key).unwrap().is_none());
+    assert!(e.get_bytes(TreeId::Apps, &key).unwrap().is_none());
     assert!(e.tree(TreeId::Apps).get(&key).unwrap().is_some());
     assert!(e.scan(TreeId::Apps, &[], 10).unwrap().is_empty());
 }
@@ -1016,7 +1019,7 @@ fn committers_apply_batches_so_the_overlay_stays_bounded() {
 
 /// Customer `k` as a point read sees it.
 pub(super) fn customer(e: &Engine, k: u64) -> Option<Vec<u8>> {
-    e.get(TreeId::Customers, &k.to_be_bytes())
+    e.get_bytes(TreeId::Customers, &k.to_be_bytes())
         .unwrap()
         .map(|v| v.to_vec())
 }
