@@ -196,15 +196,14 @@ fn check_response(r: &crate::Response) {
 /// take, to compare the footprint on disk with.
 pub fn stored_bytes(store: &crate::Store) -> Result<Vec<(&'static str, u64, u64)>, crate::Error> {
     let engine = store.engine();
-    engine.settle()?;
     let mut out = Vec::new();
-    for id in crate::store::TreeId::ALL {
+    for id in crate::store::schema::TreeId::ALL {
         let (mut n, mut bytes) = (0u64, 0u64);
-        for item in engine.tree(id).iter() {
-            let (k, v) = item.map_err(crate::store::storage("measuring"))?;
+        engine.for_each_row(id, |k, v| {
             n += 1;
             bytes += (k.len() + v.len()) as u64;
-        }
+            Ok(())
+        })?;
         out.push((id.name(), n, bytes));
     }
     Ok(out)
@@ -221,7 +220,7 @@ pub fn store_model(data: &[u8]) {
 /// How many `fdatasync`s of the write-ahead log have succeeded in this
 /// process (on the real file system).
 pub fn wal_fdatasyncs() -> u64 {
-    crate::store::wal::io::syncs()
+    crate::store::wal_fdatasyncs()
 }
 
 /// The encoded size of a customer's record as stored (the footprint bench

@@ -7,7 +7,7 @@ use super::{Config, Store, engine_options};
 use crate::crypto::Keys;
 use crate::error::Error;
 use crate::model::StoreSecret;
-use crate::store::{Engine, Health, LogStats, LogTruncation};
+use crate::store::{self, Health, LogStats, LogTruncation};
 
 impl Store {
     /// Whether the store accepts writes. [`Health::Failed`] after a write or
@@ -38,7 +38,7 @@ impl Store {
     ) -> Result<(Self, Option<LogTruncation>), Error> {
         let keys = Keys::derive(secret);
         let (engine, truncated) =
-            Engine::open_truncating_log(path.as_ref(), engine_options(&keys, &config))?;
+            store::open_truncating_log(path.as_ref(), engine_options(&keys, &config))?;
         Ok((Self::from_parts(engine, keys, config), truncated))
     }
 }

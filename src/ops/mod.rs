@@ -28,7 +28,7 @@ use crate::crypto::password::Hasher;
 use crate::error::{Error, InputError};
 use crate::model::{Event, StoreSecret, Timestamp};
 use crate::store::schema::EVENTS;
-use crate::store::{Engine, EngineOptions, FailPoint, IntegrityReport};
+use crate::store::{self, Engine, EngineOptions, FailPoint, IntegrityReport};
 
 /// The credential store: a cheap `Clone`, `Send + Sync`; open once per process
 /// and share.
@@ -99,14 +99,25 @@ impl Store {
         config: Config,
     ) -> Result<Self, Error> {
         let keys = Keys::derive(secret);
-        let engine = Engine::open(path.as_ref(), engine_options(&keys, &config))?;
+        let engine = store::open_on_disk(path.as_ref(), engine_options(&keys, &config))?;
         Ok(Self::from_parts(engine, keys, config))
     }
 
     /// A store that lives in a temporary directory and vanishes on drop; for tests.
     pub fn temporary(secret: &StoreSecret, config: Config) -> Result<Self, Error> {
         let keys = Keys::derive(secret);
-        let engine = Engine::temporary(engine_options(&keys, &config))?;
+        let engine = store::temporary(engine_options(&keys, &config))?;
+        Ok(Self::from_parts(engine, keys, config))
+    }
+
+    /// A store on the second backend, ordered maps in memory, which runs
+    /// every transaction's closure twice and keeps the second run (as a
+    /// backend that retries on conflicts does). Tests run on it to show
+    /// that the operations depend on the storage seam only. Not for use.
+    #[doc(hidden)]
+    pub fn in_memory_for_tests(secret: &StoreSecret, config: Config) -> Result<Self, Error> {
+        let keys = Keys::derive(secret);
+        let engine = store::in_memory(engine_options(&keys, &config))?;
         Ok(Self::from_parts(engine, keys, config))
     }
 

@@ -20,7 +20,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +30,7 @@ use crate::model::{
     Clock, CustomerFlags, FlagsUpdate, ImportedCustomer, ManualClock, NewCustomer, Password,
     ResetDetails, StoreSecret, Timestamp, parse_token,
 };
-use crate::store::wal::fault::{Crash, FaultyData, MemDir};
-use crate::store::{Engine, OpenWith, wal};
+use crate::store::faults::{self, Crash, FaultyData, MemDir};
 
 const EMAILS: [&str; 4] = ["a@x.co", "b@x.co", "c@x.co", "d@x.co"];
 /// NFKC classes: 1 and 2 are twins, so are 3 and 4; 0 breaks the policy.
@@ -325,50 +324,8 @@ impl Rig {
     fn open(&mut self) {
         let config = config(&self.clock);
         let keys = crate::crypto::Keys::derive(&self.secret);
-        let wal_opts = wal::WalOptions {
-            segment_size: 16 << 10,
-            checkpoint_bytes: 24 << 10,
-            ..wal::WalOptions::new(true)
-        };
-        let dir = self.wal.clone();
-        let with = OpenWith {
-            wal_dir: Box::new(move |_: &Path| -> std::io::Result<Box<dyn wal::WalDir>> {
-                Ok(Box::new(dir))
-            })
-                as Box<dyn FnOnce(&Path) -> std::io::Result<Box<dyn wal::WalDir>> + Send>,
-            wal_opts,
-            data_files: self.data.clone(),
-            truncate_at_corruption: false,
-        };
-        // sled releases a dropped database's lock only once its threads
-        // are done: retry briefly.
-        let mut with = Some(with);
-        let mut tries = 0;
-        let engine = loop {
-            let w = with.take().unwrap();
-            let dir = self.wal.clone();
-            let data = w.data_files.clone();
-            match Engine::open_with(&self.path(), engine_options(&keys, &config), w) {
-                Err(Error::Storage(e)) if e.to_string().contains("locked") && tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                    with = Some(OpenWith {
-                        wal_dir: Box::new(
-                            move |_: &Path| -> std::io::Result<Box<dyn wal::WalDir>> {
-                                Ok(Box::new(dir))
-                            },
-                        )
-                            as Box<
-                                dyn FnOnce(&Path) -> std::io::Result<Box<dyn wal::WalDir>> + Send,
-                            >,
-                        wal_opts,
-                        data_files: data,
-                        truncate_at_corruption: false,
-                    });
-                }
-                other => break other.unwrap(),
-            }
-        };
+        let opts = engine_options(&keys, &config);
+        let engine = faults::open(&self.path(), opts, &self.wal, &self.data).unwrap();
         self.store = Some(Store::from_parts(engine, keys, config));
     }
 

@@ -190,7 +190,8 @@ pub(crate) struct MailRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{TreeId, encoding};
+    use crate::store::encoding;
+    use crate::store::schema::TreeId;
 
     #[test]
     fn a_token_entry_reads_back_in_place() {

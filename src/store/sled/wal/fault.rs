@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::format::{SEG_HEADER_LEN, SegmentHeader};
 use super::io::{WalDir, WalFile};
-use crate::store::{DataFiles, FsDataFiles, TreeId};
+use crate::store::schema::TreeId;
+use crate::store::sled::{DataFiles, FsDataFiles};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -487,5 +488,39 @@ impl DataFiles for FaultyData {
             *lock(&self.durable) = contents;
         }
         Ok(())
+    }
+}
+
+/// A sled backend at `path` whose log lives in `wal` (small segments and
+/// checkpoints, syncing) and whose checkpoints go through `data`: the
+/// model check's store, crashed and reopened at will. Retries while sled's
+/// lock on the directory is still held by a dropped database's threads.
+pub(crate) fn open_faulty(
+    path: &Path,
+    opts: &crate::store::EngineOptions,
+    wal: &MemDir,
+    data: &Arc<FaultyData>,
+) -> Result<crate::store::sled::SledBackend, crate::Error> {
+    let wal_opts = super::WalOptions {
+        segment_size: 16 << 10,
+        checkpoint_bytes: 24 << 10,
+        ..super::WalOptions::new(true)
+    };
+    let mut tries = 0;
+    loop {
+        let dir = wal.clone();
+        let with = crate::store::sled::OpenWith {
+            wal_dir: move |_: &Path| -> io::Result<Box<dyn WalDir>> { Ok(Box::new(dir)) },
+            wal_opts,
+            data_files: data.clone(),
+            truncate_at_corruption: false,
+        };
+        match crate::store::sled::SledBackend::open_with(path, opts, with) {
+            Err(crate::Error::Storage(e)) if e.to_string().contains("locked") && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
