@@ -7,8 +7,9 @@
 //! commit). sled gets the change later: when enough records wait, the
 //! committer that notices applies the durable ones in one sled transaction
 //! ([`settle`]); scans, the integrity check and checkpoints settle first.
-//! Commits are serialised by the writer section, so a closure runs exactly
-//! once and needs no conflict retries. What a committer does after its
+//! Commits are serialised by the writer section, so this backend never
+//! retries a closure on a conflict (the seam's contract still allows it:
+//! `store/backend.rs`). What a committer does after its
 //! change is durable (applying, checkpoints, preparing a segment) is
 //! housekeeping: its failures are logged and retried, never reported as the
 //! change's (SPEC §11). Stores without a directory
