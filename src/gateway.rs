@@ -1,23 +1,28 @@
 //! The transport-agnostic gateway: `(method, path, headers, body)` in,
 //! `(status, headers, body)` out, for every route of SPEC §6.
 //!
-//! It finds the route, refuses oversized bodies (413) and unreadable content
-//! types (415) in the route's own format, negotiates JSON or XML for the
-//! ASP.NET route, and hands the rest to the route's codec. Calls that hash a
+//! It finds the route and checks its row of the preflight table (both in
+//! `gateway/routing.rs`: the method, 405; the body's size, 413; its media
+//! type, 415), answering a refusal in the route's own format; it negotiates
+//! JSON or XML for the ASP.NET route and hands the rest to the route's
+//! codec. Calls that hash a
 //! password run argon2 on the calling thread: an async host calls
 //! [`Gateway::handle`] from a blocking pool (`spawn_blocking`).
 
 mod request;
+mod routing;
 
 use std::fmt;
 
+use crate::codec::Refusal;
 use crate::codec::aspnet::{self, Input, Output};
 use crate::codec::commerce_layer::{self, CommerceLayerSettings, DemoBearer};
-use crate::codec::skyerp::{self, BodyFormat, Lang, SkyErpSettings};
+use crate::codec::skyerp::{self, Lang, SkyErpSettings};
 use crate::codec::skypostal::{self, SkypostalSettings};
 use crate::codec::wcf_date::WcfOffset;
-use crate::codec::{MAX_BODY_BYTES, Refusal, media};
 use crate::ops::Store;
+pub(crate) use routing::route_label;
+use routing::{Format, Route, preflight, route};
 
 pub use crate::codec::Response;
 pub use request::{Headers, Request};
@@ -66,82 +71,6 @@ impl GatewaySettings {
         self.commerce_layer.mode = mode;
         self
     }
-}
-
-/// The routes of SPEC §6.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route<'a> {
-    Skypostal(skypostal::Route),
-    SkyErp {
-        shop: &'a str,
-        token: Option<&'a str>,
-    },
-    CommerceLayer {
-        id: Option<&'a str>,
-    },
-    AspNet,
-}
-
-fn route(path: &str) -> Option<Route<'_>> {
-    let path = path.strip_suffix('/').unwrap_or(path);
-    let path = path.strip_prefix('/')?;
-    let segs: Vec<&str> = path.split('/').collect();
-    let ci = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-    match segs.as_slice() {
-        [w, s, c, op]
-            if ci(w, "wcf-services") && ci(s, "service-customer.svc") && ci(c, "customer") =>
-        {
-            if ci(op, "customer-update-password") {
-                Some(Route::Skypostal(skypostal::Route::UpdatePassword))
-            } else if ci(op, "customer-registration") || ci(op, "customer-login") {
-                Some(Route::Skypostal(skypostal::Route::Login))
-            } else {
-                None
-            }
-        }
-        ["api", "v1", shop, "customers", "reset-password"] if !shop.is_empty() => {
-            Some(Route::SkyErp { shop, token: None })
-        }
-        ["api", "v1", shop, "customers", "reset-password", token] if !shop.is_empty() => {
-            Some(Route::SkyErp {
-                shop,
-                token: Some(token),
-            })
-        }
-        ["api", "customer_password_resets"] => Some(Route::CommerceLayer { id: None }),
-        ["api", "customer_password_resets", id] if !id.is_empty() => {
-            Some(Route::CommerceLayer { id: Some(id) })
-        }
-        [a, c, p] if ci(a, "api") && ci(c, "Customers") && ci(p, "ChangePassword") => {
-            Some(Route::AspNet)
-        }
-        _ => None,
-    }
-}
-
-/// `path` (a query dropped) as logs and metrics name it, from the routing
-/// above: the token segment of a SkyERP path becomes `{token}`, other
-/// routed paths are kept as they are. An unroutable path (a 404) may still
-/// carry a token: nothing after a `/customers/reset-password/` segment of
-/// it is kept.
-pub(crate) fn route_label(path: &str) -> String {
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let up_to = |at: usize| path.get(..at).map(|p| format!("{p}{{token}}"));
-    let label = match route(path) {
-        // `token` is a slice of `path`: its offset is where it starts.
-        Some(Route::SkyErp {
-            token: Some(token), ..
-        }) => up_to((token.as_ptr() as usize).saturating_sub(path.as_ptr() as usize)),
-        Some(_) => None,
-        None => {
-            const MARKER: &str = "/customers/reset-password/";
-            path.find(MARKER)
-                .map(|i| i + MARKER.len())
-                .filter(|&at| path.len() > at)
-                .and_then(up_to)
-        }
-    };
-    label.unwrap_or_else(|| path.to_owned())
 }
 
 /// Serves the documented formats over a [`Store`].
@@ -229,6 +158,10 @@ impl Gateway {
     }
 
     /// Answers one request. Never panics; an unknown route is a 404.
+    ///
+    /// The route's row of the preflight table (`gateway/routing.rs`) is
+    /// checked first; a refusal is answered in the route's own format, and
+    /// every 405 carries the route's `Allow`.
     pub fn handle(&self, req: Request) -> Response {
         let path = match req.path.split_once('?') {
             Some((p, _)) => p,
@@ -237,109 +170,132 @@ impl Gateway {
         let Some(route) = route(path) else {
             return not_found();
         };
-        match route {
-            Route::Skypostal(r) => self.skypostal(r, &req),
-            Route::SkyErp { shop, token } => self.skyerp(shop, token, &req),
-            Route::CommerceLayer { id } => self.commerce_layer(id, &req),
-            Route::AspNet => self.aspnet(&req),
-        }
+        let pre = preflight(&route);
+        let r = match pre.check(&req) {
+            Ok(format) => self.dispatch(route, format, &req),
+            Err(refusal) => refuse(route, refusal, &req),
+        };
+        with_allow(r, pre.allow)
     }
 
-    fn skypostal(&self, route: skypostal::Route, req: &Request) -> Response {
-        if req.method != "POST" {
-            return skypostal::refuse(route, Refusal::MethodNotAllowed)
-                .with_header("Allow", "POST");
-        }
-        if req.body.len() > MAX_BODY_BYTES {
-            return skypostal::refuse(route, Refusal::TooLarge);
-        }
-        // WCF's JSON endpoints read JSON; no Content-Type is taken as JSON.
-        let json = req.headers.get("content-type").is_none_or(|h| {
-            let ct = media::ContentType::parse(h);
-            ct.utf8() && (ct.is("application/json") || ct.is("text/json"))
-        });
-        if !json {
-            return skypostal::refuse(route, Refusal::UnsupportedMediaType);
-        }
+    fn dispatch(&self, route: Route<'_>, format: Format, req: &Request) -> Response {
         match route {
-            skypostal::Route::Login => {
+            Route::Skypostal(skypostal::Route::Login) => {
                 skypostal::login(&self.store, &self.settings.skypostal, &req.body)
             }
-            skypostal::Route::UpdatePassword => skypostal::update_password(&self.store, &req.body),
-        }
-    }
-
-    fn skyerp(&self, shop: &str, token: Option<&str>, req: &Request) -> Response {
-        let lang = Lang::from_accept_language(req.headers.get("accept-language"));
-        let allow = skyerp::allowed_methods(token.is_some());
-        let format = if req.method == "GET" {
-            None
-        } else {
-            if req.body.len() > MAX_BODY_BYTES {
-                return skyerp::refuse(Refusal::TooLarge, lang);
+            Route::Skypostal(skypostal::Route::UpdatePassword) => {
+                skypostal::update_password(&self.store, &req.body)
             }
-            match req.headers.get("content-type") {
-                Some(ct) => match BodyFormat::from_content_type(ct) {
-                    Some(f) => Some(f),
-                    None => return skyerp::refuse(Refusal::UnsupportedMediaType, lang),
-                },
-                None if req.body.is_empty() => None,
-                None => return skyerp::refuse(Refusal::UnsupportedMediaType, lang),
+            Route::SkyErp { shop, token } => {
+                let call = skyerp::Call {
+                    method: &req.method,
+                    method_override: req.headers.get("x-http-method-override"),
+                    shop,
+                    token,
+                    lang: lang(req),
+                    format: match format {
+                        Format::SkyErp(f) => f,
+                        _ => None,
+                    },
+                    body: &req.body,
+                };
+                skyerp::handle(&self.store, &call)
             }
-        };
-        let call = skyerp::Call {
-            method: &req.method,
-            method_override: req.headers.get("x-http-method-override"),
-            shop,
-            token,
-            lang,
-            format,
-            body: &req.body,
-        };
-        let r = skyerp::handle(&self.store, &call);
-        with_allow(r, allow)
+            Route::CommerceLayer { id } => {
+                let call = commerce_layer::Call {
+                    method: &req.method,
+                    id,
+                    authorization: req.headers.get("authorization"),
+                    content_type: req.headers.get("content-type"),
+                    body: &req.body,
+                };
+                commerce_layer::handle(&self.store, &self.settings.commerce_layer, &call)
+            }
+            Route::AspNet => match format {
+                Format::AspNet(input) => {
+                    aspnet::change_password(&self.store, input, &req.body, output(req))
+                }
+                // The preflight reads every ASP.NET body's format.
+                _ => aspnet::refuse(Refusal::UnsupportedMediaType, output(req)),
+            },
+        }
     }
+}
 
-    fn commerce_layer(&self, id: Option<&str>, req: &Request) -> Response {
-        let allow = commerce_layer::allowed_methods(id.is_some());
-        if req.body.len() > MAX_BODY_BYTES {
-            return commerce_layer::refuse(Refusal::TooLarge);
-        }
-        let call = commerce_layer::Call {
-            method: &req.method,
-            id,
-            authorization: req.headers.get("authorization"),
-            content_type: req.headers.get("content-type"),
-            body: &req.body,
-        };
-        with_allow(
-            commerce_layer::handle(&self.store, &self.settings.commerce_layer, &call),
-            allow,
-        )
-    }
+/// SkyERP's language, from `Accept-Language`.
+fn lang(req: &Request) -> Lang {
+    Lang::from_accept_language(req.headers.get("accept-language"))
+}
 
-    fn aspnet(&self, req: &Request) -> Response {
-        let input = req
-            .headers
-            .get("content-type")
-            .and_then(Input::from_content_type);
-        let output = Output::negotiate(req.headers.get("accept"), input);
-        if req.method != "POST" {
-            return aspnet::refuse(Refusal::MethodNotAllowed, output).with_header("Allow", "POST");
-        }
-        if req.body.len() > MAX_BODY_BYTES {
-            return aspnet::refuse(Refusal::TooLarge, output);
-        }
-        let Some(input) = input else {
-            return aspnet::refuse(Refusal::UnsupportedMediaType, output);
-        };
-        aspnet::change_password(&self.store, input, &req.body, output)
+/// ASP.NET's answer format, negotiated from `Accept` and the body's format.
+fn output(req: &Request) -> Output {
+    let input = req
+        .headers
+        .get("content-type")
+        .and_then(Input::from_content_type);
+    Output::negotiate(req.headers.get("accept"), input)
+}
+
+/// A refusal of the preflight, in the route's own format.
+fn refuse(route: Route<'_>, refusal: Refusal, req: &Request) -> Response {
+    match route {
+        Route::Skypostal(r) => skypostal::refuse(r, refusal),
+        Route::SkyErp { .. } => skyerp::refuse(refusal, lang(req)),
+        Route::CommerceLayer { .. } => commerce_layer::refuse(refusal),
+        Route::AspNet => aspnet::refuse(refusal, output(req)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One order for every route: method, then size, then media type; a GET
+    /// of a SkyERP token path reads no body.
+    #[test]
+    fn the_preflight_checks_method_then_size_then_media_type() {
+        use crate::codec::MAX_BODY_BYTES;
+        let req = |method: &str, len: usize, ct: &str| {
+            Request::new(method, "/")
+                .header("Content-Type", ct)
+                .body(vec![b'{'; len])
+        };
+        let big = MAX_BODY_BYTES + 1;
+        let aspnet = preflight(&Route::AspNet);
+        assert_eq!(
+            aspnet.check(&req("GET", big, "x/y")),
+            Err(Refusal::MethodNotAllowed)
+        );
+        assert_eq!(
+            aspnet.check(&req("POST", big, "x/y")),
+            Err(Refusal::TooLarge)
+        );
+        assert_eq!(
+            aspnet.check(&req("POST", 2, "x/y")),
+            Err(Refusal::UnsupportedMediaType)
+        );
+        assert_eq!(
+            aspnet.check(&req("POST", 2, "application/xml")),
+            Ok(Format::AspNet(Input::Xml))
+        );
+        let skyerp = preflight(&Route::SkyErp {
+            shop: "s",
+            token: Some("t"),
+        });
+        assert_eq!(skyerp.allow, "GET, PUT, POST");
+        assert_eq!(skyerp.check(&req("GET", big, "x/y")), Ok(Format::Unread));
+        assert_eq!(
+            skyerp.check(&req("DELETE", big, "x/y")),
+            Err(Refusal::TooLarge)
+        );
+        let cl = preflight(&Route::CommerceLayer { id: None });
+        assert_eq!(cl.check(&req("POST", 2, "x/y")), Ok(Format::Unread));
+        let wcf = preflight(&Route::Skypostal(skypostal::Route::Login));
+        assert_eq!(
+            wcf.check(&Request::new("POST", "/").body(vec![b'{'; 2])),
+            Ok(Format::Json)
+        );
+    }
 
     #[test]
     fn route_labels_come_from_the_routing() {
