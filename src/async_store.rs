@@ -369,14 +369,14 @@ impl AsyncStore {
 }
 
 fn joined(_: tokio::task::JoinError) -> Error {
-    Error::Storage(crate::error::StorageError::new(
+    Error::Internal(crate::error::InternalError::new(
         "running an operation on the blocking pool",
         "the operation panicked or the runtime is shutting down",
     ))
 }
 
 fn closed() -> Error {
-    Error::Storage(crate::error::StorageError::new(
+    Error::Internal(crate::error::InternalError::new(
         "waiting for a hashing slot",
         "the hashing admission was closed",
     ))

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+pub use crate::model::InputError;
 use crate::model::Timestamp;
 
 /// Everything that can go wrong in credstore.
@@ -98,6 +99,11 @@ pub enum Error {
     /// The storage engine or file system failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Something inside the process failed that is not the store's files:
+    /// the OS random number generator, the password hasher, an operation
+    /// that did not finish on its blocking thread.
+    #[error(transparent)]
+    Internal(#[from] InternalError),
     /// The write-ahead log is damaged in its middle: a record is corrupt
     /// and valid records follow it (media corruption, not a torn tail left
     /// by a crash). The store refuses to open rather than silently drop the
@@ -134,6 +140,7 @@ impl Error {
         matches!(
             self,
             Error::Storage(_)
+                | Error::Internal(_)
                 | Error::CorruptRecord { .. }
                 | Error::CorruptLog { .. }
                 | Error::UnknownFormat { .. }
@@ -224,80 +231,11 @@ impl fmt::Display for PolicyViolation {
     }
 }
 
-/// Malformed input, refused before anything is read or written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum InputError {
-    /// The email is empty.
-    #[error("email is empty")]
-    EmptyEmail,
-    /// The email is longer than allowed.
-    #[error("email is longer than {max_bytes} bytes")]
-    EmailTooLong {
-        /// Limit in bytes.
-        max_bytes: usize,
-    },
-    /// The email is not an address.
-    #[error("email is not a valid address")]
-    MalformedEmail,
-    /// The password is longer than any password the store accepts.
-    #[error("password is longer than {max_bytes} bytes")]
-    PasswordTooLong {
-        /// Limit in bytes.
-        max_bytes: usize,
-    },
-    /// A text field is not UTF-8.
-    #[error("{field} is not valid UTF-8")]
-    InvalidUtf8 {
-        /// The field.
-        field: &'static str,
-    },
-    /// A text field is too long or contains control characters.
-    #[error("{field} is too long or contains control characters")]
-    MalformedText {
-        /// The field.
-        field: &'static str,
-    },
-    /// A key is empty, too long, or has characters keys cannot have.
-    #[error("{field} is malformed")]
-    MalformedKey {
-        /// The field.
-        field: &'static str,
-    },
-    /// The store secret is not 64 hex characters.
-    #[error("store secret must be 64 hexadecimal characters")]
-    MalformedSecret,
-    /// A password hash for import is not a PHC argon2 or bcrypt string.
-    #[error("password hash is not an argon2 PHC or bcrypt string: {0}")]
-    MalformedHash(&'static str),
-    /// A legacy hash asks for more work or memory than allowed.
-    #[error("password hash parameters out of bounds: {0}")]
-    HashParamsOutOfBounds(&'static str),
-    /// Argon2 parameters in the configuration are invalid.
-    #[error("invalid argon2 parameters: {0}")]
-    InvalidParams(&'static str),
-    /// A reset token is not 64 characters of `[A-Za-z0-9]`.
-    #[error("token must be 64 characters of [A-Za-z0-9]")]
-    MalformedToken,
-    /// A reset id is not 10 characters of `[A-Za-z0-9]`.
-    #[error("reset id must be 10 characters of [A-Za-z0-9]")]
-    MalformedResetId,
-    /// A box_id outside 1 to [`crate::MAX_BOX_ID`] (2^53 − 1, so that every
-    /// JSON client reads it exactly).
-    #[error("box_id must be between 1 and {max}")]
-    BoxIdOutOfRange {
-        /// The largest box_id accepted.
-        max: u64,
-    },
-    /// A signed request's salt has fewer than 9 digits (or is negative).
-    #[error("salt must be a number of at least 9 digits")]
-    ShortSalt,
-}
-
 /// An opaque failure of the storage engine or the file system.
 ///
-/// Only the store layer constructs it, so that replacing the engine breaks no
-/// caller. Two questions about it have answers: whether the store must be
+/// Only the store layer (`src/store/`) constructs it, so that replacing the
+/// engine breaks no caller; failures elsewhere in the process are
+/// [`InternalError`]s. Two questions about it have answers: whether the store must be
 /// reopened before it accepts writes again ([`StorageError::must_reopen`]),
 /// and whether the disk was full ([`StorageError::is_disk_full`]).
 pub struct StorageError {
@@ -389,6 +327,48 @@ impl fmt::Display for StorageError {
 }
 
 impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// An opaque failure inside the process that is not the store's files:
+/// the OS random number generator, the password hasher, a blocking task
+/// that did not finish. Its text names what was being done; it never holds
+/// a secret.
+pub struct InternalError {
+    context: &'static str,
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl InternalError {
+    pub(crate) fn new(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Debug for InternalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InternalError")
+            .field("context", &self.context)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for InternalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "internal error while {}: {}", self.context, self.source)
+    }
+}
+
+impl std::error::Error for InternalError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.source)
     }

@@ -196,21 +196,20 @@ fn check_response(r: &crate::Response) {
 /// take, to compare the footprint on disk with.
 pub fn stored_bytes(store: &crate::Store) -> Result<Vec<(&'static str, u64, u64)>, crate::Error> {
     let engine = store.engine();
-    engine.settle()?;
     let mut out = Vec::new();
-    for id in crate::store::TreeId::ALL {
+    for id in crate::store::schema::TreeId::ALL {
         let (mut n, mut bytes) = (0u64, 0u64);
-        for item in engine.tree(id).iter() {
-            let (k, v) = item.map_err(crate::store::storage("measuring"))?;
+        engine.for_each_row(id, |k, v| {
             n += 1;
             bytes += (k.len() + v.len()) as u64;
-        }
+            Ok(())
+        })?;
         out.push((id.name(), n, bytes));
     }
     Ok(out)
 }
 
-/// The model check of the whole store (see `ops/model_check.rs`): `data`
+/// The model check of the whole store (see `ops/model_check/`): `data`
 /// is read as a sequence of operations, crashes included, each compared
 /// with a plain model. Needs the `fuzzing` feature (the in-memory log).
 #[cfg(feature = "fuzzing")]
@@ -241,7 +240,7 @@ pub fn record_hashing_admission_metrics(wait: std::time::Duration) {
 /// How many `fdatasync`s of the write-ahead log have succeeded in this
 /// process (on the real file system).
 pub fn wal_fdatasyncs() -> u64 {
-    crate::store::wal::io::syncs()
+    crate::store::wal_fdatasyncs()
 }
 
 /// The encoded size of a customer's record as stored (the footprint bench
@@ -252,8 +251,7 @@ pub fn encoded_customer_len(
 ) -> Result<usize, crate::Error> {
     store
         .engine()
-        .get(crate::store::TreeId::Customers, &box_id.to_be_bytes())?
-        .map(|v| v.len())
+        .read(&crate::store::schema::CUSTOMERS, box_id, |_, v| Ok(v.len()))?
         .ok_or(crate::Error::NotFound(crate::Entity::Customer))
 }
 

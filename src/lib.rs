@@ -45,8 +45,10 @@
 //! # Layers
 //!
 //! `model` (plain types and secrets) → `crypto` (hashing, sealing, randomness)
-//! → `store` (sled, record encoding, transactions, durability, event log) →
-//! operations (the methods of [`Store`]). Dependencies point downwards only.
+//! → `store` (typed tables, record encoding, transactions, the event log, over
+//! a backend: sled behind the store's own write-ahead log) → operations (the
+//! methods of [`Store`]). Dependencies point downwards only; `ARCHITECTURE.md`
+//! in the repository says where each part and each invariant lives.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -83,7 +85,9 @@ pub use async_store::AsyncStore;
 pub use axum;
 pub use crypto::change_password_digest;
 pub use crypto::{Argon2Params, PasswordHashInfo, PasswordPolicy, PasswordScheme};
-pub use error::{Credential, Entity, Error, InputError, PolicyViolation, Result, StorageError};
+pub use error::{
+    Credential, Entity, Error, InputError, InternalError, PolicyViolation, Result, StorageError,
+};
 pub use gateway::{Gateway, GatewaySettings, Headers, Request, Response};
 pub use mail::{MailError, Mailer, RecordingMailer, ResetMail};
 pub use model::{
@@ -100,6 +104,6 @@ pub use model::{
     RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, ValidToken, parse_reset_id,
     parse_token,
 };
-pub use ops::{Config, FAILURE_MEMORY, FailPoint, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
+pub use ops::{Config, FAILURE_MEMORY, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
 pub use ops::{MIN_SALT, SignedPasswordChange};
-pub use store::{Durability, Health, IntegrityReport, LogStats, LogTruncation};
+pub use store::{Durability, FailPoint, Health, IntegrityReport, LogStats, LogTruncation};

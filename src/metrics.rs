@@ -40,6 +40,7 @@ use ::metrics::{
 
 use crate::error::Error;
 use crate::ops::Store;
+use crate::ops::counters::{LOCKOUTS, LOGIN_FAILURES, RESET_THROTTLED};
 
 const HTTP_REQUESTS: &str = "credstore_http_requests_total";
 const HTTP_DURATION: &str = "credstore_http_request_duration_seconds";
@@ -61,9 +62,6 @@ const MAIL_QUEUE_OLDEST: &str = "credstore_mail_queue_oldest_age_seconds";
 const MAIL_QUEUE_OVERDUE: &str = "credstore_mail_queue_overdue_seconds";
 const MAIL_DELIVERIES: &str = "credstore_mail_deliveries_total";
 const MAIL_DELIVERY_DURATION: &str = "credstore_mail_delivery_duration_seconds";
-const LOGIN_FAILURES: &str = "credstore_login_failures_total";
-const LOCKOUTS: &str = "credstore_lockouts_total";
-const RESET_THROTTLED: &str = "credstore_reset_throttled_total";
 const BUILD_INFO: &str = "credstore_build_info";
 
 /// The `commits` label of [`WAL_SYNC_GROUPS`], by the buckets of
@@ -247,22 +245,6 @@ pub(crate) fn request(route: &'static str, method: &str, status: u16, elapsed: D
 #[cfg(feature = "server")]
 pub(crate) fn hashing_admission(wait: Duration) {
     histogram!(HASHING_ADMISSION_WAIT).record(wait.as_secs_f64());
-}
-
-/// A login's wrong password (or unknown email) was counted; `locked`: it
-/// locked the account. Called once the count is durable.
-pub(crate) fn login_failed(locked: bool) {
-    counter!(LOGIN_FAILURES).increment(1);
-    counter!(LOCKOUTS).increment(u64::from(locked));
-}
-
-/// A reset request was refused with `why` (counted when it is the
-/// throttle); returns `why`.
-pub(crate) fn reset_refused(why: Error) -> Error {
-    if matches!(why, Error::Throttled) {
-        counter!(RESET_THROTTLED).increment(1);
-    }
-    why
 }
 
 /// One delivery attempt of the courier (`outcome` from [`OUTCOMES`]).

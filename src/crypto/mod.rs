@@ -15,7 +15,7 @@ pub(crate) use slots::admit as admit_hashing;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::model::StoreSecret;
+use crate::model::{Email, ResetToken, StoreSecret};
 
 pub use digest::change_password_digest;
 pub use password::{Argon2Params, PasswordHashInfo, PasswordScheme};
@@ -48,6 +48,20 @@ impl Keys {
             login_guard: blake3::derive_key("credstore 2026-11 login guard v1", s),
             mail_seal: blake3::derive_key("credstore 2026-12 reset mail token seal v1", s),
         }
+    }
+}
+
+impl Keys {
+    /// The keyed digest a reset token is stored and found under (the
+    /// token itself is never stored).
+    pub fn token_digest(&self, token: &ResetToken) -> [u8; 32] {
+        *blake3::keyed_hash(&self.token_digest, token.as_bytes()).as_bytes()
+    }
+
+    /// The key of an unknown email's login guard: a keyed digest of its
+    /// normalised form (the email itself is not stored).
+    pub fn login_guard_key(&self, email: &Email) -> [u8; 32] {
+        *blake3::keyed_hash(&self.login_guard, email.normalized().as_bytes()).as_bytes()
     }
 }
 

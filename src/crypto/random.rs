@@ -3,16 +3,47 @@
 use base64::Engine as _;
 use zeroize::Zeroize;
 
-use crate::error::{Error, StorageError};
+use crate::error::{Error, InternalError};
+use crate::model::{RESET_ID_LEN, ResetToken, StoreSecret};
 
 /// Fills `buf` from the OS RNG.
 pub(crate) fn fill(buf: &mut [u8]) -> Result<(), Error> {
     getrandom::fill(buf).map_err(|e| {
-        Error::Storage(StorageError::new(
+        Error::Internal(InternalError::new(
             "reading the OS random number generator",
             e.to_string(),
         ))
     })
+}
+
+impl StoreSecret {
+    /// A fresh secret from the OS RNG.
+    pub fn generate() -> Result<Self, Error> {
+        let mut bytes = [0u8; 32];
+        fill(&mut bytes)?;
+        let secret = Self::from_bytes(bytes);
+        bytes.zeroize();
+        Ok(secret)
+    }
+}
+
+impl ResetToken {
+    /// A fresh token from the OS RNG (one fill, rejection sampling).
+    pub fn generate() -> Result<Self, Error> {
+        alnum::<{ Self::LEN }>().map(Self::from_alnum)
+    }
+
+    /// A token and a reset id from one OS-RNG fill (the issue path).
+    pub(crate) fn generate_with_id() -> Result<(Self, String), Error> {
+        let mut raw = alnum::<{ ResetToken::LEN + RESET_ID_LEN }>()?;
+        let mut token = [0u8; Self::LEN];
+        token.copy_from_slice(&raw[..Self::LEN]);
+        let id = raw[Self::LEN..].iter().map(|&b| char::from(b)).collect();
+        raw.zeroize();
+        let t = Self::from_alnum(token);
+        token.zeroize();
+        Ok((t, id))
+    }
 }
 
 const ALNUM: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";

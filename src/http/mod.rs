@@ -151,51 +151,16 @@ pub fn route_label(path: &str) -> String {
     route_template(path).to_owned()
 }
 
-/// The template of the route that serves `path`, matched as the
-/// [`Gateway`] matches it (the WCF and ASP.NET paths in any case, a
-/// trailing slash allowed, a `?query` ignored), or `other`. A fixed set, so
-/// that it can label metrics.
+/// The template of the route that serves `path`, as the [`Gateway`]'s own
+/// routing decides it (the WCF and ASP.NET paths in any case, a trailing
+/// slash allowed, a `?query` ignored), or `other`. A fixed set, so that it
+/// can label metrics.
 pub fn route_template(path: &str) -> &'static str {
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let path = path.strip_suffix('/').unwrap_or(path);
-    let Some(path) = path.strip_prefix('/') else {
-        return OTHER_ROUTE;
-    };
-    let ci = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-    let mut segs = [""; 7];
-    let mut n = 0;
-    for seg in path.split('/') {
-        if n == segs.len() {
-            return OTHER_ROUTE;
-        }
-        segs[n] = seg;
-        n += 1;
-    }
-    match &segs[..n] {
-        [w, s, c, op]
-            if ci(w, "wcf-services") && ci(s, "service-customer.svc") && ci(c, "customer") =>
-        {
-            if ci(op, "customer-update-password") {
-                ROUTES[0]
-            } else if ci(op, "customer-registration") {
-                ROUTES[1]
-            } else if ci(op, "customer-login") {
-                ROUTES[2]
-            } else {
-                OTHER_ROUTE
-            }
-        }
-        ["api", "v1", shop, "customers", "reset-password"] if !shop.is_empty() => ROUTES[3],
-        ["api", "v1", shop, "customers", "reset-password", _] if !shop.is_empty() => ROUTES[4],
-        ["api", "customer_password_resets"] => ROUTES[5],
-        ["api", "customer_password_resets", id] if !id.is_empty() => ROUTES[6],
-        [a, c, p] if ci(a, "api") && ci(c, "Customers") && ci(p, "ChangePassword") => ROUTES[7],
-        _ => OTHER_ROUTE,
-    }
+    crate::gateway::route_template(path)
 }
 
 /// The route label of a path that no route serves.
-pub const OTHER_ROUTE: &str = "other";
+pub const OTHER_ROUTE: &str = crate::gateway::OTHER_ROUTE;
 
 async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse {
     let start = Instant::now();

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use super::InputError;
 use super::{BoxId, Timestamp};
-use crate::error::{Error, InputError};
 
 /// Most resets a customer has outstanding; a new request drops the oldest.
 pub const MAX_OUTSTANDING_RESETS: usize = 3;
@@ -38,11 +38,6 @@ impl ResetToken {
     /// Length of every token, in characters (and bytes).
     pub const LEN: usize = 64;
 
-    /// A fresh token from the OS RNG (one fill, rejection sampling).
-    pub fn generate() -> Result<Self, Error> {
-        crate::crypto::random::alnum::<{ Self::LEN }>().map(Self)
-    }
-
     /// The token text, to put in the reset mail (and nowhere else).
     pub fn expose_secret(&self) -> &str {
         // Every constructor guarantees ASCII alphanumerics.
@@ -54,14 +49,11 @@ impl ResetToken {
         self.0[..].ct_eq(&other.0[..]).into()
     }
 
-    /// A token and a reset id from one OS-RNG fill (the issue path).
-    pub(crate) fn generate_with_id() -> Result<(Self, String), Error> {
-        let mut raw = crate::crypto::random::alnum::<{ Self::LEN + RESET_ID_LEN }>()?;
-        let mut token = [0u8; Self::LEN];
-        token.copy_from_slice(&raw[..Self::LEN]);
-        let id = raw[Self::LEN..].iter().map(|&b| char::from(b)).collect();
-        raw.zeroize();
-        Ok((Self(token), id))
+    /// A token of these characters, which must be ASCII alphanumerics (the
+    /// generator's output: [`ResetToken::generate`] is in `crypto::random`).
+    pub(crate) fn from_alnum(chars: [u8; Self::LEN]) -> Self {
+        debug_assert!(chars.iter().all(u8::is_ascii_alphanumeric));
+        Self(chars)
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8; Self::LEN] {

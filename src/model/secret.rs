@@ -9,7 +9,7 @@ use std::fmt;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::error::InputError;
+use super::InputError;
 
 macro_rules! redacted_debug {
     ($ty:ident) => {
@@ -47,13 +47,6 @@ impl StoreSecret {
             out[i] = (hi << 4) | lo;
         }
         Ok(Self(out))
-    }
-
-    /// A fresh secret from the OS RNG.
-    pub fn generate() -> Result<Self, crate::Error> {
-        let mut bytes = [0u8; 32];
-        crate::crypto::random::fill(&mut bytes)?;
-        Ok(Self(bytes))
     }
 
     /// The secret bytes. Only the key schedule and the CLI's secret file need them.

@@ -1,11 +1,11 @@
 //! Partner apps: create, import, authenticate, enable/disable, list.
 
 use super::{Store, check_text};
-use crate::crypto::{random, seal};
+use crate::crypto::random;
 use crate::error::{Credential, Entity, Error, InputError};
 use crate::model::{App, AppKey, EventKind, EventOutcome, UserCode};
 use crate::store::records::AppRecord;
-use crate::store::{TreeId, encoding};
+use crate::store::schema::{APPS, SHOPS};
 
 fn check_shop_key(shop: &str) -> Result<(), Error> {
     let ok = !shop.is_empty()
@@ -61,31 +61,22 @@ impl Store {
             user_code,
             shop_key: shop_key.map(str::to_owned),
             name: name.to_owned(),
-            sealed_key: seal::seal(
-                &self.keys().app_seal,
-                seal::Owner::App(user_code),
-                0,
-                key.expose_secret().as_bytes(),
-            ),
+            sealed_key: self.seal_app_key(user_code, key),
             key_epoch: 0,
             enabled: true,
             created_at: now,
         };
         self.engine().transact(|tx| {
-            if tx.get(TreeId::Apps, &user_code.to_be_bytes())?.is_some() {
+            if tx.contains(&APPS, user_code)? {
                 return Err(Error::AlreadyExists(Entity::App).into());
             }
             if let Some(s) = shop_key {
-                if tx.get(TreeId::Shops, s.as_bytes())?.is_some() {
+                if tx.contains(&SHOPS, s)? {
                     return Err(Error::AlreadyExists(Entity::Shop).into());
                 }
-                tx.insert(
-                    TreeId::Shops,
-                    s.as_bytes(),
-                    user_code.to_be_bytes().to_vec(),
-                )?;
+                tx.put(&SHOPS, s, &user_code)?;
             }
-            tx.put_record(TreeId::Apps, &user_code.to_be_bytes(), &rec)?;
+            tx.put(&APPS, user_code, &rec)?;
             tx.append_event(now, kind, EventOutcome::Granted, None, Some(user_code))?;
             Ok(())
         })?;
@@ -95,10 +86,7 @@ impl Store {
     /// Checks (user_code, app_key) in constant time; a disabled or unknown app
     /// is refused like a wrong key.
     pub fn authenticate_app(&self, user_code: UserCode, key: &AppKey) -> Result<App, Error> {
-        let rec = self.app_record(user_code).map_err(|e| match e {
-            Error::NotFound(_) => Error::InvalidCredentials(Credential::App),
-            e => e,
-        })?;
+        let rec = self.app_for_credentials(user_code)?;
         let stored = self.unseal_app_key(&rec)?;
         if !stored.ct_eq(key) || !rec.enabled {
             return Err(Error::InvalidCredentials(Credential::App));
@@ -110,8 +98,7 @@ impl Store {
     /// per app. Apps are few; this walks them.
     pub fn authenticate_app_key(&self, key: &AppKey) -> Result<App, Error> {
         let mut found = None;
-        for (k, v) in self.engine().scan(TreeId::Apps, &[], usize::MAX)? {
-            let rec: AppRecord = encoding::decode(TreeId::Apps, &k, &v)?;
+        for (_, rec) in self.engine().scan_from(&APPS, &[], usize::MAX)? {
             let stored = self.unseal_app_key(&rec)?;
             if stored.ct_eq(key) && rec.enabled {
                 found = Some(rec.to_public());
@@ -122,12 +109,12 @@ impl Store {
 
     /// The enabled app that owns a shop key.
     pub fn app_by_shop(&self, shop_key: &str) -> Result<App, Error> {
-        let Some(code) = self.engine().get(TreeId::Shops, shop_key.as_bytes())? else {
+        let Some(code) = self.engine().get(&SHOPS, shop_key)? else {
             return Err(Error::NotFound(Entity::Shop));
         };
-        let rec: AppRecord = self
+        let rec = self
             .engine()
-            .get_record(TreeId::Apps, &code)?
+            .get(&APPS, code)?
             .ok_or(Error::NotFound(Entity::Shop))?;
         if !rec.enabled {
             return Err(Error::NotFound(Entity::Shop));
@@ -151,11 +138,11 @@ impl Store {
     pub fn set_app_enabled(&self, user_code: UserCode, enabled: bool) -> Result<App, Error> {
         let now = self.now();
         let rec = self.engine().transact(|tx| {
-            let mut rec: AppRecord = tx
-                .get_record(TreeId::Apps, &user_code.to_be_bytes())?
+            let mut rec = tx
+                .get(&APPS, user_code)?
                 .ok_or(Error::NotFound(Entity::App))?;
             rec.enabled = enabled;
-            tx.put_record(TreeId::Apps, &user_code.to_be_bytes(), &rec)?;
+            tx.put(&APPS, user_code, &rec)?;
             let kind = if enabled {
                 EventKind::AppEnabled
             } else {
@@ -169,30 +156,11 @@ impl Store {
 
     /// Every app, by user_code.
     pub fn apps(&self) -> Result<Vec<App>, Error> {
-        self.engine()
-            .scan(TreeId::Apps, &[], usize::MAX)?
+        Ok(self
+            .engine()
+            .scan_from(&APPS, &[], usize::MAX)?
             .iter()
-            .map(|(k, v)| encoding::decode::<AppRecord>(TreeId::Apps, k, v).map(|r| r.to_public()))
-            .collect()
-    }
-
-    pub(crate) fn app_record(&self, user_code: UserCode) -> Result<AppRecord, Error> {
-        self.engine()
-            .get_record(TreeId::Apps, &user_code.to_be_bytes())?
-            .ok_or(Error::NotFound(Entity::App))
-    }
-
-    pub(crate) fn unseal_app_key(&self, rec: &AppRecord) -> Result<AppKey, Error> {
-        seal::unseal(
-            &self.keys().app_seal,
-            seal::Owner::App(rec.user_code),
-            rec.key_epoch,
-            &rec.sealed_key,
-        )
-        .map(AppKey::from_trusted)
-        .ok_or_else(|| Error::CorruptRecord {
-            tree: TreeId::Apps.name(),
-            key: encoding::printable_key(&rec.user_code.to_be_bytes()),
-        })
+            .map(|(_, r)| r.to_public())
+            .collect())
     }
 }

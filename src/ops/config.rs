@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::crypto::{Argon2Params, PasswordPolicy};
 use crate::model::{Clock, SystemClock};
-use crate::store::Durability;
+use crate::store::{Durability, FailPoint};
 
 /// Lock-out after repeated failed logins.
 ///
@@ -168,27 +168,5 @@ impl Config {
     /// The reset token lifetime.
     pub fn token_ttl(&self) -> Duration {
         self.token_ttl
-    }
-}
-
-/// A test hook: see [`Config::with_fail_point`].
-#[doc(hidden)]
-#[derive(Clone)]
-pub struct FailPoint(Arc<dyn Fn(&str) -> bool + Send + Sync>);
-
-impl FailPoint {
-    /// Fires wherever `f(name)` is true.
-    pub fn new(f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
-        Self(Arc::new(f))
-    }
-
-    pub(crate) fn fires(&self, name: &str) -> bool {
-        (self.0)(name)
-    }
-}
-
-impl fmt::Debug for FailPoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("FailPoint")
     }
 }

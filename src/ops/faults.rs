@@ -7,7 +7,7 @@ use super::{Config, Store, engine_options};
 use crate::crypto::Keys;
 use crate::error::Error;
 use crate::model::StoreSecret;
-use crate::store::{Engine, Health, LogStats, LogTruncation};
+use crate::store::{self, Health, LogStats, LogTruncation};
 
 impl Store {
     /// Whether the store accepts writes. [`Health::Failed`] after a write or
@@ -38,7 +38,7 @@ impl Store {
     ) -> Result<(Self, Option<LogTruncation>), Error> {
         let keys = Keys::derive(secret);
         let (engine, truncated) =
-            Engine::open_truncating_log(path.as_ref(), engine_options(&keys, &config))?;
+            store::open_truncating_log(path.as_ref(), engine_options(&keys, &config))?;
         Ok((Self::from_parts(engine, keys, config), truncated))
     }
 }
@@ -47,15 +47,13 @@ impl Store {
 mod tests {
     use std::path::Path;
     use std::sync::Arc;
-    use std::time::Duration;
 
     use super::super::{Config, Store, engine_options};
     use crate::crypto::Keys;
     use crate::error::Error;
     use crate::model::StoreSecret;
     use crate::readiness::Readiness;
-    use crate::store::wal::fault::{Faults, FaultyData, MemDir, Op};
-    use crate::store::{Engine, OpenWith, wal};
+    use crate::store::faults::{Faults, FaultyData, MemDir, Op};
     use crate::{NewCustomer, Password};
 
     /// A store whose log and data files live in `dir` (in memory, with its
@@ -63,27 +61,8 @@ mod tests {
     fn open(path: &Path, dir: &MemDir, data: &Arc<FaultyData>, secret: &StoreSecret) -> Store {
         let config = Config::for_tests();
         let keys = Keys::derive(secret);
-        // sled releases a dropped database's lock only once its threads
-        // are done: retry briefly.
-        let mut tries = 0;
-        let engine = loop {
-            let dir = dir.clone();
-            let with = OpenWith {
-                wal_dir: move |_: &Path| -> std::io::Result<Box<dyn wal::WalDir>> {
-                    Ok(Box::new(dir))
-                },
-                wal_opts: wal::WalOptions::new(true),
-                data_files: data.clone(),
-                truncate_at_corruption: false,
-            };
-            match Engine::open_with(path, engine_options(&keys, &config), with) {
-                Err(Error::Storage(e)) if e.to_string().contains("locked") && tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                other => break other.unwrap(),
-            }
-        };
+        let engine =
+            crate::store::faults::open(path, engine_options(&keys, &config), dir, data).unwrap();
         Store::from_parts(engine, keys, config)
     }
 

@@ -21,12 +21,13 @@
 
 use std::time::Duration;
 
-use super::{LockoutPolicy, Store};
+use super::{LockoutPolicy, Store, steps};
 use crate::crypto::password::HashScheme;
 use crate::error::{Credential, Error};
 use crate::model::{BoxId, Email, EventKind, EventOutcome, Login, Password, Timestamp};
 use crate::store::records::{CustomerRecord, GuardRecord};
-use crate::store::{TreeId, Tx, TxError};
+use crate::store::schema::LOGIN_GUARDS;
+use crate::store::{Tx, TxError};
 
 /// Failures are forgotten after this long without one (for customers and
 /// login guards alike); idle login guards are then purged.
@@ -161,7 +162,7 @@ impl Store {
 
         let now = self.now();
         let reserved = self.engine().transact(|tx| {
-            let Some(box_id) = super::customers::box_id_by_email(tx, &email)? else {
+            let Some(box_id) = steps::box_id_by_email(tx, &email)? else {
                 let key = Target::Guard(guard);
                 let mut a = Attempts::of_guard(load_guard(tx, &guard)?);
                 if let Err(until) = a.reserve(now, policy) {
@@ -170,7 +171,7 @@ impl Store {
                 save(tx, key, a, None)?;
                 return Ok(Reserved::Unknown);
             };
-            let mut rec = super::customers::load(tx, box_id)?;
+            let mut rec = steps::load_customer(tx, box_id)?;
             let mut a = Attempts::of_customer(&rec);
             if let Err(until) = a.reserve(now, policy) {
                 return Ok(Reserved::Locked(until));
@@ -209,7 +210,7 @@ impl Store {
         let (box_id, expected) = (rec.box_id, rec.credential_version);
         let now = self.now();
         let rec = self.engine().transact(|tx| {
-            let mut r = super::customers::load(tx, box_id)?;
+            let mut r = steps::load_customer(tx, box_id)?;
             // Re-checked here: a lock set while this verification ran wins.
             if let Some(until) = r.locked_until
                 && until > now
@@ -233,7 +234,7 @@ impl Store {
             } else {
                 (EventKind::LoginSucceeded, EventOutcome::Granted)
             };
-            tx.put_record(TreeId::Customers, &box_id.to_be_bytes(), &r)?;
+            steps::put_customer(tx, &r)?;
             tx.append_event(now, kind, outcome, Some(box_id), None)?;
             Ok(r)
         })?;
@@ -258,7 +259,7 @@ impl Store {
         let locked = self.engine().transact(|tx| {
             let (locks, box_id) = match target {
                 Target::Customer(box_id) => {
-                    let mut rec = super::customers::load(tx, box_id)?;
+                    let mut rec = steps::load_customer(tx, box_id)?;
                     let mut a = Attempts::of_customer(&rec);
                     let locks = a.fail(now, policy);
                     a.into_customer(&mut rec);
@@ -280,7 +281,7 @@ impl Store {
             tx.append_event(now, kind, EventOutcome::Refused, box_id, None)?;
             Ok(locks)
         })?;
-        crate::metrics::login_failed(locked);
+        super::counters::login_failed(locked);
         Ok(())
     }
 
@@ -293,16 +294,15 @@ impl Store {
         let mut removed = 0;
         let mut start: Vec<u8> = Vec::new();
         loop {
-            let rows = self.engine().scan(TreeId::LoginGuards, &start, 1024)?;
+            let rows = self.engine().scan_from(&LOGIN_GUARDS, &start, 1024)?;
             let Some((last, _)) = rows.last() else {
                 break;
             };
             start = last.to_vec();
             start.push(0);
             let mut idle = Vec::new();
-            for (k, v) in &rows {
-                let g: GuardRecord = crate::store::encoding::decode(TreeId::LoginGuards, k, v)?;
-                if is_idle(&g, now) {
+            for (k, g) in &rows {
+                if is_idle(g, now) {
                     idle.push(k.to_vec());
                 }
             }
@@ -311,10 +311,10 @@ impl Store {
                     let mut n = 0;
                     for k in chunk {
                         // Re-checked: a login may have used it since the scan.
-                        if let Some(g) = tx.get_record::<GuardRecord>(TreeId::LoginGuards, k)?
+                        if let Some(g) = tx.get(&LOGIN_GUARDS, k)?
                             && is_idle(&g, now)
                         {
-                            tx.remove(TreeId::LoginGuards, k)?;
+                            tx.delete(&LOGIN_GUARDS, k)?;
                             n += 1;
                         }
                     }
@@ -330,7 +330,7 @@ impl Store {
 
     /// The login guard key of an email: keyed BLAKE3 of its normalised form.
     fn login_guard_key(&self, email: &Email) -> [u8; 32] {
-        *blake3::keyed_hash(&self.keys().login_guard, email.normalized().as_bytes()).as_bytes()
+        self.keys().login_guard_key(email)
     }
 }
 
@@ -339,7 +339,7 @@ fn is_idle(g: &GuardRecord, now: Timestamp) -> bool {
 }
 
 fn load_guard(tx: &Tx<'_>, key: &[u8; 32]) -> Result<Option<GuardRecord>, TxError> {
-    tx.get_record::<GuardRecord>(TreeId::LoginGuards, key)
+    tx.get(&LOGIN_GUARDS, key)
 }
 
 /// Writes the attempts back: into the customer record `rec` (already
@@ -351,10 +351,8 @@ fn save(
     rec: Option<&CustomerRecord>,
 ) -> Result<(), TxError> {
     match (target, rec) {
-        (Target::Customer(box_id), Some(rec)) => {
-            tx.put_record(TreeId::Customers, &box_id.to_be_bytes(), rec)
-        }
-        (Target::Guard(key), _) => tx.put_record(TreeId::LoginGuards, &key, &a.into_guard()),
+        (Target::Customer(_), Some(rec)) => steps::put_customer(tx, rec),
+        (Target::Guard(key), _) => tx.put(&LOGIN_GUARDS, &key, &a.into_guard()),
         (Target::Customer(_), None) => Ok(()),
     }
 }

@@ -1,121 +1,35 @@
-//! The reset mail queue (SPEC §12): every access to the `mail_queue` tree.
+//! The reset mail queue (SPEC §12): reading and delivering it.
 //!
 //! An entry is written in the transaction that issues its reset
-//! ([`Store::request_reset_by_mail`]), so a reset and its mail exist
-//! together or not at all. Its token is sealed under a sub-key of the store
-//! secret (a keystream over a fresh random nonce), so the directory never
-//! holds a usable token. The entry goes when the mail is delivered
+//! ([`Store::request_reset_by_mail`], `resets.rs`), so a reset and its mail
+//! exist together or not at all. Its token is sealed under a sub-key of the
+//! store secret (a keystream over a fresh random nonce), so the directory
+//! never holds a usable token. The entry goes when the mail is delivered
 //! ([`Store::mail_delivered`]), fails for good or expires
 //! ([`Store::mail_failed`]), and with its reset (a credential change, a
-//! purge, a revocation, the token's use: [`forget`]).
+//! purge, a revocation, the token's use: [`super::steps::forget_mail`]).
 //!
 //! The queue is read by scanning the tree outside any transaction; every
 //! change re-reads its entry inside a small transaction.
 
-use std::sync::{Condvar, Mutex};
-use std::time::Duration;
-
 use zeroize::Zeroize;
 
-use super::Store;
+use super::{Store, steps};
 use crate::crypto::ct_eq;
 use crate::crypto::seal::{self, Owner};
-use crate::error::{Error, InputError};
+use crate::error::Error;
 use crate::model::{
-    DueMail, DueMails, EventKind, EventOutcome, IssuedReset, Lang, MAX_MAIL_SHOP_BYTES, MailFate,
-    MailQueueSummary, MailRequest, MailRetry, QueuedMail, Reset, ResetDetails, ResetToken,
-    Timestamp, parse_token,
+    DueMail, DueMails, EventKind, EventOutcome, Lang, MailFate, MailQueueSummary, MailRetry,
+    QueuedMail, ResetToken, Timestamp, parse_token,
 };
-use crate::store::encoding;
-use crate::store::records::{MailRecord, ResetRecord};
-use crate::store::{TreeId, Tx, TxError};
+use crate::store::records::MailRecord;
+use crate::store::schema::{MAIL_QUEUE, RESETS};
 
 /// Entries read per scan of the queue.
 const SCAN_BATCH: usize = 256;
 
 /// Longest `last_error` kept, in bytes.
 const MAX_REASON_BYTES: usize = 200;
-
-/// Wakes delivery workers when mail is queued (and when asked to stop).
-#[derive(Debug, Default)]
-pub(crate) struct MailSignal {
-    generation: Mutex<u64>,
-    cv: Condvar,
-}
-
-impl MailSignal {
-    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
-        // A panic while holding this lock leaves a plain counter behind.
-        self.generation.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The current generation: pass it to [`MailSignal::wait`].
-    pub fn generation(&self) -> u64 {
-        *self.lock()
-    }
-
-    /// Wakes every waiter.
-    pub fn notify(&self) {
-        let mut g = self.lock();
-        *g = g.wrapping_add(1);
-        self.cv.notify_all();
-    }
-
-    /// Waits until the generation moves past `seen`, or `timeout`.
-    pub fn wait(&self, seen: u64, timeout: Duration) {
-        let g = self.lock();
-        if *g != seen {
-            return;
-        }
-        let _ = self
-            .cv
-            .wait_timeout_while(g, timeout, |g| *g == seen)
-            .map_err(|e| e.into_inner());
-    }
-}
-
-/// What a queued mail gets before its reset's transaction: the sealed
-/// token (sealing hashes, so it never runs inside a transaction).
-pub(crate) struct PreparedMail {
-    nonce: [u8; 16],
-    sealed: Vec<u8>,
-    lang: Lang,
-    shop: String,
-}
-
-impl PreparedMail {
-    /// The entry for a reset issued in the same transaction.
-    pub fn record(&self, rec: &ResetRecord) -> MailRecord {
-        MailRecord {
-            reset_id: rec.id.clone(),
-            box_id: rec.box_id,
-            to: rec.email.clone(),
-            nonce: self.nonce,
-            sealed_token: self.sealed.clone(),
-            lang: self.lang.locale().to_owned(),
-            shop: self.shop.clone(),
-            created_at: rec.created_at,
-            expires_at: rec.expires_at,
-            attempts: 0,
-            next_attempt_at: rec.created_at,
-            last_error: None,
-        }
-    }
-}
-
-/// Writes an entry (inside the transaction that issues its reset).
-pub(crate) fn enqueue(tx: &Tx<'_>, rec: &MailRecord) -> Result<(), TxError> {
-    tx.fail_point("mail:enqueue")?;
-    tx.put_record(TreeId::MailQueue, rec.reset_id.as_bytes(), rec)
-}
-
-/// Drops the entry of a reset that dies (no-op when it has none).
-pub(crate) fn forget(tx: &Tx<'_>, reset_id: &str) -> Result<(), TxError> {
-    if tx.get(TreeId::MailQueue, reset_id.as_bytes())?.is_some() {
-        tx.remove(TreeId::MailQueue, reset_id.as_bytes())?;
-    }
-    Ok(())
-}
 
 fn public(rec: &MailRecord) -> QueuedMail {
     QueuedMail {
@@ -146,74 +60,20 @@ fn clean_reason(reason: &str) -> String {
 }
 
 impl Store {
-    /// [`Store::request_reset_anonymous`] that also queues the reset mail,
-    /// in the same transaction: the reset and its mail exist together or
-    /// not at all, and the token leaves the store only through
-    /// [`Store::mail_due`] (sealed in the queue until then). Returns the
-    /// reset without its token.
-    ///
-    /// For callers that face anonymous clients (the SkyERP POST): a refusal
-    /// (unknown email, throttled, disabled customer) writes one refused
-    /// event, the same single durable commit as an issue, and the caller
-    /// answers it like a success. The recipient is the account's stored
-    /// email, never the request's spelling. Delivery workers waiting in
-    /// [`crate::mail::Courier`] are woken.
-    pub fn request_reset_by_mail(
-        &self,
-        email: &str,
-        details: ResetDetails,
-        mail: &MailRequest,
-    ) -> Result<Reset, Error> {
-        if mail.shop.len() > MAX_MAIL_SHOP_BYTES || mail.shop.chars().any(char::is_control) {
-            return Err(InputError::MalformedText { field: "shop" }.into());
-        }
-        let IssuedReset { reset, token } = self.issue_reset(email, details, true, Some(mail))?;
-        drop(token);
-        self.mail_signal().notify();
-        Ok(reset)
-    }
-
-    /// Seals `token` for a new queue entry (outside any transaction).
-    pub(crate) fn prepare_mail(
-        &self,
-        token: &ResetToken,
-        mail: &MailRequest,
-    ) -> Result<PreparedMail, Error> {
-        let mut nonce = [0u8; 16];
-        crate::crypto::random::fill(&mut nonce)?;
-        let sealed = seal::seal(
-            &self.keys().mail_seal,
-            Owner::Mail(nonce),
-            0,
-            token.expose_secret().as_bytes(),
-        );
-        Ok(PreparedMail {
-            nonce,
-            sealed,
-            lang: mail.lang,
-            shop: mail.shop.clone(),
-        })
-    }
-
-    pub(crate) fn mail_signal(&self) -> &MailSignal {
-        &self.inner.mail_signal
-    }
-
     /// Every entry of the queue, in key order (a scan outside transactions).
     fn mail_records(&self) -> Result<Vec<MailRecord>, Error> {
         let mut out = Vec::new();
         let mut start = Vec::new();
         loop {
-            let rows = self.engine().scan(TreeId::MailQueue, &start, SCAN_BATCH)?;
-            for (k, v) in &rows {
-                out.push(encoding::decode::<MailRecord>(TreeId::MailQueue, k, v)?);
+            let rows = self.engine().scan_from(&MAIL_QUEUE, &start, SCAN_BATCH)?;
+            let full = rows.len() == SCAN_BATCH;
+            if let Some((k, _)) = rows.last() {
+                start = k.to_vec();
+                start.push(0);
             }
-            match rows.last() {
-                Some((k, _)) if rows.len() == SCAN_BATCH => {
-                    start = k.to_vec();
-                    start.push(0);
-                }
-                _ => return Ok(out),
+            out.extend(rows.into_iter().map(|(_, rec)| rec));
+            if !full {
+                return Ok(out);
             }
         }
     }
@@ -337,10 +197,7 @@ impl Store {
         let Ok(token) = token else {
             return Ok(None);
         };
-        let Some(reset) = self
-            .engine()
-            .get_record::<ResetRecord>(TreeId::Resets, rec.reset_id.as_bytes())?
-        else {
+        let Some(reset) = self.engine().get(&RESETS, &rec.reset_id)? else {
             return Ok(None);
         };
         let digest = self.token_digest(&token);
@@ -360,11 +217,10 @@ impl Store {
     pub fn mail_delivered(&self, reset_id: &str) -> Result<bool, Error> {
         let now = self.now();
         self.engine().transact(|tx| {
-            let Some(rec) = tx.get_record::<MailRecord>(TreeId::MailQueue, reset_id.as_bytes())?
-            else {
+            let Some(rec) = tx.get(&MAIL_QUEUE, reset_id)? else {
                 return Ok(false);
             };
-            tx.remove(TreeId::MailQueue, reset_id.as_bytes())?;
+            tx.delete(&MAIL_QUEUE, reset_id)?;
             tx.append_event(
                 now,
                 EventKind::MailDelivered,
@@ -396,9 +252,7 @@ impl Store {
             MailRetry::Never => return self.drop_mail(reset_id, EventKind::MailBounced),
         };
         let fate = self.engine().transact(|tx| {
-            let Some(mut rec) =
-                tx.get_record::<MailRecord>(TreeId::MailQueue, reset_id.as_bytes())?
-            else {
+            let Some(mut rec) = tx.get(&MAIL_QUEUE, reset_id)? else {
                 return Ok(MailFate::Gone);
             };
             if retry_at >= rec.expires_at || now >= rec.expires_at {
@@ -407,7 +261,7 @@ impl Store {
             rec.attempts = rec.attempts.saturating_add(1);
             rec.next_attempt_at = retry_at;
             rec.last_error = Some(reason.clone());
-            tx.put_record(TreeId::MailQueue, reset_id.as_bytes(), &rec)?;
+            tx.put(&MAIL_QUEUE, reset_id, &rec)?;
             Ok(MailFate::Retry(retry_at))
         })?;
         match fate {
@@ -421,13 +275,12 @@ impl Store {
     fn drop_mail(&self, reset_id: &str, kind: EventKind) -> Result<MailFate, Error> {
         let now = self.now();
         self.engine().transact(|tx| {
-            let Some(rec) = tx.get_record::<MailRecord>(TreeId::MailQueue, reset_id.as_bytes())?
-            else {
+            let Some(rec) = tx.get(&MAIL_QUEUE, reset_id)? else {
                 return Ok(MailFate::Gone);
             };
-            tx.remove(TreeId::MailQueue, reset_id.as_bytes())?;
+            tx.delete(&MAIL_QUEUE, reset_id)?;
             if kind == EventKind::MailBounced {
-                super::resets::revoke_in(tx, reset_id)?;
+                steps::revoke_reset(tx, reset_id)?;
             }
             tx.append_event(now, kind, EventOutcome::Refused, Some(rec.box_id), None)?;
             Ok(if kind == EventKind::MailBounced {
@@ -449,20 +302,5 @@ mod tests {
         let long = "é".repeat(300);
         let r = clean_reason(&long);
         assert!(r.len() <= MAX_REASON_BYTES && r.chars().all(|c| c == 'é'));
-    }
-
-    #[test]
-    fn a_signal_wakes_a_waiter() {
-        let s = std::sync::Arc::new(MailSignal::default());
-        let seen = s.generation();
-        let t = {
-            let s = s.clone();
-            std::thread::spawn(move || s.wait(seen, Duration::from_secs(30)))
-        };
-        s.notify();
-        t.join().unwrap();
-        assert_ne!(s.generation(), seen);
-        // A moved generation returns at once.
-        s.wait(seen, Duration::from_secs(30));
     }
 }

@@ -2,20 +2,25 @@
 
 mod apps;
 mod config;
+pub(crate) mod counters;
 mod customers;
 mod faults;
 mod login;
 mod mail_queue;
+mod mail_signal;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod model_check;
+mod reads;
 mod resets;
 mod rotation;
 mod signed;
+mod steps;
+mod tokens;
 
 use std::path::Path;
 use std::sync::Arc;
 
-pub use config::{Config, FailPoint, LockoutPolicy};
+pub use config::{Config, LockoutPolicy};
 pub use login::FAILURE_MEMORY;
 pub use signed::{MIN_SALT, SignedPasswordChange};
 
@@ -23,7 +28,8 @@ use crate::crypto::Keys;
 use crate::crypto::password::Hasher;
 use crate::error::{Error, InputError};
 use crate::model::{Event, StoreSecret, Timestamp};
-use crate::store::{Engine, EngineOptions, IntegrityReport, TreeId, encoding};
+use crate::store::schema::EVENTS;
+use crate::store::{self, Engine, EngineOptions, FailPoint, IntegrityReport};
 
 /// The credential store: a cheap `Clone`, `Send + Sync`; open once per process
 /// and share.
@@ -60,7 +66,7 @@ struct Inner {
     keys: Keys,
     hasher: Hasher,
     config: Config,
-    mail_signal: mail_queue::MailSignal,
+    mail_signal: mail_signal::MailSignal,
 }
 
 impl Drop for Inner {
@@ -94,14 +100,25 @@ impl Store {
         config: Config,
     ) -> Result<Self, Error> {
         let keys = Keys::derive(secret);
-        let engine = Engine::open(path.as_ref(), engine_options(&keys, &config))?;
+        let engine = store::open_on_disk(path.as_ref(), engine_options(&keys, &config))?;
         Ok(Self::from_parts(engine, keys, config))
     }
 
     /// A store that lives in a temporary directory and vanishes on drop; for tests.
     pub fn temporary(secret: &StoreSecret, config: Config) -> Result<Self, Error> {
         let keys = Keys::derive(secret);
-        let engine = Engine::temporary(engine_options(&keys, &config))?;
+        let engine = store::temporary(engine_options(&keys, &config))?;
+        Ok(Self::from_parts(engine, keys, config))
+    }
+
+    /// A store on the second backend, ordered maps in memory, which runs
+    /// every transaction's closure twice and keeps the second run (as a
+    /// backend that retries on conflicts does). Tests run on it to show
+    /// that the operations depend on the storage seam only. Not for use.
+    #[doc(hidden)]
+    pub fn in_memory_for_tests(secret: &StoreSecret, config: Config) -> Result<Self, Error> {
+        let keys = Keys::derive(secret);
+        let engine = store::in_memory(engine_options(&keys, &config))?;
         Ok(Self::from_parts(engine, keys, config))
     }
 
@@ -113,7 +130,7 @@ impl Store {
                 keys,
                 hasher,
                 config,
-                mail_signal: mail_queue::MailSignal::default(),
+                mail_signal: mail_signal::MailSignal::default(),
             }),
         }
     }
@@ -153,16 +170,19 @@ impl Store {
         &self.inner.hasher
     }
 
+    /// Wakes the delivery workers when mail is queued.
+    pub(crate) fn mail_signal(&self) -> &mail_signal::MailSignal {
+        &self.inner.mail_signal
+    }
+
     /// A test hook outside transactions (see [`Config::with_fail_point`]):
     /// fails with a storage error when the fail point fires at `name`.
     pub(crate) fn fail_point(&self, name: &'static str) -> Result<(), Error> {
-        match &self.inner.config.fail_point {
-            Some(fp) if fp.fires(name) => Err(Error::Storage(crate::error::StorageError::new(
-                "running an operation",
-                format!("injected failure at {name}"),
-            ))),
-            _ => Ok(()),
-        }
+        FailPoint::check(
+            self.inner.config.fail_point.as_ref(),
+            "running an operation",
+            name,
+        )
     }
 
     pub(crate) fn now(&self) -> Timestamp {
@@ -178,14 +198,10 @@ impl Store {
     /// Up to `limit` (at most [`MAX_EVENTS_PER_READ`]) event-log entries with
     /// a sequence number of `from` or more, oldest first.
     pub fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, Error> {
-        let rows = self.engine().scan(
-            TreeId::Events,
-            &from.to_be_bytes(),
-            limit.min(MAX_EVENTS_PER_READ),
-        )?;
-        rows.iter()
-            .map(|(k, v)| encoding::decode(TreeId::Events, k, v))
-            .collect()
+        let rows = self
+            .engine()
+            .scan_from_key(&EVENTS, from, limit.min(MAX_EVENTS_PER_READ))?;
+        Ok(rows.into_iter().map(|(_, e)| e).collect())
     }
 
     /// The newest `limit` (at most [`MAX_EVENTS_PER_READ`]) event-log
@@ -193,10 +209,8 @@ impl Store {
     pub fn last_events(&self, limit: usize) -> Result<Vec<Event>, Error> {
         let rows = self
             .engine()
-            .scan_tail(TreeId::Events, limit.min(MAX_EVENTS_PER_READ))?;
-        rows.iter()
-            .map(|(k, v)| encoding::decode(TreeId::Events, k, v))
-            .collect()
+            .scan_last(&EVENTS, limit.min(MAX_EVENTS_PER_READ))?;
+        Ok(rows.into_iter().map(|(_, e)| e).collect())
     }
 
     /// Removes event-log entries with a sequence number below `before`;

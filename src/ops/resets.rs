@@ -1,5 +1,5 @@
-//! Password resets: issue, check, consume (part of the atomic rotation), read,
-//! update, revoke, purge.
+//! Password resets: issue (with or without a queued mail), revoke, purge.
+//! Checking and consuming tokens is in `tokens.rs`.
 //!
 //! A reset record lives in `resets` with three index entries (token digest,
 //! expiry, customer). While unused it is also listed in its customer's record,
@@ -13,22 +13,17 @@
 //! change also deletes the customer's outstanding resets, so the version check
 //! is a second line of defence.
 
-use super::Store;
-use super::rotation::bump_credentials;
-use crate::crypto::ct_eq;
-use crate::crypto::password::HashScheme;
-use crate::error::{Entity, Error};
+use super::reads::{Digest, reset_to_public};
+use super::{Store, steps};
+use crate::crypto::seal::{self, Owner};
+use crate::error::{Entity, Error, InputError};
 use crate::model::{
-    Customer, Email, EventKind, EventOutcome, IssuedReset, MAX_OUTSTANDING_RESETS, MailRequest,
-    Password, RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, Timestamp, ValidToken,
-    check_reference, metadata_text, parse_reset_id,
+    Email, EventKind, EventOutcome, IssuedReset, Lang, MAX_MAIL_SHOP_BYTES, MAX_OUTSTANDING_RESETS,
+    MailRequest, RESET_THROTTLE, Reset, ResetDetails, ResetToken, Timestamp, check_reference,
+    metadata_text, parse_reset_id,
 };
-use crate::store::encoding::decode_borrowed;
-use crate::store::encoding::printable_key;
-use crate::store::records::{
-    CustomerRecord, ResetRecord, TokenEntry, TokenEntryRef, sortable_time,
-};
-use crate::store::{TreeId, Tx, TxError};
+use crate::store::records::{MailRecord, ResetRecord};
+use crate::store::schema::{ExpiryKey, RESET_EXPIRY, RESET_TOKENS, RESETS};
 
 /// Expiry-index entries a purge reads, and deletes in one transaction, at a time.
 const PURGE_BATCH: usize = 64;
@@ -36,8 +31,6 @@ const PURGE_BATCH: usize = 64;
 /// Attempts to find an unused reset id and token digest (a clash of 60 random
 /// bits, let alone 381, is not expected ever).
 const ISSUE_ATTEMPTS: usize = 4;
-
-type Digest = [u8; 32];
 
 impl Store {
     /// Issues a reset for the customer with this email: returns the reset and
@@ -109,21 +102,19 @@ impl Store {
                     }
                     Ok(Issue::Refused(why))
                 };
-                let Some(box_id) = super::customers::box_id_by_email(tx, &email)? else {
+                let Some(box_id) = steps::box_id_by_email(tx, &email)? else {
                     return refuse(None, Error::NotFound(Entity::Customer));
                 };
-                let mut cust = super::customers::load(tx, box_id)?;
+                let mut cust = steps::load_customer(tx, box_id)?;
                 if !cust.flags.is_enable {
                     return refuse(Some(box_id), Error::Disabled);
                 }
-                if tx.get(TreeId::Resets, id.as_bytes())?.is_some()
-                    || tx.get(TreeId::ResetTokens, &digest)?.is_some()
-                {
+                if tx.contains(&RESETS, &id)? || tx.contains(&RESET_TOKENS, &digest)? {
                     return Ok(Issue::Clash);
                 }
                 let mut live = Vec::with_capacity(cust.resets.len() + 1);
                 for rid in &cust.resets {
-                    if let Some(r) = tx.get_record::<ResetRecord>(TreeId::Resets, rid.as_bytes())? {
+                    if let Some(r) = tx.get(&RESETS, rid)? {
                         live.push(r);
                     }
                 }
@@ -137,14 +128,14 @@ impl Store {
                 let mut keep = Vec::with_capacity(MAX_OUTSTANDING_RESETS);
                 for r in live {
                     if r.expires_at <= now {
-                        delete_reset(tx, &r)?;
+                        steps::delete_reset(tx, &r)?;
                     } else {
                         keep.push(r);
                     }
                 }
                 while keep.len() >= MAX_OUTSTANDING_RESETS {
                     let oldest = keep.remove(0);
-                    delete_reset(tx, &oldest)?;
+                    steps::delete_reset(tx, &oldest)?;
                 }
                 let rec = ResetRecord {
                     id: id.clone(),
@@ -160,13 +151,13 @@ impl Store {
                     reference_origin: details.reference_origin.clone(),
                     metadata: metadata.clone(),
                 };
-                insert_reset(tx, &rec)?;
+                steps::insert_reset(tx, &rec)?;
                 if let Some(p) = &prepared {
-                    super::mail_queue::enqueue(tx, &p.record(&rec))?;
+                    steps::enqueue_mail(tx, &p.record(&rec))?;
                 }
                 cust.resets = keep.into_iter().map(|r| r.id).collect();
                 cust.resets.push(id.clone());
-                tx.put_record(TreeId::Customers, &box_id.to_be_bytes(), &cust)?;
+                steps::put_customer(tx, &cust)?;
                 tx.append_event(
                     now,
                     EventKind::ResetIssued,
@@ -179,125 +170,60 @@ impl Store {
             match issued {
                 Issue::Issued(rec) => {
                     return Ok(IssuedReset {
-                        reset: to_public(&rec)?,
+                        reset: reset_to_public(&rec)?,
                         token,
                     });
                 }
-                Issue::Refused(why) => return Err(crate::metrics::reset_refused(why)),
+                Issue::Refused(why) => return Err(super::counters::reset_refused(why)),
                 Issue::Clash => {}
             }
         }
         Err(Error::Conflict)
     }
 
-    /// Checks a token without consuming it: the customer it was issued to,
-    /// or [`Error::InvalidToken`] when it is unknown, expired, used, or
-    /// superseded by a credential change.
+    /// [`Store::request_reset_anonymous`] that also queues the reset mail,
+    /// in the same transaction: the reset and its mail exist together or
+    /// not at all, and the token leaves the store only through
+    /// [`Store::mail_due`] (sealed in the queue until then). Returns the
+    /// reset without its token.
     ///
-    /// One read: the token index entry exists only while the reset is unused
-    /// and its customer's credentials have not moved since it was issued.
-    pub fn check_reset_token(&self, token: &ResetToken) -> Result<ValidToken, Error> {
-        let digest = self.token_digest(token);
-        let Some(bytes) = self.engine().get(TreeId::ResetTokens, &digest)? else {
-            return Err(Error::InvalidToken);
-        };
-        let entry: TokenEntryRef<'_> = decode_borrowed(TreeId::ResetTokens, &digest, &bytes)?;
-        if self.now() >= entry.expires_at {
-            return Err(Error::InvalidToken);
+    /// For callers that face anonymous clients (the SkyERP POST): a refusal
+    /// (unknown email, throttled, disabled customer) writes one refused
+    /// event, the same single durable commit as an issue, and the caller
+    /// answers it like a success. The recipient is the account's stored
+    /// email, never the request's spelling. Delivery workers waiting in
+    /// [`crate::mail::Courier`] are woken.
+    pub fn request_reset_by_mail(
+        &self,
+        email: &str,
+        details: ResetDetails,
+        mail: &MailRequest,
+    ) -> Result<Reset, Error> {
+        if mail.shop.len() > MAX_MAIL_SHOP_BYTES || mail.shop.chars().any(char::is_control) {
+            return Err(InputError::MalformedText { field: "shop" }.into());
         }
-        Ok(ValidToken {
-            box_id: entry.box_id,
-            email: entry.email.to_owned(),
+        let IssuedReset { reset, token } = self.issue_reset(email, details, true, Some(mail))?;
+        drop(token);
+        self.mail_signal().notify();
+        Ok(reset)
+    }
+
+    /// Seals `token` for a new queue entry (outside any transaction).
+    fn prepare_mail(&self, token: &ResetToken, mail: &MailRequest) -> Result<PreparedMail, Error> {
+        let mut nonce = [0u8; 16];
+        crate::crypto::random::fill(&mut nonce)?;
+        let sealed = seal::seal(
+            &self.keys().mail_seal,
+            Owner::Mail(nonce),
+            0,
+            token.expose_secret().as_bytes(),
+        );
+        Ok(PreparedMail {
+            nonce,
+            sealed,
+            lang: mail.lang,
+            shop: mail.shop.clone(),
         })
-    }
-
-    /// Sets a new password with a reset token, in one atomic rotation: the
-    /// reset is marked used, the credential version moves, every other
-    /// outstanding reset of the customer dies, one event is appended.
-    ///
-    /// `expected_email`, when given, must be the account's email (compared
-    /// trimmed and lower-cased), else [`Error::InvalidToken`]. A password that
-    /// breaks the policy is [`Error::Policy`] and leaves the token unused.
-    pub fn reset_password(
-        &self,
-        token: &ResetToken,
-        expected_email: Option<&str>,
-        new_password: &Password,
-    ) -> Result<Customer, Error> {
-        let expected = expected_email.map(Email::parse).transpose()?;
-        let digest = self.token_digest(token);
-        let (rec, cust) = self.live_reset_by_digest(&digest, self.now())?;
-        if let Some(e) = &expected
-            && !e.same_as(&cust.email)
-        {
-            return Err(Error::InvalidToken);
-        }
-        let hash = self.hash_new_password(new_password)?;
-        let no_change = CheckedUpdate::default();
-        let (_, cust) =
-            self.consume(&rec.id, &digest, cust.credential_version, &hash, &no_change)?;
-        Ok(cust.to_public())
-    }
-
-    /// Sets a new password with a reset id and its token (Commerce Layer);
-    /// returns the reset with `used_at` set. An unknown id is
-    /// [`Error::NotFound`]`(Entity::Reset)`; a wrong, expired, used or
-    /// superseded token is [`Error::InvalidToken`].
-    pub fn reset_password_by_id(
-        &self,
-        id: &str,
-        token: &ResetToken,
-        new_password: &Password,
-    ) -> Result<Reset, Error> {
-        self.reset_password_by_id_and_update(id, token, new_password, &ResetUpdate::default())
-    }
-
-    /// [`Store::reset_password_by_id`] that also changes the reset's
-    /// `reference`, `reference_origin` or `metadata`, all or nothing: every
-    /// field is checked before anything is written, and the changes are
-    /// made in the same transaction that consumes the token.
-    pub fn reset_password_by_id_and_update(
-        &self,
-        id: &str,
-        token: &ResetToken,
-        new_password: &Password,
-        update: &ResetUpdate,
-    ) -> Result<Reset, Error> {
-        let update = CheckedUpdate::new(update)?;
-        let rec = self.reset_record(id)?;
-        let digest = self.token_digest(token);
-        let cust = self.live_customer(&rec, &digest, self.now())?;
-        let hash = self.hash_new_password(new_password)?;
-        let (rec, _) = self.consume(&rec.id, &digest, cust.credential_version, &hash, &update)?;
-        to_public(&rec)
-    }
-
-    /// The reset with this id (used or not, until purged). A malformed id is
-    /// [`Error::InvalidInput`], an unknown one [`Error::NotFound`].
-    pub fn reset(&self, id: &str) -> Result<Reset, Error> {
-        to_public(&self.reset_record(id)?)
-    }
-
-    /// Changes a reset's `reference`, `reference_origin` or `metadata`.
-    pub fn update_reset(&self, id: &str, update: ResetUpdate) -> Result<Reset, Error> {
-        let id = parse_reset_id(id.as_bytes())?;
-        let update = CheckedUpdate::new(&update)?;
-        let now = self.now();
-        let rec = self.engine().transact(|tx| {
-            let mut rec = load_reset(tx, &id)?;
-            update.apply(&mut rec);
-            rec.updated_at = now;
-            tx.put_record(TreeId::Resets, id.as_bytes(), &rec)?;
-            tx.append_event(
-                now,
-                EventKind::ResetUpdated,
-                EventOutcome::Granted,
-                Some(rec.box_id),
-                None,
-            )?;
-            Ok(rec)
-        })?;
-        to_public(&rec)
     }
 
     /// Removes a reset and its token (for a mail that could not be sent),
@@ -307,9 +233,9 @@ impl Store {
         let id = parse_reset_id(id.as_bytes())?;
         let now = self.now();
         self.engine().transact(|tx| {
-            let rec = load_reset(tx, &id)?;
-            delete_reset(tx, &rec)?;
-            unlist(tx, &rec)?;
+            let rec = steps::load_reset(tx, &id)?;
+            steps::delete_reset(tx, &rec)?;
+            steps::unlist(tx, &rec)?;
             tx.append_event(
                 now,
                 EventKind::ResetRevoked,
@@ -327,19 +253,16 @@ impl Store {
     /// that re-checks every record, so writers wait for one batch at most.
     pub fn purge_resets(&self) -> Result<usize, Error> {
         let now = self.now();
-        // Ids are ASCII alphanumerics, so every key of a reset dead by `now`
-        // sorts below this.
-        let mut upper = sortable_time(now).to_vec();
-        upper.push(0xff);
+        let upper = ExpiryKey::dead_by(now);
         let mut start = Vec::new();
         let mut purged = 0;
         loop {
             let rows = self
                 .engine()
-                .scan(TreeId::ResetExpiry, &start, PURGE_BATCH)?;
+                .scan_from(&RESET_EXPIRY, &start, PURGE_BATCH)?;
             let keys: Vec<Vec<u8>> = rows
-                .iter()
-                .map(|(k, _)| k.to_vec())
+                .into_iter()
+                .map(|(k, ())| k)
                 .take_while(|k| *k < upper)
                 .collect();
             let Some(last) = keys.last() else { break };
@@ -359,15 +282,19 @@ impl Store {
             let mut purged = 0;
             let mut changed = false;
             for key in keys {
-                if tx.get(TreeId::ResetExpiry, key)?.is_none() {
+                if !tx.contains(&RESET_EXPIRY, key)? {
                     continue;
                 }
-                let id = key.get(8..).unwrap_or_default();
-                match tx.get_record::<ResetRecord>(TreeId::Resets, id)? {
-                    Some(rec) if rec.dead_at() <= now && rec.expiry_key() == *key => {
+                // An id that is not even text names no reset.
+                let reset = match std::str::from_utf8(ExpiryKey::reset_id(key)) {
+                    Ok(id) => tx.get(&RESETS, id)?,
+                    Err(_) => None,
+                };
+                match reset {
+                    Some(rec) if rec.dead_at() <= now && ExpiryKey::of(&rec) == *key => {
                         tx.fail_point("purge:delete")?;
-                        delete_reset(tx, &rec)?;
-                        unlist(tx, &rec)?;
+                        steps::delete_reset(tx, &rec)?;
+                        steps::unlist(tx, &rec)?;
                         purged += 1;
                         changed = true;
                     }
@@ -375,7 +302,7 @@ impl Store {
                     Some(_) => {}
                     // An entry pointing at nothing: drop it.
                     None => {
-                        tx.remove(TreeId::ResetExpiry, key)?;
+                        tx.delete(&RESET_EXPIRY, key)?;
                         changed = true;
                     }
                 }
@@ -393,11 +320,11 @@ impl Store {
         })
     }
 
-    /// Benchmark hook: one raw sled point get of a reset record by id, to
-    /// compare a token check against.
+    /// Benchmark hook: one raw point get of a reset record by id (the
+    /// backend's read, nothing decoded), to compare a token check against.
     #[doc(hidden)]
     pub fn bench_raw_reset_get(&self, id: &str) -> Result<bool, Error> {
-        Ok(self.engine().get(TreeId::Resets, id.as_bytes())?.is_some())
+        self.engine().contains(&RESETS, id)
     }
 
     /// Benchmark hook: what issuing a reset computes before its transaction
@@ -412,159 +339,33 @@ impl Store {
         let digest = self.token_digest(&token);
         Ok((token, id, digest))
     }
-
-    pub(super) fn token_digest(&self, token: &ResetToken) -> Digest {
-        *blake3::keyed_hash(&self.keys().token_digest, token.as_bytes()).as_bytes()
-    }
-
-    fn reset_record(&self, id: &str) -> Result<ResetRecord, Error> {
-        let id = parse_reset_id(id.as_bytes())?;
-        self.engine()
-            .get_record(TreeId::Resets, id.as_bytes())?
-            .ok_or(Error::NotFound(Entity::Reset))
-    }
-
-    fn live_reset_by_digest(
-        &self,
-        digest: &Digest,
-        now: Timestamp,
-    ) -> Result<(ResetRecord, CustomerRecord), Error> {
-        let Some(entry) = self
-            .engine()
-            .get_record::<TokenEntry>(TreeId::ResetTokens, digest)?
-        else {
-            return Err(Error::InvalidToken);
-        };
-        // Deleted since the index read: as good as unknown.
-        let Some(rec) = self
-            .engine()
-            .get_record(TreeId::Resets, entry.id.as_bytes())?
-        else {
-            return Err(Error::InvalidToken);
-        };
-        let cust = self.live_customer(&rec, digest, now)?;
-        Ok((rec, cust))
-    }
-
-    /// The reset's customer, if `digest` is its token's and the token is live.
-    pub(super) fn live_customer(
-        &self,
-        rec: &ResetRecord,
-        digest: &Digest,
-        now: Timestamp,
-    ) -> Result<CustomerRecord, Error> {
-        if !is_live(rec, digest, now) {
-            return Err(Error::InvalidToken);
-        }
-        let cust = match self.customer_record(rec.box_id) {
-            Ok(c) => c,
-            Err(Error::NotFound(_)) => return Err(Error::InvalidToken),
-            Err(e) => return Err(e),
-        };
-        if cust.credential_version != rec.credential_version || !cust.flags.is_enable {
-            return Err(Error::InvalidToken);
-        }
-        Ok(cust)
-    }
-
-    /// The consuming rotation for a precomputed hash: re-checks the token and
-    /// the credential version the hash was computed against.
-    fn consume(
-        &self,
-        id: &str,
-        digest: &Digest,
-        expected_version: u64,
-        hash: &str,
-        update: &CheckedUpdate,
-    ) -> Result<(ResetRecord, CustomerRecord), Error> {
-        let now = self.now();
-        self.engine().transact(|tx| {
-            let Some(mut rec) = tx.get_record::<ResetRecord>(TreeId::Resets, id.as_bytes())? else {
-                return Err(Error::InvalidToken.into());
-            };
-            if !is_live(&rec, digest, now) {
-                return Err(Error::InvalidToken.into());
-            }
-            let key = rec.box_id.to_be_bytes();
-            let Some(mut cust) = tx.get_record::<CustomerRecord>(TreeId::Customers, &key)? else {
-                return Err(Error::InvalidToken.into());
-            };
-            if cust.credential_version != rec.credential_version
-                || !cust.resets.iter().any(|r| r == id)
-                || !cust.flags.is_enable
-            {
-                return Err(Error::InvalidToken.into());
-            }
-            if cust.credential_version != expected_version {
-                return Err(Error::Conflict.into());
-            }
-            tx.remove(TreeId::ResetExpiry, &rec.expiry_key())?;
-            // A used token is gone from the token index at once (and from
-            // the mail queue, should its mail still wait there).
-            tx.remove(TreeId::ResetTokens, &rec.token_digest)?;
-            super::mail_queue::forget(tx, id)?;
-            update.apply(&mut rec);
-            rec.used_at = Some(now);
-            rec.updated_at = now;
-            tx.insert(TreeId::ResetExpiry, &rec.expiry_key(), Vec::new())?;
-            tx.put_record(TreeId::Resets, id.as_bytes(), &rec)?;
-            // The used reset stays (unlisted); the others die with the rotation.
-            cust.resets.retain(|r| r != id);
-            cust.scheme = HashScheme::Argon2idPeppered;
-            cust.password_hash = hash.to_owned();
-            cust.flags.must_change_password = false;
-            bump_credentials(tx, &mut cust, now)?;
-            tx.put_record(TreeId::Customers, &key, &cust)?;
-            tx.fail_point("reset:before-event")?;
-            tx.append_event(
-                now,
-                EventKind::ResetConsumed,
-                EventOutcome::Granted,
-                Some(cust.box_id),
-                None,
-            )?;
-            Ok((rec, cust))
-        })
-    }
 }
 
-/// A [`ResetUpdate`] whose fields passed their checks (metadata as text).
-#[derive(Default)]
-struct CheckedUpdate {
-    reference: Option<Option<String>>,
-    reference_origin: Option<Option<String>>,
-    metadata: Option<Option<String>>,
+/// What a queued mail gets before its reset's transaction: the sealed
+/// token (sealing hashes, so it never runs inside a transaction).
+struct PreparedMail {
+    nonce: [u8; 16],
+    sealed: Vec<u8>,
+    lang: Lang,
+    shop: String,
 }
 
-impl CheckedUpdate {
-    fn new(update: &ResetUpdate) -> Result<Self, Error> {
-        if let Some(Some(r)) = &update.reference {
-            check_reference("reference", r)?;
-        }
-        if let Some(Some(r)) = &update.reference_origin {
-            check_reference("reference_origin", r)?;
-        }
-        let metadata = match &update.metadata {
-            Some(Some(m)) => Some(Some(metadata_text(m)?)),
-            Some(None) => Some(None),
-            None => None,
-        };
-        Ok(Self {
-            reference: update.reference.clone(),
-            reference_origin: update.reference_origin.clone(),
-            metadata,
-        })
-    }
-
-    fn apply(&self, rec: &mut ResetRecord) {
-        if let Some(r) = &self.reference {
-            rec.reference.clone_from(r);
-        }
-        if let Some(r) = &self.reference_origin {
-            rec.reference_origin.clone_from(r);
-        }
-        if let Some(m) = &self.metadata {
-            rec.metadata.clone_from(m);
+impl PreparedMail {
+    /// The entry for a reset issued in the same transaction.
+    pub fn record(&self, rec: &ResetRecord) -> MailRecord {
+        MailRecord {
+            reset_id: rec.id.clone(),
+            box_id: rec.box_id,
+            to: rec.email.clone(),
+            nonce: self.nonce,
+            sealed_token: self.sealed.clone(),
+            lang: self.lang.locale().to_owned(),
+            shop: self.shop.clone(),
+            created_at: rec.created_at,
+            expires_at: rec.expires_at,
+            attempts: 0,
+            next_attempt_at: rec.created_at,
+            last_error: None,
         }
     }
 }
@@ -575,77 +376,4 @@ enum Issue {
     /// The random id or digest is taken: draw again.
     Clash,
     Refused(Error),
-}
-
-/// Unused, unexpired, and `digest` is its token's (compared in constant time).
-fn is_live(rec: &ResetRecord, digest: &Digest, now: Timestamp) -> bool {
-    ct_eq(&rec.token_digest, digest) & rec.used_at.is_none() & (now < rec.expires_at)
-}
-
-fn load_reset(tx: &Tx<'_>, id: &str) -> Result<ResetRecord, TxError> {
-    tx.get_record(TreeId::Resets, id.as_bytes())?
-        .ok_or_else(|| Error::NotFound(Entity::Reset).into())
-}
-
-fn insert_reset(tx: &Tx<'_>, rec: &ResetRecord) -> Result<(), TxError> {
-    tx.put_record(TreeId::Resets, rec.id.as_bytes(), rec)?;
-    tx.put_record(TreeId::ResetTokens, &rec.token_digest, &TokenEntry::of(rec))?;
-    tx.insert(TreeId::ResetExpiry, &rec.expiry_key(), Vec::new())?;
-    tx.insert(TreeId::ResetsByCustomer, &rec.customer_key(), Vec::new())
-}
-
-/// Removes a reset record, all its index entries and its queued mail (not
-/// its customer's list entry: see [`unlist`]).
-pub(crate) fn delete_reset(tx: &Tx<'_>, rec: &ResetRecord) -> Result<(), TxError> {
-    super::mail_queue::forget(tx, &rec.id)?;
-    tx.remove(TreeId::Resets, rec.id.as_bytes())?;
-    tx.remove(TreeId::ResetTokens, &rec.token_digest)?;
-    tx.remove(TreeId::ResetExpiry, &rec.expiry_key())?;
-    tx.remove(TreeId::ResetsByCustomer, &rec.customer_key())
-}
-
-/// Revokes the reset `id` inside a transaction, if it still exists
-/// (a bounced mail's: nobody received its token).
-pub(super) fn revoke_in(tx: &Tx<'_>, id: &str) -> Result<(), TxError> {
-    if let Some(rec) = tx.get_record::<ResetRecord>(TreeId::Resets, id.as_bytes())? {
-        delete_reset(tx, &rec)?;
-        unlist(tx, &rec)?;
-    }
-    Ok(())
-}
-
-/// Takes a reset off its customer's list of outstanding resets.
-fn unlist(tx: &Tx<'_>, rec: &ResetRecord) -> Result<(), TxError> {
-    let key = rec.box_id.to_be_bytes();
-    if let Some(mut cust) = tx.get_record::<CustomerRecord>(TreeId::Customers, &key)?
-        && cust.resets.contains(&rec.id)
-    {
-        cust.resets.retain(|r| *r != rec.id);
-        tx.put_record(TreeId::Customers, &key, &cust)?;
-    }
-    Ok(())
-}
-
-fn to_public(rec: &ResetRecord) -> Result<Reset, Error> {
-    let metadata = match &rec.metadata {
-        Some(text) => Some(
-            serde_json::from_str(text).map_err(|_| Error::CorruptRecord {
-                tree: TreeId::Resets.name(),
-                key: printable_key(rec.id.as_bytes()),
-            })?,
-        ),
-        None => None,
-    };
-    Ok(Reset {
-        id: rec.id.clone(),
-        box_id: rec.box_id,
-        email: rec.email.clone(),
-        created_at: rec.created_at,
-        updated_at: rec.updated_at,
-        expires_at: rec.expires_at,
-        used_at: rec.used_at,
-        reference: rec.reference.clone(),
-        reference_origin: rec.reference_origin.clone(),
-        metadata,
-    })
 }

@@ -7,11 +7,11 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-use super::Store;
+use super::{Store, steps};
 use crate::crypto::digest::{change_password_digest, digest_matches};
-use crate::error::{Credential, Entity, Error, InputError, PolicyViolation};
+use crate::error::{Credential, Error, InputError, PolicyViolation};
 use crate::model::{Customer, CustomerKey, Email, EventKind, Password, UserCode};
-use crate::store::TreeId;
+use crate::store::schema::NONCES;
 
 /// The smallest salt accepted: 9 digits.
 pub const MIN_SALT: i64 = 100_000_000;
@@ -49,16 +49,6 @@ impl fmt::Debug for SignedPasswordChange {
     }
 }
 
-/// The nonce tree's key: user_code BE ++ salt BE. The value is the time the
-/// salt was first used (older stores hold that time plus 24 hours); only the
-/// key's presence matters.
-fn nonce_key(user_code: UserCode, salt: i64) -> [u8; 12] {
-    let mut k = [0u8; 12];
-    k[..4].copy_from_slice(&user_code.to_be_bytes());
-    k[4..].copy_from_slice(&salt.to_be_bytes());
-    k
-}
-
 /// A decimal user_code: ASCII digits only, fitting a u32.
 fn parse_user_code(text: &str) -> Option<UserCode> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -85,10 +75,7 @@ impl Store {
         let refused_app = Error::InvalidCredentials(Credential::App);
         let user_code = parse_user_code(&req.user_name).ok_or(refused_app)?;
         // One read of the app: its enabled flag and its sealed key.
-        let app = self.app_record(user_code).map_err(|e| match e {
-            Error::NotFound(Entity::App) => Error::InvalidCredentials(Credential::App),
-            e => e,
-        })?;
+        let app = self.app_for_credentials(user_code)?;
         if !app.enabled {
             return Err(Error::InvalidCredentials(Credential::App));
         }
@@ -111,9 +98,9 @@ impl Store {
             return Err(Error::InvalidDigest);
         }
 
-        let key = nonce_key(user_code, req.salt);
+        let nonce = (user_code, req.salt);
         // Cheap early refusal; the transaction checks again.
-        if self.engine().get(TreeId::Nonces, &key)?.is_some() {
+        if self.engine().contains(&NONCES, nonce)? {
             return Err(Error::ReplayedSalt);
         }
 
@@ -142,19 +129,18 @@ impl Store {
             .map_err(|_| Error::Policy(PolicyViolation::TooLong { max }))?;
         let hash = self.hash_new_password(&password)?;
 
-        let rec = self.rotate_with(
-            rec.box_id,
-            rec.credential_version,
-            &hash,
-            EventKind::PasswordChanged,
-            Some(user_code),
-            |tx, now| {
-                if tx.get(TreeId::Nonces, &key)?.is_some() {
-                    return Err(Error::ReplayedSalt.into());
-                }
-                tx.put_record(TreeId::Nonces, &key, &now)
-            },
-        )?;
+        let (box_id, version) = (rec.box_id, rec.credential_version);
+        let now = self.now();
+        // The salt is recorded in the rotation's transaction: a replay racing
+        // the original finds it, or finds the credentials moved.
+        let rec = self.engine().transact(|tx| {
+            if tx.contains(&NONCES, nonce)? {
+                return Err(Error::ReplayedSalt.into());
+            }
+            tx.put(&NONCES, nonce, &now)?;
+            let kind = EventKind::PasswordChanged;
+            steps::rotation(tx, box_id, version, &hash, kind, Some(user_code), now)
+        })?;
         Ok(rec.to_public())
     }
 }
@@ -170,12 +156,6 @@ mod tests {
         for bad in ["", "+396", "-1", "39 6", "4294967296", "٣٩٦"] {
             assert_eq!(parse_user_code(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn nonce_keys_sort_by_app_then_salt() {
-        assert!(nonce_key(1, 900_000_000) < nonce_key(2, 100_000_000));
-        assert!(nonce_key(1, 100_000_000) < nonce_key(1, 100_000_001));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::TreeId;
+use super::schema::TreeId;
 use crate::error::Error;
 
 /// The version byte written before every value.
@@ -65,7 +65,7 @@ fn body<'a>(tree: TreeId, key: &[u8], bytes: &'a [u8]) -> Result<&'a [u8], Error
     }
 }
 
-fn corrupt(tree: TreeId, key: &[u8]) -> Error {
+pub(crate) fn corrupt(tree: TreeId, key: &[u8]) -> Error {
     Error::CorruptRecord {
         tree: tree.name(),
         key: printable_key(key),

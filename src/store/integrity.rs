@@ -1,14 +1,17 @@
 //! The integrity check: every record decodes, every index entry points at its
-//! record, and every record is indexed.
+//! record, and every record is indexed. It reads rows as bytes (a damaged
+//! row is a problem to report, not an error), a page at a time.
 
 #[cfg(test)]
 #[path = "integrity_tests.rs"]
 mod tests;
 
-use super::records::{AppRecord, CustomerRecord, MailRecord, ResetRecord, TokenEntry};
-use super::{Engine, TreeId, encoding, storage};
+use super::Engine;
+use super::encoding::printable_key;
+use super::records::{AppRecord, CustomerRecord, GuardRecord, MailRecord, ResetRecord, TokenEntry};
+use super::schema::{CustomerResetKey, ExpiryKey, TreeId, Value, key_bytes};
 use crate::error::Error;
-use crate::model::{Email, Event};
+use crate::model::{Email, Event, Timestamp};
 
 /// What the integrity check found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,20 +38,49 @@ impl IntegrityReport {
     }
 }
 
+/// The record of `tree` at `key` (bytes as found), decoded.
+fn record<V: Value>(engine: &Engine, tree: TreeId, key: &[u8]) -> Result<Option<V>, Error> {
+    match engine.get_raw(tree, key)? {
+        Some(v) => V::decode(tree, key, &v).map(Some),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn check(engine: &Engine) -> Result<IntegrityReport, Error> {
     let mut r = IntegrityReport::default();
+    check_customers(engine, &mut r)?;
+    check_apps(engine, &mut r)?;
+    engine.for_each_row(TreeId::Events, |k, v| {
+        r.events += 1;
+        match Event::decode(TreeId::Events, k, v) {
+            Ok(e) if k == key_bytes::<u64>(e.seq) => {}
+            Ok(e) => r
+                .problems
+                .push(format!("event {} stored under another key", e.seq)),
+            Err(e) => r.problems.push(e.to_string()),
+        }
+        Ok(())
+    })?;
+    check_resets(engine, &mut r)?;
+    check_nonces(engine, &mut r)?;
+    check_login_guards(engine, &mut r)?;
+    check_mail_queue(engine, &mut r)?;
+    Ok(r)
+}
 
-    for item in engine.tree(TreeId::Customers).iter() {
-        let (k, v) = item.map_err(storage("scanning customers"))?;
+/// Customers and the email index, both ways.
+fn check_customers(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
+    engine.for_each_row(TreeId::Customers, |k, v| {
         r.customers += 1;
-        let c: CustomerRecord = match encoding::decode(TreeId::Customers, &k, &v) {
+        let c = match CustomerRecord::decode(TreeId::Customers, k, v) {
             Ok(c) => c,
             Err(e) => {
                 r.problems.push(e.to_string());
-                continue;
+                return Ok(());
             }
         };
-        if k.as_ref() != c.box_id.to_be_bytes() {
+        let box_id = key_bytes::<u64>(c.box_id);
+        if k != box_id {
             r.problems
                 .push(format!("customer {} stored under another key", c.box_id));
         }
@@ -57,39 +89,41 @@ pub(super) fn check(engine: &Engine) -> Result<IntegrityReport, Error> {
             Err(_) => {
                 r.problems
                     .push(format!("customer {} has an invalid email", c.box_id));
-                continue;
+                return Ok(());
             }
         };
-        match engine.get(TreeId::Emails, norm.as_bytes())? {
-            Some(id) if id.as_ref() == c.box_id.to_be_bytes() => {}
+        match engine.get_raw(TreeId::Emails, norm.as_bytes())? {
+            Some(id) if id == box_id => {}
             _ => r
                 .problems
                 .push(format!("customer {} is not in the email index", c.box_id)),
         }
-    }
-    for item in engine.tree(TreeId::Emails).iter() {
-        let (k, v) = item.map_err(storage("scanning the email index"))?;
-        let ok = match engine.get_record::<CustomerRecord>(TreeId::Customers, &v) {
-            Ok(Some(c)) => {
-                Email::parse(&c.email).is_ok_and(|e| e.normalized().as_bytes() == k.as_ref())
-            }
+        Ok(())
+    })?;
+    engine.for_each_row(TreeId::Emails, |k, v| {
+        let ok = match record::<CustomerRecord>(engine, TreeId::Customers, v) {
+            Ok(Some(c)) => Email::parse(&c.email).is_ok_and(|e| e.normalized().as_bytes() == k),
             _ => false,
         };
         if !ok {
             r.problems.push(format!(
                 "email index entry {} points at no matching customer",
-                encoding::printable_key(&k)
+                printable_key(k)
             ));
         }
-    }
-    for item in engine.tree(TreeId::Apps).iter() {
-        let (k, v) = item.map_err(storage("scanning apps"))?;
+        Ok(())
+    })
+}
+
+/// Apps and the shop index, both ways.
+fn check_apps(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
+    engine.for_each_row(TreeId::Apps, |k, v| {
         r.apps += 1;
-        match encoding::decode::<AppRecord>(TreeId::Apps, &k, &v) {
+        match AppRecord::decode(TreeId::Apps, k, v) {
             Ok(a) => {
                 if let Some(shop) = &a.shop_key {
-                    match engine.get(TreeId::Shops, shop.as_bytes())? {
-                        Some(id) if id.as_ref() == a.user_code.to_be_bytes() => {}
+                    match engine.get_raw(TreeId::Shops, shop.as_bytes())? {
+                        Some(id) if id == key_bytes::<u32>(a.user_code) => {}
                         _ => r
                             .problems
                             .push(format!("app {} is not in the shop index", a.user_code)),
@@ -98,36 +132,21 @@ pub(super) fn check(engine: &Engine) -> Result<IntegrityReport, Error> {
             }
             Err(e) => r.problems.push(e.to_string()),
         }
-    }
-    for item in engine.tree(TreeId::Shops).iter() {
-        let (k, v) = item.map_err(storage("scanning the shop index"))?;
+        Ok(())
+    })?;
+    engine.for_each_row(TreeId::Shops, |k, v| {
         let ok = matches!(
-            engine.get_record::<AppRecord>(TreeId::Apps, &v),
-            Ok(Some(a)) if a.shop_key.as_deref().map(str::as_bytes) == Some(k.as_ref())
+            record::<AppRecord>(engine, TreeId::Apps, v),
+            Ok(Some(a)) if a.shop_key.as_deref().map(str::as_bytes) == Some(k)
         );
         if !ok {
             r.problems.push(format!(
                 "shop index entry {} points at no matching app",
-                encoding::printable_key(&k)
+                printable_key(k)
             ));
         }
-    }
-    for item in engine.tree(TreeId::Events).iter() {
-        let (k, v) = item.map_err(storage("scanning events"))?;
-        r.events += 1;
-        match encoding::decode::<Event>(TreeId::Events, &k, &v) {
-            Ok(e) if k.as_ref() == e.seq.to_be_bytes() => {}
-            Ok(e) => r
-                .problems
-                .push(format!("event {} stored under another key", e.seq)),
-            Err(e) => r.problems.push(e.to_string()),
-        }
-    }
-    check_resets(engine, &mut r)?;
-    check_nonces(engine, &mut r)?;
-    check_login_guards(engine, &mut r)?;
-    check_mail_queue(engine, &mut r)?;
-    Ok(r)
+        Ok(())
+    })
 }
 
 /// Resets: every record decodes, sits under its id, has its three index
@@ -135,19 +154,18 @@ pub(super) fn check(engine: &Engine) -> Result<IntegrityReport, Error> {
 /// that customer's record; every index entry and list entry points back at a
 /// matching record.
 fn check_resets(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
-    let reset = |key: &[u8]| engine.get_record::<ResetRecord>(TreeId::Resets, key);
-    for item in engine.tree(TreeId::Resets).iter() {
-        let (k, v) = item.map_err(storage("scanning resets"))?;
+    let reset = |key: &[u8]| record::<ResetRecord>(engine, TreeId::Resets, key);
+    engine.for_each_row(TreeId::Resets, |k, v| {
         r.resets += 1;
-        let rec: ResetRecord = match encoding::decode(TreeId::Resets, &k, &v) {
+        let rec = match ResetRecord::decode(TreeId::Resets, k, v) {
             Ok(rec) => rec,
             Err(e) => {
                 r.problems.push(e.to_string());
-                continue;
+                return Ok(());
             }
         };
         let id = &rec.id;
-        if k.as_ref() != id.as_bytes() || crate::model::parse_reset_id(id.as_bytes()).is_err() {
+        if k != id.as_bytes() || crate::model::parse_reset_id(id.as_bytes()).is_err() {
             r.problems.push(format!(
                 "reset {id:?} stored under another key or malformed"
             ));
@@ -161,7 +179,7 @@ fn check_resets(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
         }
         // Unused: its token index entry says what the record says. Used:
         // none (a used token is removed from the index).
-        let entry = engine.get_record::<TokenEntry>(TreeId::ResetTokens, &rec.token_digest);
+        let entry = record::<TokenEntry>(engine, TreeId::ResetTokens, &rec.token_digest);
         match (rec.used_at, entry) {
             (None, Ok(Some(e))) if e == TokenEntry::of(&rec) => {}
             (None, _) => r
@@ -173,20 +191,21 @@ fn check_resets(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
                 .push(format!("used reset {id:?} is still in the token index")),
         }
         if engine
-            .get(TreeId::ResetExpiry, &rec.expiry_key())?
+            .get_raw(TreeId::ResetExpiry, &ExpiryKey::of(&rec))?
             .is_none()
         {
             r.problems
                 .push(format!("reset {id:?} is not in the expiry index"));
         }
         if engine
-            .get(TreeId::ResetsByCustomer, &rec.customer_key())?
+            .get_raw(TreeId::ResetsByCustomer, &CustomerResetKey::of(&rec))?
             .is_none()
         {
             r.problems
                 .push(format!("reset {id:?} is not in the customer index"));
         }
-        match engine.get_record::<CustomerRecord>(TreeId::Customers, &rec.box_id.to_be_bytes()) {
+        let customer = key_bytes::<u64>(rec.box_id);
+        match record::<CustomerRecord>(engine, TreeId::Customers, &customer) {
             Ok(Some(c)) => {
                 let listed = c.resets.contains(id);
                 if rec.used_at.is_none() && !listed {
@@ -207,10 +226,10 @@ fn check_resets(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
                 rec.box_id
             )),
         }
-    }
-    for item in engine.tree(TreeId::ResetTokens).iter() {
-        let (k, v) = item.map_err(storage("scanning the reset token index"))?;
-        let points_back = match encoding::decode::<TokenEntry>(TreeId::ResetTokens, &k, &v) {
+        Ok(())
+    })?;
+    engine.for_each_row(TreeId::ResetTokens, |k, v| {
+        let points_back = match TokenEntry::decode(TreeId::ResetTokens, k, v) {
             Ok(e) => matches!(
                 reset(e.id.as_bytes()),
                 Ok(Some(rec)) if rec.token_digest[..] == k[..] && rec.used_at.is_none()
@@ -220,35 +239,35 @@ fn check_resets(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
         if !points_back {
             r.problems.push(format!(
                 "token index entry {} points at no matching reset",
-                encoding::printable_key(&k)
+                printable_key(k)
             ));
         }
-    }
-    for item in engine.tree(TreeId::ResetExpiry).iter() {
-        let (k, _) = item.map_err(storage("scanning the reset expiry index"))?;
-        let id = k.get(8..).unwrap_or_default();
-        if !matches!(reset(id), Ok(Some(rec)) if rec.expiry_key()[..] == k[..]) {
+        Ok(())
+    })?;
+    engine.for_each_row(TreeId::ResetExpiry, |k, _| {
+        let id = ExpiryKey::reset_id(k);
+        if !matches!(reset(id), Ok(Some(rec)) if ExpiryKey::of(&rec) == k) {
             r.problems.push(format!(
                 "expiry index entry {} points at no matching reset",
-                encoding::printable_key(&k)
+                printable_key(k)
             ));
         }
-    }
-    for item in engine.tree(TreeId::ResetsByCustomer).iter() {
-        let (k, _) = item.map_err(storage("scanning the reset customer index"))?;
-        let id = k.get(8..).unwrap_or_default();
-        if !matches!(reset(id), Ok(Some(rec)) if rec.customer_key()[..] == k[..]) {
+        Ok(())
+    })?;
+    engine.for_each_row(TreeId::ResetsByCustomer, |k, _| {
+        let id = CustomerResetKey::reset_id(k);
+        if !matches!(reset(id), Ok(Some(rec)) if CustomerResetKey::of(&rec) == k) {
             r.problems.push(format!(
                 "customer index entry {} points at no matching reset",
-                encoding::printable_key(&k)
+                printable_key(k)
             ));
         }
-    }
-    for item in engine.tree(TreeId::Customers).iter() {
-        let (k, v) = item.map_err(storage("scanning customers"))?;
+        Ok(())
+    })?;
+    engine.for_each_row(TreeId::Customers, |k, v| {
         // Undecodable customers are reported by the customer check.
-        let Ok(c) = encoding::decode::<CustomerRecord>(TreeId::Customers, &k, &v) else {
-            continue;
+        let Ok(c) = CustomerRecord::decode(TreeId::Customers, k, v) else {
+            return Ok(());
         };
         for id in &c.resets {
             let ok = matches!(
@@ -262,64 +281,60 @@ fn check_resets(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
                 ));
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Nonces of the signed change-password format: each keyed by
 /// user_code BE ++ salt BE (12 bytes), each holding a time.
 fn check_nonces(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
-    for item in engine.tree(TreeId::Nonces).iter() {
-        let (k, v) = item.map_err(storage("scanning nonces"))?;
+    engine.for_each_row(TreeId::Nonces, |k, v| {
         if k.len() != 12 {
             r.problems.push(format!(
                 "nonce {} has a key of {} bytes, not 12",
-                encoding::printable_key(&k),
+                printable_key(k),
                 k.len()
             ));
         }
-        if let Err(e) = encoding::decode::<crate::model::Timestamp>(TreeId::Nonces, &k, &v) {
+        if let Err(e) = Timestamp::decode(TreeId::Nonces, k, v) {
             r.problems.push(e.to_string());
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Login guards: each keyed by a 32-byte digest, each a guard record.
 fn check_login_guards(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
-    for item in engine.tree(TreeId::LoginGuards).iter() {
-        let (k, v) = item.map_err(storage("scanning login guards"))?;
+    engine.for_each_row(TreeId::LoginGuards, |k, v| {
         if k.len() != 32 {
             r.problems.push(format!(
                 "login guard {} has a key of {} bytes, not 32",
-                encoding::printable_key(&k),
+                printable_key(k),
                 k.len()
             ));
         }
-        if let Err(e) = encoding::decode::<super::records::GuardRecord>(TreeId::LoginGuards, &k, &v)
-        {
+        if let Err(e) = GuardRecord::decode(TreeId::LoginGuards, k, v) {
             r.problems.push(e.to_string());
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Queued mails: each decodes, sits under its reset's id, holds a sealed
 /// token of a token's length, and belongs to an unused reset of the same
 /// customer (a reset that dies takes its mail with it).
 fn check_mail_queue(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Error> {
-    for item in engine.tree(TreeId::MailQueue).iter() {
-        let (k, v) = item.map_err(storage("scanning the mail queue"))?;
+    engine.for_each_row(TreeId::MailQueue, |k, v| {
         r.mails += 1;
-        let m: MailRecord = match encoding::decode(TreeId::MailQueue, &k, &v) {
+        let m = match MailRecord::decode(TreeId::MailQueue, k, v) {
             Ok(m) => m,
             Err(e) => {
                 r.problems.push(e.to_string());
-                continue;
+                return Ok(());
             }
         };
         let id = &m.reset_id;
-        if k.as_ref() != id.as_bytes() {
+        if k != id.as_bytes() {
             r.problems
                 .push(format!("queued mail {id:?} stored under another key"));
         }
@@ -328,13 +343,13 @@ fn check_mail_queue(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Erro
                 .push(format!("queued mail {id:?} holds no sealed token"));
         }
         let ok = matches!(
-            engine.get_record::<ResetRecord>(TreeId::Resets, id.as_bytes()),
+            record::<ResetRecord>(engine, TreeId::Resets, id.as_bytes()),
             Ok(Some(rec)) if rec.box_id == m.box_id && rec.used_at.is_none()
         );
         if !ok {
             r.problems
                 .push(format!("queued mail {id:?} belongs to no unused reset"));
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }

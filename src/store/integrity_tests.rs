@@ -3,8 +3,10 @@
 //! does not decode) on an otherwise sound store, and the report must name
 //! exactly that problem. A checker that only decoded records would fail here.
 
+use super::super::Engine;
 use super::super::records::{CustomerRecord, ResetRecord};
-use super::super::{Engine, TreeId};
+use super::super::schema::TreeId;
+use super::super::schema::{CUSTOMERS, CustomerResetKey, ExpiryKey, RESETS};
 use crate::model::{NewCustomer, Password, ResetDetails};
 use crate::{Config, Store, StoreSecret};
 
@@ -38,12 +40,7 @@ fn populated() -> Fixture {
     let _ = store.login("nobody@b.co", &pw("password-x"));
     let report = store.check_integrity().unwrap();
     assert!(report.is_sound(), "{:?}", report.problems);
-    let reset = |id: &str| {
-        engine(&store)
-            .get_record::<ResetRecord>(TreeId::Resets, id.as_bytes())
-            .unwrap()
-            .unwrap()
-    };
+    let reset = |id: &str| engine(&store).get(&RESETS, id).unwrap().unwrap();
     Fixture {
         box_id: c.box_id,
         live: reset(&live.reset.id),
@@ -56,8 +53,8 @@ fn engine(store: &Store) -> &Engine {
     store.engine()
 }
 
-/// Breaks the fixture with `damage` (raw writes to sled's trees, under the
-/// transaction layer), and returns the problems the check reports.
+/// Breaks the fixture with `damage` (writes of bytes to the backend, under
+/// the typed layer), and returns the problems the check reports.
 fn problems_after(damage: impl Fn(&Fixture, &Engine)) -> Vec<String> {
     let f = populated();
     damage(&f, engine(&f.store));
@@ -66,13 +63,20 @@ fn problems_after(damage: impl Fn(&Fixture, &Engine)) -> Vec<String> {
 
 fn remove(e: &Engine, tree: TreeId, key: &[u8]) {
     assert!(
-        e.tree(tree).remove(key).unwrap().is_some(),
+        e.get_raw(tree, key).unwrap().is_some(),
         "{tree:?} had no such key"
     );
+    e.backend().transact(&|tx| tx.delete(tree, key)).unwrap();
 }
 
 fn put(e: &Engine, tree: TreeId, key: &[u8], value: &[u8]) {
-    e.tree(tree).insert(key, value).unwrap();
+    e.backend()
+        .transact(&|tx| tx.put(tree, key, value.to_vec()))
+        .unwrap();
+}
+
+fn first_row(e: &Engine, tree: TreeId) -> (Vec<u8>, Vec<u8>) {
+    e.backend().scan(tree, &[], 1).unwrap().remove(0)
 }
 
 fn expect_one(problems: Vec<String>, needle: &str) {
@@ -115,8 +119,7 @@ fn a_used_reset_still_in_the_token_index() {
     let p = problems_after(|f, e| {
         // The live one's entry, copied under the used one's digest.
         let v = e
-            .tree(TreeId::ResetTokens)
-            .get(f.live.token_digest)
+            .get_raw(TreeId::ResetTokens, &f.live.token_digest)
             .unwrap()
             .unwrap();
         put(e, TreeId::ResetTokens, &f.used.token_digest, &v);
@@ -131,8 +134,7 @@ fn a_used_reset_still_in_the_token_index() {
 fn a_token_index_entry_pointing_at_nothing() {
     let p = problems_after(|f, e| {
         let v = e
-            .tree(TreeId::ResetTokens)
-            .get(f.live.token_digest)
+            .get_raw(TreeId::ResetTokens, &f.live.token_digest)
             .unwrap()
             .unwrap();
         put(e, TreeId::ResetTokens, &[7; 32], &v);
@@ -142,11 +144,12 @@ fn a_token_index_entry_pointing_at_nothing() {
 
 #[test]
 fn resets_missing_from_the_expiry_and_customer_indexes() {
-    let p = problems_after(|f, e| remove(e, TreeId::ResetExpiry, &f.live.expiry_key()));
+    let p = problems_after(|f, e| remove(e, TreeId::ResetExpiry, &ExpiryKey::of(&f.live)));
     expect_one(p, "is not in the expiry index");
-    let p = problems_after(|f, e| remove(e, TreeId::ResetExpiry, &f.used.expiry_key()));
+    let p = problems_after(|f, e| remove(e, TreeId::ResetExpiry, &ExpiryKey::of(&f.used)));
     expect_one(p, "is not in the expiry index");
-    let p = problems_after(|f, e| remove(e, TreeId::ResetsByCustomer, &f.live.customer_key()));
+    let p =
+        problems_after(|f, e| remove(e, TreeId::ResetsByCustomer, &CustomerResetKey::of(&f.live)));
     expect_one(p, "is not in the customer index");
 }
 
@@ -174,7 +177,7 @@ fn a_reset_list_that_disagrees_with_the_resets() {
     // The live reset unlisted by its customer; then a listed id of no reset.
     let edit = |f: &Fixture, e: &Engine, change: &dyn Fn(&mut CustomerRecord)| {
         let key = f.box_id.to_be_bytes();
-        let mut c: CustomerRecord = e.get_record(TreeId::Customers, &key).unwrap().unwrap();
+        let mut c: CustomerRecord = e.get(&CUSTOMERS, f.box_id).unwrap().unwrap();
         change(&mut c);
         put(
             e,
@@ -204,7 +207,7 @@ fn records_that_do_not_decode_are_named() {
         TreeId::Resets,
     ] {
         let p = problems_after(|f, e| {
-            let key = e.tree(tree).iter().next().unwrap().unwrap().0;
+            let key = first_row(e, tree).0;
             let _ = f;
             put(e, tree, &key, b"\x01garbage");
         });
@@ -228,7 +231,7 @@ fn malformed_nonce_and_login_guard_keys() {
     });
     expect_one(p, "nonce");
     let p = problems_after(|_, e| {
-        let (k, v) = e.tree(TreeId::LoginGuards).iter().next().unwrap().unwrap();
+        let (k, v) = first_row(e, TreeId::LoginGuards);
         put(e, TreeId::LoginGuards, &k[..5], &v);
     });
     expect_one(p, "login guard");

@@ -1,99 +1,45 @@
-//! The store layer: sled trees, record encoding, transactions, durability,
-//! the event log and the integrity check. sled appears nowhere else; its
-//! errors leave this module as the opaque [`StorageError`].
+//! The store layer (SPEC §2): the schema, record encoding, transactions,
+//! the event log and the integrity check, over a storage backend.
+//!
+//! - `schema.rs`: every tree, its key encoding and value type ([`schema::Table`]);
+//! - `records.rs` / `encoding.rs`: what the trees hold, and its bytes;
+//! - `engine.rs` / `tx.rs`: the typed layer the operations use
+//!   ([`Engine`], [`Tx`]);
+//! - `backend.rs`: the storage seam, in bytes ([`backend::Backend`]);
+//! - `sled/`: the sled backend, behind the store's own write-ahead log (the
+//!   only place that names sled);
+//! - `memory.rs`: a map in memory (tests: proof that the seam is real);
+//! - `meta.rs`: the store's identity (magic value, format, secret);
+//! - `integrity.rs`: the integrity check, on any backend.
+//!
+//! Errors of an engine leave this layer as the opaque [`StorageError`].
+//!
+//! [`StorageError`]: crate::StorageError
 
-mod checkpoint;
-mod commit;
+pub(crate) mod backend;
 pub(crate) mod encoding;
+mod engine;
+mod fail_point;
 mod health;
 mod integrity;
+pub(crate) mod memory;
 mod meta;
-mod overlay;
-mod perms;
 pub(crate) mod records;
+pub(crate) mod schema;
+mod sled;
 mod truncation;
 mod tx;
-pub(crate) mod wal;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use crate::error::{Error, StorageError};
-
-pub(crate) use checkpoint::{DataFiles, FsDataFiles};
+pub(crate) use engine::Engine;
+pub use fail_point::FailPoint;
 pub use health::{Health, LogStats};
 pub use integrity::IntegrityReport;
-pub(crate) use meta::NEXT_BOX_ID;
 pub use truncation::LogTruncation;
+
+use crate::error::Error;
 pub(crate) use tx::{Tx, TxError};
-
-/// The trees, in a fixed order (their index is their position in
-/// [`Engine::trees`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum TreeId {
-    Meta,
-    Customers,
-    Emails,
-    Apps,
-    Shops,
-    Events,
-    /// reset id -> reset record
-    Resets,
-    /// keyed token digest -> reset id
-    ResetTokens,
-    /// expires_at (i64 BE, sign-flipped) ++ reset id -> ()
-    ResetExpiry,
-    /// box_id BE ++ reset id -> ()
-    ResetsByCustomer,
-    /// user_code BE ++ salt BE -> time of first use (signed change-password
-    /// nonces, kept for good)
-    Nonces,
-    /// keyed digest of a normalised email no customer has -> its lock-out
-    /// state, so that unknown emails lock out like known ones
-    LoginGuards,
-    /// reset id -> queued reset mail (its token sealed), until delivered
-    MailQueue,
-}
-
-impl TreeId {
-    pub const ALL: [TreeId; 13] = [
-        TreeId::Meta,
-        TreeId::Customers,
-        TreeId::Emails,
-        TreeId::Apps,
-        TreeId::Shops,
-        TreeId::Events,
-        TreeId::Resets,
-        TreeId::ResetTokens,
-        TreeId::ResetExpiry,
-        TreeId::ResetsByCustomer,
-        TreeId::Nonces,
-        TreeId::LoginGuards,
-        TreeId::MailQueue,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            TreeId::Meta => "meta",
-            TreeId::Customers => "customers",
-            TreeId::Emails => "emails",
-            TreeId::Apps => "apps",
-            TreeId::Shops => "shops",
-            TreeId::Events => "events",
-            TreeId::Resets => "resets",
-            TreeId::ResetTokens => "reset_tokens",
-            TreeId::ResetExpiry => "reset_expiry",
-            TreeId::ResetsByCustomer => "resets_by_customer",
-            TreeId::Nonces => "nonces",
-            TreeId::LoginGuards => "login_guards",
-            TreeId::MailQueue => "mail_queue",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// How a commit is made durable before the call that made it returns.
 ///
@@ -121,391 +67,78 @@ pub enum Durability {
     PeriodicFlushLosesRecentChanges,
 }
 
-/// Events removed per transaction by [`Engine::trim_events`].
-const TRIM_BATCH: usize = 256;
-
-pub(crate) fn storage(context: &'static str) -> impl FnOnce(sled::Error) -> Error {
-    move |e| {
-        Error::Storage(match e {
-            // The I/O error itself, so that a full disk is told as one.
-            sled::Error::Io(io) => StorageError::new(context, io),
-            other => StorageError::new(context, other),
-        })
-    }
-}
-
-/// The sled database behind a store.
-pub(crate) struct Engine {
-    db: sled::Db,
-    trees: Vec<sled::Tree>,
-    dir: Option<PathBuf>,
-    durability: Durability,
-    fail_point: Option<crate::ops::FailPoint>,
-    /// `None` for temporary stores, and while a new store is initialised.
-    wal: Option<wal::Wal>,
-    /// Serialises the commits of a store without a log.
-    unlogged_writer: std::sync::Mutex<()>,
-    recovery: commit::RecoveryReport,
-    /// How a checkpoint makes sled's files durable.
-    data_files: Arc<dyn DataFiles>,
-}
-
-impl std::fmt::Debug for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("dir", &self.dir)
-            .field("durability", &self.durability)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What [`Engine::open`] needs to know.
+/// What opening a store needs to know (each backend takes its part).
 pub(crate) struct EngineOptions {
     pub durability: Durability,
     pub cache_capacity: u64,
     pub defer_replay_bytes: u64,
     pub fingerprint: [u8; 32],
     pub first_box_id: u64,
-    pub fail_point: Option<crate::ops::FailPoint>,
+    pub fail_point: Option<FailPoint>,
 }
 
-/// How [`Engine::open_with`] opens: the file layers and what recovery may do.
-pub(crate) struct OpenWith<F> {
-    /// Opens the write-ahead log's directory, given the data directory.
-    pub wal_dir: F,
-    pub wal_opts: wal::WalOptions,
-    /// How checkpoints make sled's files durable.
-    pub data_files: Arc<dyn DataFiles>,
-    /// Accept losing the records after a damaged one in the middle of the
-    /// log (else such a log is refused with [`Error::CorruptLog`]).
-    pub truncate_at_corruption: bool,
+/// The store at `path` on the sled backend (with its write-ahead log),
+/// created when the directory is absent or empty.
+pub(crate) fn open_on_disk(path: &Path, opts: EngineOptions) -> Result<Engine, Error> {
+    let backend = sled::SledBackend::open(path, &opts)?;
+    Ok(Engine::new(Box::new(backend), opts.fail_point))
 }
 
-impl Engine {
-    /// Opens the store at `path`, creating it when the directory is absent or empty.
-    /// Recovers its write-ahead log (`<path>/wal/`) before anything writes.
-    pub fn open(path: &Path, opts: EngineOptions) -> Result<Self, Error> {
-        Self::open_on_disk(path, opts, false)
-    }
-
-    /// [`Engine::open`] that accepts losing the records after a damaged one
-    /// in the middle of the log; returns what it dropped, if anything.
-    pub fn open_truncating_log(
-        path: &Path,
-        opts: EngineOptions,
-    ) -> Result<(Self, Option<LogTruncation>), Error> {
-        if !path.join("conf").is_file() {
-            return Err(Error::Storage(StorageError::new(
-                "recovering the store",
-                format!("there is no store at {}", path.display()),
-            )));
-        }
-        let engine = Self::open_on_disk(path, opts, true)?;
-        let truncated = engine.recovery.truncated.clone();
-        Ok((engine, truncated))
-    }
-
-    fn open_on_disk(path: &Path, opts: EngineOptions, truncate: bool) -> Result<Self, Error> {
-        let wal_opts = wal::WalOptions {
-            defer_replay_bytes: opts.defer_replay_bytes,
-            ..wal::WalOptions::new(opts.durability == Durability::Immediate)
-        };
-        let with = OpenWith {
-            wal_dir: |p: &Path| -> std::io::Result<Box<dyn wal::WalDir>> {
-                Ok(Box::new(wal::FsDir::open(p.join("wal"))?))
-            },
-            wal_opts,
-            data_files: Arc::new(FsDataFiles),
-            truncate_at_corruption: truncate,
-        };
-        Self::open_with(path, opts, with)
-    }
-
-    /// [`Engine::open`] with a chosen WAL backend and sizes (tests).
-    #[cfg(test)]
-    pub(crate) fn open_with_wal(
-        path: &Path,
-        opts: EngineOptions,
-        wal_opts: wal::WalOptions,
-        wal_dir: impl FnOnce(&Path) -> std::io::Result<Box<dyn wal::WalDir>> + Send,
-    ) -> Result<Self, Error> {
-        let with = OpenWith {
-            wal_dir,
-            wal_opts,
-            data_files: Arc::new(FsDataFiles),
-            truncate_at_corruption: false,
-        };
-        Self::open_with(path, opts, with)
-    }
-
-    /// [`Engine::open`] with chosen file layers, sizes and recovery.
-    pub(crate) fn open_with<F>(
-        path: &Path,
-        opts: EngineOptions,
-        with: OpenWith<F>,
-    ) -> Result<Self, Error>
-    where
-        F: FnOnce(&Path) -> std::io::Result<Box<dyn wal::WalDir>> + Send,
-    {
-        let OpenWith {
-            wal_dir,
-            wal_opts,
-            data_files,
-            truncate_at_corruption,
-        } = with;
-        meta::check_directory(path)?;
-        perms::create_private_dir(path)?;
-        if let Some(warning) = perms::exposure(path) {
-            tracing::warn!("{warning}");
-        }
-        let wal_error = |e| Error::Storage(StorageError::new("opening the write-ahead log", e));
-        // An existing log is read while sled opens (both take a while with a
-        // big store); a new store's log is created only once sled's meta
-        // checks have passed.
-        let existing_log = path.join("wal").join("checkpoint").is_file();
-        let mut wal_dir = Some(wal_dir);
-        let (db, preloaded) = std::thread::scope(|s| {
-            let loader = if existing_log {
-                wal_dir
-                    .take()
-                    .map(|open_dir| s.spawn(move || wal::Recovery::load(open_dir(path)?, wal_opts)))
-            } else {
-                None
-            };
-            let db = sled::Config::new()
-                .path(path)
-                .cache_capacity(opts.cache_capacity)
-                .flush_every_ms(Some(500))
-                .open()
-                .map_err(open_error);
-            let preloaded = loader.map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("reading the log panicked")))
-            });
-            (db, preloaded)
-        });
-        let db = db?;
-        // The meta checks read only what store creation wrote, and creation
-        // is made durable by the checkpoint that starts the log; a new store
-        // is initialised before its log exists.
-        let mut engine = Self::from_db(db, Some(path.to_path_buf()), opts)?;
-        engine.data_files = data_files;
-        // `wal_dir` was used by the loader exactly when `preloaded` is set.
-        let loaded = match (preloaded, wal_dir) {
-            (Some(loaded), _) => loaded,
-            (None, Some(open_dir)) => open_dir(path).and_then(|d| wal::Recovery::load(d, wal_opts)),
-            (None, None) => Err(std::io::Error::other("the log directory was not opened")),
-        }
-        .map_err(wal_error)?;
-        engine.recovery = commit::start_wal(&mut engine, loaded, truncate_at_corruption)?;
-        perms::restrict_files(path);
-        Ok(engine)
-    }
-
-    /// A store in memory (a temporary directory sled removes on drop), with
-    /// no write-ahead log.
-    pub fn temporary(opts: EngineOptions) -> Result<Self, Error> {
-        let db = sled::Config::new()
-            .temporary(true)
-            .cache_capacity(opts.cache_capacity)
-            .open()
-            .map_err(storage("creating a temporary store"))?;
-        Self::from_db(db, None, opts)
-    }
-
-    fn from_db(db: sled::Db, dir: Option<PathBuf>, opts: EngineOptions) -> Result<Self, Error> {
-        let mut trees = Vec::with_capacity(TreeId::ALL.len());
-        for id in TreeId::ALL {
-            trees.push(db.open_tree(id.name()).map_err(storage("opening a tree"))?);
-        }
-        let engine = Self {
-            db,
-            trees,
-            dir,
-            durability: opts.durability,
-            fail_point: opts.fail_point,
-            wal: None,
-            unlogged_writer: std::sync::Mutex::new(()),
-            recovery: commit::RecoveryReport::default(),
-            data_files: Arc::new(FsDataFiles),
-        };
-        meta::check_or_init(&engine, &opts.fingerprint, opts.first_box_id)?;
-        Ok(engine)
-    }
-
-    pub(crate) fn tree(&self, id: TreeId) -> &sled::Tree {
-        &self.trees[id.index()]
-    }
-
-    /// A point read outside any transaction: the newest durable value.
-    pub fn get(&self, id: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
-        if let Some(wal) = &self.wal
-            && let overlay::Found::Logged(v) = wal.overlay().get_durable(id, key)
-        {
-            return Ok(v);
-        }
-        self.tree(id).get(key).map_err(storage("reading"))
-    }
-
-    /// Applies every durable change still held in memory to sled, so that
-    /// sled's own iterators see it (scans, the integrity check).
-    pub(crate) fn settle(&self) -> Result<(), Error> {
-        commit::settle(self, commit::Settle::All)
-    }
-
-    /// [`Engine::settle`] when `id` has changes not yet in sled.
-    fn settle_tree(&self, id: TreeId) -> Result<(), Error> {
-        match &self.wal {
-            Some(wal) if !wal.overlay().is_clear(id) => self.settle(),
-            _ => Ok(()),
-        }
-    }
-
-    /// A point read, decoded.
-    pub fn get_record<T: serde::de::DeserializeOwned>(
-        &self,
-        id: TreeId,
-        key: &[u8],
-    ) -> Result<Option<T>, Error> {
-        match self.get(id, key)? {
-            Some(v) => encoding::decode(id, key, &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Up to `limit` records of a tree from `start` on, in key order.
-    pub fn scan(
-        &self,
-        id: TreeId,
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(sled::IVec, sled::IVec)>, Error> {
-        self.settle_tree(id)?;
-        let mut out = Vec::new();
-        for item in self.tree(id).range(start..).take(limit) {
-            out.push(item.map_err(storage("scanning"))?);
-        }
-        Ok(out)
-    }
-
-    /// The last `limit` records of a tree, in key order.
-    pub fn scan_tail(
-        &self,
-        id: TreeId,
-        limit: usize,
-    ) -> Result<Vec<(sled::IVec, sled::IVec)>, Error> {
-        self.settle_tree(id)?;
-        let mut out = Vec::new();
-        for item in self.tree(id).iter().rev().take(limit) {
-            out.push(item.map_err(storage("scanning"))?);
-        }
-        out.reverse();
-        Ok(out)
-    }
-
-    /// Runs `f` as one transaction over every tree, then makes the change
-    /// durable before returning. `f` may run more than once: it must do no I/O,
-    /// no hashing, and nothing with side effects outside the [`Tx`].
-    pub fn transact<T>(&self, f: impl Fn(&Tx<'_>) -> Result<T, TxError>) -> Result<T, Error> {
-        let out = commit::run(self, f)?;
-        Ok(out)
-    }
-
-    /// Removes events with a sequence number below `before`, in small
-    /// transactions (each logged like any other change).
-    pub fn trim_events(&self, before: u64) -> Result<usize, Error> {
-        let mut removed = 0;
-        loop {
-            let keys: Vec<sled::IVec> = self
-                .scan(TreeId::Events, &[], TRIM_BATCH)?
-                .into_iter()
-                .map(|(k, _)| k)
-                .take_while(|k| k.as_ref() < before.to_be_bytes().as_slice())
-                .collect();
-            if keys.is_empty() {
-                return Ok(removed);
-            }
-            self.transact(|tx| {
-                for k in &keys {
-                    tx.remove(TreeId::Events, k)?;
-                }
-                Ok(())
-            })?;
-            removed += keys.len();
-        }
-    }
-
-    /// Checks that every index entry points at its record and every record is indexed.
-    pub fn check_integrity(&self) -> Result<IntegrityReport, Error> {
-        self.settle()?;
-        integrity::check(self)
-    }
-
-    /// Makes everything written so far durable in sled's own files and
-    /// recycles the write-ahead log behind it (a checkpoint; also at clean close).
-    pub fn flush(&self) -> Result<(), Error> {
-        checkpoint::checkpoint(self, true)
-    }
-
-    /// Whether the store accepts writes (not in its failed state).
-    pub fn health(&self) -> Health {
-        match self.wal.as_ref().and_then(wal::Wal::failure) {
-            Some(cause) => Health::Failed { cause },
-            None => Health::Writable,
-        }
-    }
-
-    /// What the log did since the store was opened.
-    pub fn log_stats(&self) -> health::LogStats {
-        let Some(wal) = &self.wal else {
-            return health::LogStats::default();
-        };
-        let c = wal.counters();
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        health::LogStats {
-            commits: load(&c.records),
-            bytes: load(&c.bytes),
-            syncs: wal.sync_count(),
-            group_sizes: std::array::from_fn(|i| load(&c.group_sizes[i])),
-            checkpoints: load(&c.checkpoints),
-        }
-    }
-
-    /// What recovery did when this engine was opened.
-    #[cfg(test)]
-    pub(crate) fn recovery(&self) -> commit::RecoveryReport {
-        self.recovery.clone()
-    }
-
-    /// The write-ahead log, when the store has one.
-    #[cfg(test)]
-    pub(crate) fn wal(&self) -> Option<&wal::Wal> {
-        self.wal.as_ref()
-    }
-
-    /// Bytes sled reports on disk.
-    pub fn size_on_disk(&self) -> Result<u64, Error> {
-        self.db
-            .size_on_disk()
-            .map_err(storage("measuring the database"))
-    }
+/// [`open_on_disk`] that accepts losing the records after a damaged one in
+/// the middle of the log; returns what it dropped, if anything.
+pub(crate) fn open_truncating_log(
+    path: &Path,
+    opts: EngineOptions,
+) -> Result<(Engine, Option<LogTruncation>), Error> {
+    let (backend, truncated) = sled::SledBackend::open_truncating_log(path, &opts)?;
+    Ok((Engine::new(Box::new(backend), opts.fail_point), truncated))
 }
 
-fn open_error(e: sled::Error) -> Error {
-    match e {
-        // sled wraps the flock failure in another io::Error; its text says so.
-        sled::Error::Io(ref io)
-            if io.kind() == std::io::ErrorKind::WouldBlock
-                || io.to_string().contains("could not acquire lock") =>
-        {
-            Error::Storage(StorageError::new(
-                "opening the data directory",
-                "it is locked by another process (is a credstore server or command running on it?)",
-            ))
-        }
-        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => Error::UnknownFormat {
-            found: format!("sled refused the files: {e}"),
-        },
-        other => Error::Storage(StorageError::new("opening the data directory", other)),
+/// A store on the sled backend in a temporary directory, without a log.
+pub(crate) fn temporary(opts: EngineOptions) -> Result<Engine, Error> {
+    let backend = sled::SledBackend::temporary(&opts)?;
+    Ok(Engine::new(Box::new(backend), opts.fail_point))
+}
+
+/// A store on the memory backend, every transaction's body run twice.
+pub(crate) fn in_memory(opts: EngineOptions) -> Result<Engine, Error> {
+    let backend = memory::MemoryBackend::open(&opts, true)?;
+    Ok(Engine::new(Box::new(backend), opts.fail_point))
+}
+
+/// How many `fdatasync`s of a write-ahead log have succeeded in this
+/// process (on the real file system).
+pub(crate) fn wal_fdatasyncs() -> u64 {
+    sled::wal::io::syncs()
+}
+
+/// The model check's crashing store: the sled backend over an in-memory
+/// log that keeps only what was synced ([`faults::MemDir`]).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod faults {
+    pub(crate) use super::memory::MemoryState;
+    pub(crate) use super::sled::wal::fault::{Crash, FaultyData, MemDir};
+    #[cfg(test)]
+    pub(crate) use super::sled::wal::fault::{Faults, Op};
+
+    /// The store at `path` over `wal` and `data` (see [`MemDir`]).
+    pub(crate) fn open(
+        path: &std::path::Path,
+        opts: super::EngineOptions,
+        wal: &MemDir,
+        data: &std::sync::Arc<FaultyData>,
+    ) -> Result<super::Engine, crate::Error> {
+        let backend = super::sled::wal::fault::open_faulty(path, &opts, wal, data)?;
+        Ok(super::Engine::new(Box::new(backend), opts.fail_point))
+    }
+
+    /// The store held by `state` on the memory backend (every transaction's
+    /// body run twice), created when `state` is empty.
+    pub(crate) fn open_memory(
+        state: &MemoryState,
+        opts: super::EngineOptions,
+    ) -> Result<super::Engine, crate::Error> {
+        let backend = super::memory::MemoryBackend::reopen(state.clone(), &opts, true)?;
+        Ok(super::Engine::new(Box::new(backend), opts.fail_point))
     }
 }

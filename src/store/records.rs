@@ -83,11 +83,6 @@ pub(crate) struct GuardRecord {
     pub updated_at: Timestamp,
 }
 
-/// A password reset (tree `resets`, keyed by id). Indexed by
-/// `reset_tokens` (digest -> id), `reset_expiry` ([`ResetRecord::expiry_key`])
-/// and `resets_by_customer` ([`ResetRecord::customer_key`]). While unused it
-/// is listed in its customer's `resets`; once used it is kept (so that it can
-/// still be read by id) until a purge, and listed nowhere.
 /// A token index entry (`reset_tokens`: keyed token digest -> this): all a
 /// token check needs, so that it reads one key. It exists only while its
 /// reset is unused and its customer's credentials have not moved: consuming
@@ -113,6 +108,13 @@ pub(crate) struct TokenEntryRef<'a> {
     pub expires_at: Timestamp,
 }
 
+impl<'a> TokenEntryRef<'a> {
+    /// Reads an entry of `reset_tokens` (at `key`) in place.
+    pub fn decode(key: &[u8], bytes: &'a [u8]) -> Result<Self, crate::error::Error> {
+        super::encoding::decode_borrowed(super::schema::TreeId::ResetTokens, key, bytes)
+    }
+}
+
 impl TokenEntry {
     pub fn of(rec: &ResetRecord) -> Self {
         Self {
@@ -124,6 +126,12 @@ impl TokenEntry {
     }
 }
 
+/// A password reset (tree `resets`, keyed by id). Indexed by
+/// `reset_tokens` (digest -> [`TokenEntry`]), `reset_expiry`
+/// ([`super::schema::ExpiryKey`]) and `resets_by_customer`
+/// ([`super::schema::CustomerResetKey`]). While unused it is listed in its
+/// customer's `resets`; once used it is kept (so that it can still be read
+/// by id) until a purge, and listed nowhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ResetRecord {
     pub id: String,
@@ -147,28 +155,12 @@ pub(crate) struct ResetRecord {
 
 impl ResetRecord {
     /// When the token stopped (or will stop) being usable: the expiry, or the
-    /// time of use if earlier. The expiry index sorts by it, so a purge finds
-    /// expired and used resets with one range scan.
+    /// time of use if earlier. The expiry index sorts by it.
     pub fn dead_at(&self) -> Timestamp {
         match self.used_at {
             Some(u) if u < self.expires_at => u,
             _ => self.expires_at,
         }
-    }
-
-    /// `reset_expiry` key: [`ResetRecord::dead_at`] as sign-flipped big-endian
-    /// i64 (sorts numerically), then the id.
-    pub fn expiry_key(&self) -> Vec<u8> {
-        let mut k = sortable_time(self.dead_at()).to_vec();
-        k.extend_from_slice(self.id.as_bytes());
-        k
-    }
-
-    /// `resets_by_customer` key: box_id big-endian, then the id.
-    pub fn customer_key(&self) -> Vec<u8> {
-        let mut k = self.box_id.to_be_bytes().to_vec();
-        k.extend_from_slice(self.id.as_bytes());
-        k
     }
 }
 
@@ -195,15 +187,11 @@ pub(crate) struct MailRecord {
     pub last_error: Option<String>,
 }
 
-/// A timestamp as 8 bytes that sort like the number.
-pub(crate) fn sortable_time(t: Timestamp) -> [u8; 8] {
-    ((t.0 as u64) ^ (1 << 63)).to_be_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{TreeId, encoding};
+    use crate::store::encoding;
+    use crate::store::schema::TreeId;
 
     #[test]
     fn a_token_entry_reads_back_in_place() {

@@ -1,31 +1,16 @@
-//! The transaction handle the operations layer writes through.
+//! The transaction handle operations write through: typed tables over one
+//! run of a backend transaction ([`BackendTx`]).
 //!
-//! Commits are serialised by the write-ahead log's writer section, so a
-//! transaction needs no optimistic concurrency control: it reads its own
-//! writes first, then the changes logged but not yet applied to sled (the
-//! [`Overlay`]), then sled, and records every write as a redo entry (tree,
-//! key, value or delete), which is what the write-ahead log persists and what
-//! is later applied to sled.
+//! A transaction's closure may run more than once (a backend retries it on
+//! a conflict): it does no I/O, no hashing (debug builds assert it: the
+//! password hasher refuses to run inside a closure) and nothing with
+//! effects outside the [`Tx`]; what it returns comes from its last run.
 
-use std::cell::RefCell;
-
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use sled::IVec;
-
-use super::overlay::{Found, Overlay};
-use super::{Engine, TreeId, encoding, storage};
+use super::backend::BackendTx;
+use super::fail_point::FailPoint;
+use super::schema::{self, Counter, Key, Table, Value};
 use crate::error::Error;
 use crate::model::{BoxId, Event, EventKind, EventOutcome, Timestamp, UserCode};
-
-/// One write of a committed transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Redo {
-    pub tree: TreeId,
-    pub key: Vec<u8>,
-    /// `None` deletes.
-    pub value: Option<Vec<u8>>,
-}
 
 /// Why a transaction closure stopped: the crate error it aborts with.
 pub(crate) struct TxError(pub(super) Error);
@@ -37,113 +22,70 @@ impl From<Error> for TxError {
 }
 
 pub(crate) struct Tx<'a> {
-    engine: &'a Engine,
-    overlay: Option<&'a Overlay>,
-    pub(super) redo: RefCell<Vec<Redo>>,
+    raw: &'a dyn BackendTx,
+    fail_point: Option<&'a FailPoint>,
 }
 
 impl<'a> Tx<'a> {
-    /// A transaction over sled plus `overlay` (every logged version in it,
-    /// synced or not). Only inside the writer section.
-    pub(super) fn new(engine: &'a Engine, overlay: Option<&'a Overlay>) -> Self {
-        Self {
-            engine,
-            overlay,
-            redo: RefCell::new(Vec::new()),
-        }
+    pub(super) fn new(raw: &'a dyn BackendTx, fail_point: Option<&'a FailPoint>) -> Self {
+        Self { raw, fail_point }
     }
 
-    pub fn get(&self, id: TreeId, key: &[u8]) -> Result<Option<IVec>, TxError> {
-        // Its own writes first, newest last (transactions write a handful
-        // of keys, so a backwards scan beats a map).
-        if let Some(w) = self
-            .redo
-            .borrow()
-            .iter()
-            .rev()
-            .find(|w| w.tree == id && w.key == key)
-        {
-            return Ok(w.value.as_deref().map(IVec::from));
-        }
-        if let Some(overlay) = self.overlay
-            && let Found::Logged(v) = overlay.get_latest(id, key)
-        {
-            return Ok(v);
-        }
-        Ok(self
-            .engine
-            .tree(id)
-            .get(key)
-            .map_err(storage("reading in a transaction"))?)
-    }
-
-    pub fn get_record<T: DeserializeOwned>(
+    /// The value of `key` in `table`, decoded.
+    pub fn get<K: Key + ?Sized, V: Value>(
         &self,
-        id: TreeId,
-        key: &[u8],
-    ) -> Result<Option<T>, TxError> {
-        match self.get(id, key)? {
-            Some(v) => Ok(Some(encoding::decode(id, key, &v)?)),
-            None => Ok(None),
-        }
+        table: &Table<K, V>,
+        key: K::Arg<'_>,
+    ) -> Result<Option<V>, TxError> {
+        K::with_bytes(key, |k| {
+            let mut out = None;
+            self.raw.get(table.tree, k, &mut |v| {
+                out = v.map(|v| V::decode(table.tree, k, v));
+            })?;
+            Ok(out.transpose()?)
+        })
     }
 
-    pub fn insert(&self, id: TreeId, key: &[u8], value: Vec<u8>) -> Result<(), TxError> {
-        self.redo.borrow_mut().push(Redo {
-            tree: id,
-            key: key.to_vec(),
-            value: Some(value),
-        });
-        Ok(())
-    }
-
-    pub fn put_record<T: Serialize>(
+    /// Whether `table` holds `key` (its value is not decoded).
+    pub fn contains<K: Key + ?Sized, V: Value>(
         &self,
-        id: TreeId,
-        key: &[u8],
-        value: &T,
+        table: &Table<K, V>,
+        key: K::Arg<'_>,
+    ) -> Result<bool, TxError> {
+        K::with_bytes(key, |k| {
+            let mut found = false;
+            self.raw.get(table.tree, k, &mut |v| found = v.is_some())?;
+            Ok(found)
+        })
+    }
+
+    /// Sets the value of `key` in `table`.
+    pub fn put<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        key: K::Arg<'_>,
+        value: &V,
     ) -> Result<(), TxError> {
-        self.insert(id, key, encoding::encode(value))
+        K::with_bytes(key, |k| Ok(self.raw.put(table.tree, k, value.encode())?))
     }
 
-    pub fn remove(&self, id: TreeId, key: &[u8]) -> Result<(), TxError> {
-        self.redo.borrow_mut().push(Redo {
-            tree: id,
-            key: key.to_vec(),
-            value: None,
-        });
-        Ok(())
+    /// Removes `key` from `table` (nothing if absent).
+    pub fn delete<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        key: K::Arg<'_>,
+    ) -> Result<(), TxError> {
+        K::with_bytes(key, |k| Ok(self.raw.delete(table.tree, k)?))
     }
 
-    /// A u64 counter in the meta tree: returns the current value and stores value + 1.
-    pub fn next_counter(&self, key: &[u8], initial: u64) -> Result<u64, TxError> {
-        let current = match self.get(TreeId::Meta, key)? {
-            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                TxError::from(Error::CorruptRecord {
-                    tree: TreeId::Meta.name(),
-                    key: encoding::printable_key(key),
-                })
-            })?),
-            None => initial,
-        };
-        self.insert(
-            TreeId::Meta,
-            key,
-            current.saturating_add(1).to_be_bytes().to_vec(),
-        )?;
-        Ok(current)
+    /// Hands out the counter's next value.
+    pub fn next(&self, counter: Counter) -> Result<u64, TxError> {
+        Ok(self.raw.next(counter)?)
     }
 
-    /// Raises a u64 counter in the meta tree to at least `floor`.
-    pub fn raise_counter(&self, key: &[u8], floor: u64) -> Result<(), TxError> {
-        let current = self
-            .get(TreeId::Meta, key)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
-        if current < floor {
-            self.insert(TreeId::Meta, key, floor.to_be_bytes().to_vec())?;
-        }
-        Ok(())
+    /// Makes the counter's next value at least `floor`.
+    pub fn raise(&self, counter: Counter, floor: u64) -> Result<(), TxError> {
+        Ok(self.raw.raise(counter, floor)?)
     }
 
     /// Appends one event-log entry in this transaction.
@@ -155,7 +97,7 @@ impl<'a> Tx<'a> {
         box_id: Option<BoxId>,
         user_code: Option<UserCode>,
     ) -> Result<u64, TxError> {
-        let seq = self.next_counter(super::meta::EVENT_SEQ, 1)?;
+        let seq = self.next(Counter::EventSeq)?;
         let event = Event {
             seq,
             at,
@@ -164,22 +106,13 @@ impl<'a> Tx<'a> {
             box_id,
             user_code,
         };
-        self.put_record(TreeId::Events, &seq.to_be_bytes(), &event)?;
+        self.put(&schema::EVENTS, seq, &event)?;
         Ok(seq)
     }
 
     /// A test hook: aborts the transaction when the store's fail point fires
     /// at `name`. Does nothing in normal use.
     pub fn fail_point(&self, name: &'static str) -> Result<(), TxError> {
-        if let Some(fp) = &self.engine.fail_point
-            && fp.fires(name)
-        {
-            return Err(Error::Storage(crate::error::StorageError::new(
-                "running a transaction",
-                format!("injected failure at {name}"),
-            ))
-            .into());
-        }
-        Ok(())
+        FailPoint::check(self.fail_point, "running a transaction", name).map_err(TxError)
     }
 }

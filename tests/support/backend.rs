@@ -1,11 +1,15 @@
 //! The store implementations every store test runs on, so that a test is
 //! written once and proves its guarantee on each: `Temporary` (sled without
-//! a log, `Store::temporary`) and `Wal` (`Store::open` on a temporary
+//! a log, `Store::temporary`), `Wal` (`Store::open` on a temporary
 //! directory: the production path with the write-ahead log, group commit,
-//! overlay reads and batch apply).
+//! overlay reads and batch apply) and `Memory` (the second implementation
+//! of the storage seam, ordered maps in memory, every transaction's body
+//! run twice: `Store::in_memory_for_tests`).
 //!
 //! `on_every_backend! { fn name(backend) { ... } }` makes a module `name`
-//! with one `#[test]` per backend (`name::temporary`, `name::wal`).
+//! with one `#[test]` per backend (`name::temporary`, `name::wal`,
+//! `name::memory`). A new backend is a new variant here, in `ALL`, and a
+//! line in the macro.
 #![allow(dead_code)]
 
 use std::ops::Deref;
@@ -19,16 +23,22 @@ pub enum Backend {
     Temporary,
     /// `Store::open` in a temporary directory: sled behind the WAL.
     Wal,
+    /// `Store::in_memory_for_tests`: the memory backend.
+    Memory,
 }
 
 impl Backend {
-    pub const ALL: [Backend; 2] = [Backend::Temporary, Backend::Wal];
+    pub const ALL: [Backend; 3] = [Backend::Temporary, Backend::Wal, Backend::Memory];
 
     /// A new, empty store of this backend.
     pub fn open(self, secret: &StoreSecret, config: Config) -> TestStore {
         match self {
             Backend::Temporary => TestStore {
                 store: Store::temporary(secret, config).expect("a temporary store"),
+                dir: None,
+            },
+            Backend::Memory => TestStore {
+                store: Store::in_memory_for_tests(secret, config).expect("a store in memory"),
                 dir: None,
             },
             Backend::Wal => {
@@ -83,6 +93,11 @@ macro_rules! on_every_backend {
             #[test]
             fn wal() {
                 run($crate::backend::Backend::Wal)
+            }
+
+            #[test]
+            fn memory() {
+                run($crate::backend::Backend::Memory)
             }
         }
     };

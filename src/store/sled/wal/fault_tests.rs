@@ -24,7 +24,10 @@ use super::tests::{
 };
 use super::{WalDir, WalOptions, lock};
 use crate::Error;
-use crate::store::{Engine, Health, OpenWith, TreeId};
+use crate::store::Health;
+use crate::store::backend::{Backend, BackendTx};
+use crate::store::schema::TreeId;
+use crate::store::sled::{OpenWith, SledBackend as Engine};
 
 /// One step of the workload.
 enum Step {
@@ -73,7 +76,7 @@ fn open_faulty(path: &Path, dir: &MemDir, data: &Arc<FaultyData>, opts: WalOptio
             data_files: data.clone(),
             truncate_at_corruption: false,
         };
-        Engine::open_with(path, engine_opts(), with)
+        Engine::open_with(path, &engine_opts(), with)
     })
 }
 
@@ -91,7 +94,7 @@ fn apply(model: &mut State, writes: &[Write]) {
 fn visible(e: &Engine, keys: &BTreeSet<(usize, Vec<u8>)>) -> State {
     keys.iter()
         .filter_map(|(tree, key)| {
-            let v = e.get(TreeId::ALL[*tree], key).unwrap()?;
+            let v = e.get_bytes(TreeId::ALL[*tree], key).unwrap()?;
             Some(((*tree, key.clone()), v.to_vec()))
         })
         .collect()
@@ -306,14 +309,18 @@ fn right_after_a_deferred_replay_no_older_value_is_ever_visible() {
             Some(vec![2; 100]),
             "a reader saw an older value"
         );
-        let seen = e
-            .transact(|tx| {
-                Ok(tx
-                    .get(TreeId::Customers, &3u64.to_be_bytes())?
-                    .map(|v| v.to_vec()))
+        let seen = std::cell::RefCell::new(None);
+        e.transact(&|tx: &dyn BackendTx| {
+            tx.get(TreeId::Customers, &3u64.to_be_bytes(), &mut |v| {
+                *seen.borrow_mut() = v.map(<[u8]>::to_vec);
             })
-            .unwrap();
-        assert_eq!(seen, Some(vec![2; 100]), "a writer saw an older value");
+        })
+        .unwrap();
+        assert_eq!(
+            seen.into_inner(),
+            Some(vec![2; 100]),
+            "a writer saw an older value"
+        );
         // The replay's other keys are in sled by now.
         assert_eq!(customer(&e, 4), Some(vec![1; 100]));
         go.send(()).unwrap();

@@ -7,8 +7,9 @@
 //! commit). sled gets the change later: when enough records wait, the
 //! committer that notices applies the durable ones in one sled transaction
 //! ([`settle`]); scans, the integrity check and checkpoints settle first.
-//! Commits are serialised by the writer section, so a closure runs exactly
-//! once and needs no conflict retries. What a committer does after its
+//! Commits are serialised by the writer section, so this backend never
+//! retries a closure on a conflict (the seam's contract still allows it:
+//! `store/backend.rs`). What a committer does after its
 //! change is durable (applying, checkpoints, preparing a segment) is
 //! housekeeping: its failures are logged and retried, never reported as the
 //! change's (SPEC §11). Stores without a directory
@@ -32,10 +33,13 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::checkpoint::{checkpoint, sync};
-use super::tx::{Redo, Tx, TxError};
-use super::wal::{Loaded, Wal, redo};
-use super::{Engine, LogTruncation, TreeId, meta, storage};
+use super::tx::{Redo, SledTx};
+use super::wal::{CommitError, Loaded, Wal, redo};
+use super::{SledBackend, WAL_SEQ, storage};
 use crate::error::{Error, StorageError};
+use crate::store::LogTruncation;
+use crate::store::backend::BackendTx;
+use crate::store::schema::{self, TreeId};
 
 fn io_error(context: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::Storage(StorageError::new(context, e))
@@ -55,58 +59,45 @@ fn refused<'w>(wal: &'w Wal, context: &'static str) -> impl FnOnce(std::io::Erro
     }
 }
 
-pub(super) fn run<T>(
-    engine: &Engine,
-    f: impl Fn(&Tx<'_>) -> Result<T, TxError>,
-) -> Result<T, Error> {
+pub(super) fn run(
+    engine: &SledBackend,
+    body: &dyn Fn(&dyn BackendTx) -> Result<(), Error>,
+) -> Result<(), Error> {
     let Some(wal) = &engine.wal else {
-        return run_without_wal(engine, &f);
+        return run_without_wal(engine, body);
     };
-    let committing = wal.enter();
-    let mut writer = wal
-        .writer()
-        .map_err(refused(wal, "committing a transaction"))?;
-    let tx = Tx::new(engine, Some(writer.overlay()));
-    let out = {
-        let _no_hashing = crate::crypto::password::NoHashing::enter();
-        f(&tx)
+    let logged = wal.commit(|overlay, max_payload| {
+        let tx = SledTx::new(engine, Some(overlay));
+        body(&tx)?;
+        let redo = tx.redo.take();
+        if redo.is_empty() {
+            return Ok(None);
+        }
+        let len = redo::encoded_len(&redo);
+        if len > max_payload {
+            let e = too_large();
+            tracing::warn!(error = %e, "a write was refused");
+            return Err(e);
+        }
+        let mut payload = Vec::with_capacity(len);
+        redo::encode(&mut payload, &redo);
+        Ok(Some((payload, redo)))
+    });
+    match logged {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => {
+            housekeeping(engine, wal);
+            Ok(())
+        }
+        Err(CommitError::Body(e)) => Err(e),
+        Err(CommitError::Log(what, e)) => Err(refused(wal, what)(e)),
     }
-    .map_err(|TxError(e)| e)?;
-    let redo = tx.redo.take();
-    if redo.is_empty() {
-        return Ok(out);
-    }
-    let len = redo::encoded_len(&redo);
-    if len > writer.max_payload() {
-        let e = too_large();
-        tracing::warn!(error = %e, "a write was refused");
-        return Err(e);
-    }
-    let mut payload = Vec::with_capacity(len);
-    redo::encode(&mut payload, &redo);
-    // A refusal here (no room for the record: a full disk) changes nothing.
-    let seq = writer
-        .append(&payload, redo)
-        .map_err(refused(wal, "writing the write-ahead log"))?;
-    drop(writer);
-    wal.nudge_leader();
-    if wal.syncing() {
-        // A failed sync leaves the record's fate unknown: it may or may not
-        // be found when the store is reopened.
-        wal.wait_durable(seq).map_err(refused(
-            wal,
-            "syncing the write-ahead log (whether this change survives a reopen is unknown)",
-        ))?;
-    }
-    drop(committing);
-    housekeeping(engine, wal);
-    Ok(out)
 }
 
 /// Work after a durable commit. The caller's change is safe already, so a
 /// failure here is logged and retried by a later commit, never reported as
 /// the change's failure. Nothing is done in the failed state.
-fn housekeeping(engine: &Engine, wal: &Wal) {
+fn housekeeping(engine: &SledBackend, wal: &Wal) {
     if wal.is_failed() {
         return;
     }
@@ -143,25 +134,21 @@ fn housekeeping(engine: &Engine, wal: &Wal) {
 
 /// A store without a log (temporary): commits are serialised by the
 /// engine's lock and applied with one sled transaction each.
-fn run_without_wal<T>(
-    engine: &Engine,
-    f: &impl Fn(&Tx<'_>) -> Result<T, TxError>,
-) -> Result<T, Error> {
+fn run_without_wal(
+    engine: &SledBackend,
+    body: &dyn Fn(&dyn BackendTx) -> Result<(), Error>,
+) -> Result<(), Error> {
     let _one = engine
         .unlogged_writer
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let tx = Tx::new(engine, None);
-    let out = {
-        let _no_hashing = crate::crypto::password::NoHashing::enter();
-        f(&tx)
-    }
-    .map_err(|TxError(e)| e)?;
+    let tx = SledTx::new(engine, None);
+    body(&tx)?;
     let redo = tx.redo.take();
     if !redo.is_empty() {
         apply_to_sled(engine, &[&redo], None).map_err(storage("committing a transaction"))?;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn too_large() -> Error {
@@ -174,7 +161,7 @@ fn too_large() -> Error {
 /// Applies redo sets to sled in one sled transaction, in order, with
 /// `wal_seq` as the applied sequence number.
 fn apply_to_sled(
-    engine: &Engine,
+    engine: &SledBackend,
     sets: &[&[Redo]],
     wal_seq: Option<u64>,
 ) -> Result<(), sled::Error> {
@@ -189,7 +176,7 @@ fn apply_to_sled(
             }
         }
         if let Some(seq) = wal_seq {
-            trees[TreeId::Meta.index()].insert(meta::WAL_SEQ, seq.to_be_bytes().to_vec())?;
+            trees[TreeId::Meta.index()].insert(WAL_SEQ, seq.to_be_bytes().to_vec())?;
         }
         Ok::<_, ConflictableTransactionError<()>>(())
     });
@@ -222,7 +209,7 @@ pub(super) enum Settle {
 /// transactions of up to [`APPLY_BATCH`] writes, each also storing the last
 /// one's sequence number. sled thus only ever holds durable changes, whole
 /// records at a time and in log order.
-pub(super) fn settle(engine: &Engine, how: Settle) -> Result<(), Error> {
+pub(super) fn settle(engine: &SledBackend, how: Settle) -> Result<(), Error> {
     let Some(wal) = &engine.wal else {
         return Ok(());
     };
@@ -287,7 +274,7 @@ pub(crate) struct RecoveryReport {
 /// is never deferred, so that the new generation leaves every byte of the
 /// old one behind.
 pub(super) fn start_wal(
-    engine: &mut Engine,
+    engine: &mut SledBackend,
     loaded: Loaded,
     truncate: bool,
 ) -> Result<RecoveryReport, Error> {
@@ -365,22 +352,14 @@ pub(super) fn start_wal(
 }
 
 /// The WAL sequence number of the last change sled holds (0: none).
-pub(super) fn applied_seq(engine: &Engine) -> Result<u64, Error> {
+pub(super) fn applied_seq(engine: &SledBackend) -> Result<u64, Error> {
     let v = engine
         .tree(TreeId::Meta)
-        .get(meta::WAL_SEQ)
+        .get(WAL_SEQ)
         .map_err(storage("reading the applied sequence number"))?;
     match v {
         None => Ok(0),
-        Some(v) => {
-            v.as_ref()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| Error::CorruptRecord {
-                    tree: TreeId::Meta.name(),
-                    key: super::encoding::printable_key(meta::WAL_SEQ),
-                })
-        }
+        Some(v) => schema::fixed(TreeId::Meta, WAL_SEQ, &v).map(u64::from_be_bytes),
     }
 }
 
@@ -391,7 +370,7 @@ pub(super) fn applied_seq(engine: &Engine) -> Result<u64, Error> {
 /// replays the same records again, which is idempotent.
 /// Returns (records read, records replayed).
 pub(super) fn replay<'a>(
-    engine: &Engine,
+    engine: &SledBackend,
     records: impl Iterator<Item = (u64, &'a [u8])>,
     applied: u64,
 ) -> Result<(usize, usize), Error> {
@@ -426,7 +405,7 @@ pub(super) fn replay<'a>(
             None => batches[tree.index()].remove(key),
         }
     }
-    batches[TreeId::Meta.index()].insert(meta::WAL_SEQ, last.to_be_bytes().to_vec());
+    batches[TreeId::Meta.index()].insert(WAL_SEQ, last.to_be_bytes().to_vec());
     for (id, batch) in TreeId::ALL.iter().zip(batches).rev() {
         engine
             .tree(*id)

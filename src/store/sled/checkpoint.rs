@@ -14,7 +14,7 @@ use std::io;
 use std::path::Path;
 
 use super::commit::{Settle, settle};
-use super::{Engine, wal};
+use super::{SledBackend, wal};
 use crate::error::{Error, StorageError};
 
 /// sled's files, as a checkpoint makes them durable.
@@ -62,7 +62,7 @@ fn sync_files(dir: &Path) -> io::Result<()> {
 /// and the WAL behind it recycled. Without a WAL, just the sled part. With
 /// `wait == false`, skipped when another checkpoint is running. Refused in
 /// the failed state; a failure of any of its writes or syncs enters it.
-pub(super) fn checkpoint(engine: &Engine, wait: bool) -> Result<(), Error> {
+pub(super) fn checkpoint(engine: &SledBackend, wait: bool) -> Result<(), Error> {
     let Some(wal) = &engine.wal else {
         return sync(engine).map_err(|(what, e)| Error::Storage(StorageError::new(what, e)));
     };
@@ -87,7 +87,7 @@ pub(super) fn checkpoint(engine: &Engine, wait: bool) -> Result<(), Error> {
 
 /// Flushes sled and syncs its files, so that everything applied so far
 /// survives a crash and power loss. On failure: what failed, and how.
-pub(super) fn sync(engine: &Engine) -> Result<(), (&'static str, io::Error)> {
+pub(super) fn sync(engine: &SledBackend) -> Result<(), (&'static str, io::Error)> {
     engine
         .data_files
         .flush(&engine.db)

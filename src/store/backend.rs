@@ -1,0 +1,106 @@
+//! The storage seam (SPEC §13): what the store needs of an engine, in bytes.
+//!
+//! A backend holds the trees of [`TreeId`] as ordered maps from key bytes to
+//! value bytes, exactly the bytes the typed layer ([`super::schema`]) gives
+//! it, and runs transactions over them. Everything above this trait (the
+//! typed tables, the operations, the codecs) is the same on every backend;
+//! everything below it (sled and the write-ahead log in `sled/`, a map in
+//! memory in `memory.rs`, a database server) is the backend's own.
+//!
+//! The contract:
+//!
+//! - **Reads** outside transactions see the newest *durable* value: a
+//!   change is visible once the call that made it could return `Ok`.
+//! - **Transactions** are serializable and all or nothing. The body may run
+//!   more than once: a backend that detects a conflict (PostgreSQL's
+//!   SQLSTATE 40001) discards the run's writes and runs it again from the
+//!   committed state. So a body does no I/O, no hashing and nothing with
+//!   effects outside its [`BackendTx`]; what it returns comes from its last
+//!   run. A body that fails aborts the transaction: nothing of it is
+//!   written, and its error is the transaction's.
+//! - **Durability**: `transact` returns `Ok` only once the change survives
+//!   what the backend promises to survive (the sled backend: `kill -9` and
+//!   power loss, with [`super::Durability::Immediate`]); a change that is
+//!   durable is never reported as failed.
+//! - **Counters** ([`Counter`]) are backend operations, not rows the
+//!   operations update, so that no single row is written by every
+//!   transaction on a backend where that would make them conflict; values
+//!   increase, and may skip (a sequence's numbers taken by a run that was
+//!   retried).
+//! - **Health** says whether writes are accepted ([`Health`]).
+
+use super::health::{Health, LogStats};
+use super::schema::{Counter, TreeId};
+use crate::error::Error;
+
+/// Rows as a scan returns them: (key, value), in key order.
+pub(crate) type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A storage engine under the typed layer.
+pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
+    /// Calls `found` once with the newest durable value of `key` in `tree`
+    /// (`None`: absent), without copying it.
+    fn get(
+        &self,
+        tree: TreeId,
+        key: &[u8],
+        found: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<(), Error>;
+
+    /// Up to `limit` rows of `tree` with keys from `start` on, in key order.
+    fn scan(&self, tree: TreeId, start: &[u8], limit: usize) -> Result<Rows, Error>;
+
+    /// The last `limit` rows of `tree`, in key order.
+    fn scan_last(&self, tree: TreeId, limit: usize) -> Result<Rows, Error>;
+
+    /// Runs `body` as one transaction (see the module's contract: it may
+    /// run more than once) and returns once its writes are durable.
+    fn transact(&self, body: &dyn Fn(&dyn BackendTx) -> Result<(), Error>) -> Result<(), Error>;
+
+    /// Makes everything written so far durable in the backend's own files
+    /// (the sled backend: a checkpoint). Also run when the store closes.
+    fn flush(&self) -> Result<(), Error>;
+
+    /// Whether the backend accepts writes. Cheap.
+    fn health(&self) -> Health;
+
+    /// What the backend's log did since it was opened (zeros when it has none).
+    fn log_stats(&self) -> LogStats;
+
+    /// Bytes the backend's files take on disk.
+    fn size_on_disk(&self) -> Result<u64, Error>;
+}
+
+/// One run of a transaction's body: reads see the run's own writes.
+pub(crate) trait BackendTx {
+    /// Calls `found` once with the value of `key` in `tree` as this
+    /// transaction sees it.
+    fn get(
+        &self,
+        tree: TreeId,
+        key: &[u8],
+        found: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<(), Error>;
+
+    /// Sets `key` in `tree` to `value`.
+    fn put(&self, tree: TreeId, key: &[u8], value: Vec<u8>) -> Result<(), Error>;
+
+    /// Removes `key` from `tree` (nothing if absent).
+    fn delete(&self, tree: TreeId, key: &[u8]) -> Result<(), Error>;
+
+    /// Hands out the counter's next value (see [`Counter`] for where each
+    /// starts).
+    fn next(&self, counter: Counter) -> Result<u64, Error>;
+
+    /// Makes the counter's next value at least `floor`.
+    fn raise(&self, counter: Counter, floor: u64) -> Result<(), Error>;
+}
+
+/// The bytes of `key` in `tree`, copied (for callers that keep them).
+pub(crate) fn get_owned(
+    get: impl FnOnce(&mut dyn FnMut(Option<&[u8]>)) -> Result<(), Error>,
+) -> Result<Option<Vec<u8>>, Error> {
+    let mut out = None;
+    get(&mut |v| out = v.map(<[u8]>::to_vec))?;
+    Ok(out)
+}

@@ -1,0 +1,409 @@
+//! The sled backend: sled 0.34.7 behind the store's own write-ahead log,
+//! group commit and overlay (SPEC §5.5), and the only place that names
+//! sled. Its errors leave this folder as the opaque [`StorageError`].
+//!
+//! - `tx.rs`: one run of a transaction (reads through the overlay, writes
+//!   as a redo set);
+//! - `commit.rs`: a commit, applying logged changes to sled, and the
+//!   recovery at open;
+//! - `overlay.rs`: the changes logged but not yet in sled, for reads;
+//! - `checkpoint.rs`: sled made durable and the log recycled behind it;
+//! - `wal/`: the write-ahead log itself (its own table of contents);
+//! - `perms.rs`: the data directory's permissions.
+
+mod checkpoint;
+mod commit;
+mod overlay;
+mod perms;
+mod tx;
+pub(crate) mod wal;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, StorageError};
+use crate::store::backend::{Backend, BackendTx, Rows};
+use crate::store::health::{Health, LogStats};
+use crate::store::schema::TreeId;
+use crate::store::{Durability, EngineOptions, LogTruncation, meta};
+
+pub(crate) use checkpoint::{DataFiles, FsDataFiles};
+
+/// The meta row holding the write-ahead log sequence number of the last
+/// change applied to sled (u64 BE), written in the same sled transaction
+/// as the change.
+pub(crate) const WAL_SEQ: &[u8] = b"wal_applied_seq";
+
+pub(crate) fn storage(context: &'static str) -> impl FnOnce(sled::Error) -> Error {
+    move |e| {
+        Error::Storage(match e {
+            // The I/O error itself, so that a full disk is told as one.
+            sled::Error::Io(io) => StorageError::new(context, io),
+            other => StorageError::new(context, other),
+        })
+    }
+}
+
+/// The sled database behind a store.
+pub(crate) struct SledBackend {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    dir: Option<PathBuf>,
+    durability: Durability,
+    /// Where [`crate::store::schema::Counter::BoxId`] starts.
+    first_box_id: u64,
+    /// `None` for temporary stores, and while a new store is initialised.
+    wal: Option<wal::Wal>,
+    /// Serialises the commits of a store without a log.
+    unlogged_writer: std::sync::Mutex<()>,
+    recovery: commit::RecoveryReport,
+    /// How a checkpoint makes sled's files durable.
+    data_files: Arc<dyn DataFiles>,
+}
+
+impl std::fmt::Debug for SledBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledBackend")
+            .field("dir", &self.dir)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How [`SledBackend::open_with`] opens: the file layers and what recovery may do.
+pub(crate) struct OpenWith<F> {
+    /// Opens the write-ahead log's directory, given the data directory.
+    pub wal_dir: F,
+    pub wal_opts: wal::WalOptions,
+    /// How checkpoints make sled's files durable.
+    pub data_files: Arc<dyn DataFiles>,
+    /// Accept losing the records after a damaged one in the middle of the
+    /// log (else such a log is refused with [`Error::CorruptLog`]).
+    pub truncate_at_corruption: bool,
+}
+
+impl SledBackend {
+    /// Opens the store at `path`, creating it when the directory is absent or empty.
+    /// Recovers its write-ahead log (`<path>/wal/`) before anything writes.
+    pub fn open(path: &Path, opts: &EngineOptions) -> Result<Self, Error> {
+        Self::open_on_disk(path, opts, false)
+    }
+
+    /// [`SledBackend::open`] that accepts losing the records after a damaged one
+    /// in the middle of the log; returns what it dropped, if anything.
+    pub fn open_truncating_log(
+        path: &Path,
+        opts: &EngineOptions,
+    ) -> Result<(Self, Option<LogTruncation>), Error> {
+        if !path.join("conf").is_file() {
+            return Err(Error::Storage(StorageError::new(
+                "recovering the store",
+                format!("there is no store at {}", path.display()),
+            )));
+        }
+        let engine = Self::open_on_disk(path, opts, true)?;
+        let truncated = engine.recovery.truncated.clone();
+        Ok((engine, truncated))
+    }
+
+    fn open_on_disk(path: &Path, opts: &EngineOptions, truncate: bool) -> Result<Self, Error> {
+        let wal_opts = wal::WalOptions {
+            defer_replay_bytes: opts.defer_replay_bytes,
+            ..wal::WalOptions::new(opts.durability == Durability::Immediate)
+        };
+        let with = OpenWith {
+            wal_dir: |p: &Path| -> std::io::Result<Box<dyn wal::WalDir>> {
+                Ok(Box::new(wal::FsDir::open(p.join("wal"))?))
+            },
+            wal_opts,
+            data_files: Arc::new(FsDataFiles),
+            truncate_at_corruption: truncate,
+        };
+        Self::open_with(path, opts, with)
+    }
+
+    /// [`SledBackend::open`] with a chosen WAL backend and sizes (tests).
+    #[cfg(test)]
+    pub(crate) fn open_with_wal(
+        path: &Path,
+        opts: &EngineOptions,
+        wal_opts: wal::WalOptions,
+        wal_dir: impl FnOnce(&Path) -> std::io::Result<Box<dyn wal::WalDir>> + Send,
+    ) -> Result<Self, Error> {
+        let with = OpenWith {
+            wal_dir,
+            wal_opts,
+            data_files: Arc::new(FsDataFiles),
+            truncate_at_corruption: false,
+        };
+        Self::open_with(path, opts, with)
+    }
+
+    /// [`SledBackend::open`] with chosen file layers, sizes and recovery.
+    pub(crate) fn open_with<F>(
+        path: &Path,
+        opts: &EngineOptions,
+        with: OpenWith<F>,
+    ) -> Result<Self, Error>
+    where
+        F: FnOnce(&Path) -> std::io::Result<Box<dyn wal::WalDir>> + Send,
+    {
+        let OpenWith {
+            wal_dir,
+            wal_opts,
+            data_files,
+            truncate_at_corruption,
+        } = with;
+        check_directory(path)?;
+        perms::create_private_dir(path)?;
+        if let Some(warning) = perms::exposure(path) {
+            tracing::warn!("{warning}");
+        }
+        let wal_error = |e| Error::Storage(StorageError::new("opening the write-ahead log", e));
+        // An existing log is read while sled opens (both take a while with a
+        // big store); a new store's log is created only once sled's meta
+        // checks have passed.
+        let existing_log = path.join("wal").join("checkpoint").is_file();
+        let mut wal_dir = Some(wal_dir);
+        let (db, preloaded) = std::thread::scope(|s| {
+            let loader = if existing_log {
+                wal_dir
+                    .take()
+                    .map(|open_dir| s.spawn(move || wal::Recovery::load(open_dir(path)?, wal_opts)))
+            } else {
+                None
+            };
+            let db = sled::Config::new()
+                .path(path)
+                .cache_capacity(opts.cache_capacity)
+                .flush_every_ms(Some(500))
+                .open()
+                .map_err(open_error);
+            let preloaded = loader.map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("reading the log panicked")))
+            });
+            (db, preloaded)
+        });
+        let db = db?;
+        // The meta checks read only what store creation wrote, and creation
+        // is made durable by the checkpoint that starts the log; a new store
+        // is initialised before its log exists.
+        let mut engine = Self::from_db(db, Some(path.to_path_buf()), opts)?;
+        engine.data_files = data_files;
+        // `wal_dir` was used by the loader exactly when `preloaded` is set.
+        let loaded = match (preloaded, wal_dir) {
+            (Some(loaded), _) => loaded,
+            (None, Some(open_dir)) => open_dir(path).and_then(|d| wal::Recovery::load(d, wal_opts)),
+            (None, None) => Err(std::io::Error::other("the log directory was not opened")),
+        }
+        .map_err(wal_error)?;
+        engine.recovery = commit::start_wal(&mut engine, loaded, truncate_at_corruption)?;
+        perms::restrict_files(path);
+        Ok(engine)
+    }
+
+    /// A store in memory (a temporary directory sled removes on drop), with
+    /// no write-ahead log.
+    pub fn temporary(opts: &EngineOptions) -> Result<Self, Error> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(opts.cache_capacity)
+            .open()
+            .map_err(storage("creating a temporary store"))?;
+        Self::from_db(db, None, opts)
+    }
+
+    fn from_db(db: sled::Db, dir: Option<PathBuf>, opts: &EngineOptions) -> Result<Self, Error> {
+        let mut trees = Vec::with_capacity(TreeId::ALL.len());
+        for id in TreeId::ALL {
+            trees.push(db.open_tree(id.name()).map_err(storage("opening a tree"))?);
+        }
+        let engine = Self {
+            db,
+            trees,
+            dir,
+            durability: opts.durability,
+            first_box_id: opts.first_box_id,
+            wal: None,
+            unlogged_writer: std::sync::Mutex::new(()),
+            recovery: commit::RecoveryReport::default(),
+            data_files: Arc::new(FsDataFiles),
+        };
+        meta::check_or_init(&engine, &opts.fingerprint, opts.first_box_id, || {
+            engine.holds_nothing()
+        })?;
+        Ok(engine)
+    }
+
+    pub(crate) fn tree(&self, id: TreeId) -> &sled::Tree {
+        &self.trees[id.index()]
+    }
+
+    /// A point read outside any transaction: the newest durable value.
+    pub fn get_bytes(&self, id: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
+        if let Some(wal) = &self.wal
+            && let overlay::Found::Logged(v) = wal.overlay().get_durable(id, key)
+        {
+            return Ok(v);
+        }
+        self.tree(id).get(key).map_err(storage("reading"))
+    }
+
+    /// Applies every durable change still held in memory to sled, so that
+    /// sled's own iterators see it (scans, the integrity check).
+    pub(crate) fn settle(&self) -> Result<(), Error> {
+        commit::settle(self, commit::Settle::All)
+    }
+
+    /// [`SledBackend::settle`] when `id` has changes not yet in sled.
+    fn settle_tree(&self, id: TreeId) -> Result<(), Error> {
+        match &self.wal {
+            Some(wal) if !wal.overlay().is_clear(id) => self.settle(),
+            _ => Ok(()),
+        }
+    }
+
+    /// What recovery did when this engine was opened.
+    #[cfg(test)]
+    pub(crate) fn recovery(&self) -> commit::RecoveryReport {
+        self.recovery.clone()
+    }
+
+    /// The write-ahead log, when the store has one.
+    #[cfg(test)]
+    pub(crate) fn wal(&self) -> Option<&wal::Wal> {
+        self.wal.as_ref()
+    }
+
+    /// `true` when sled holds nothing at all: no row in any tree, and no
+    /// tree but credstore's own and sled's default one (a directory that
+    /// may become a store).
+    fn holds_nothing(&self) -> bool {
+        let ours = |n: &[u8]| TreeId::ALL.iter().any(|t| t.name().as_bytes() == n);
+        TreeId::ALL.iter().all(|t| self.tree(*t).is_empty())
+            && self
+                .db
+                .tree_names()
+                .iter()
+                .all(|n| ours(n) || n.as_ref() == b"__sled__default")
+            && self.db.is_empty()
+    }
+}
+
+impl Backend for SledBackend {
+    fn get(
+        &self,
+        tree: TreeId,
+        key: &[u8],
+        found: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Result<(), Error> {
+        let v = self.get_bytes(tree, key)?;
+        found(v.as_deref());
+        Ok(())
+    }
+
+    fn scan(&self, tree: TreeId, start: &[u8], limit: usize) -> Result<Rows, Error> {
+        self.settle_tree(tree)?;
+        let mut out = Vec::new();
+        for item in self.tree(tree).range(start..).take(limit) {
+            let (k, v) = item.map_err(storage("scanning"))?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn scan_last(&self, tree: TreeId, limit: usize) -> Result<Rows, Error> {
+        self.settle_tree(tree)?;
+        let mut out = Vec::new();
+        for item in self.tree(tree).iter().rev().take(limit) {
+            let (k, v) = item.map_err(storage("scanning"))?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    fn transact(&self, body: &dyn Fn(&dyn BackendTx) -> Result<(), Error>) -> Result<(), Error> {
+        commit::run(self, body)
+    }
+
+    /// Makes everything written so far durable in sled's own files and
+    /// recycles the write-ahead log behind it (a checkpoint; also at clean close).
+    fn flush(&self) -> Result<(), Error> {
+        checkpoint::checkpoint(self, true)
+    }
+
+    /// Whether the store accepts writes (not in its failed state).
+    fn health(&self) -> Health {
+        match self.wal.as_ref().and_then(wal::Wal::failure) {
+            Some(cause) => Health::Failed { cause },
+            None => Health::Writable,
+        }
+    }
+
+    /// What the log did since the store was opened.
+    fn log_stats(&self) -> LogStats {
+        let Some(wal) = &self.wal else {
+            return LogStats::default();
+        };
+        let c = wal.counters();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        LogStats {
+            commits: load(&c.records),
+            bytes: load(&c.bytes),
+            syncs: wal.sync_count(),
+            group_sizes: std::array::from_fn(|i| load(&c.group_sizes[i])),
+            checkpoints: load(&c.checkpoints),
+        }
+    }
+
+    fn size_on_disk(&self) -> Result<u64, Error> {
+        self.db
+            .size_on_disk()
+            .map_err(storage("measuring the database"))
+    }
+}
+
+/// Refuses a path that holds something other than a (possibly empty) store.
+fn check_directory(path: &Path) -> Result<(), Error> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if !path.is_dir() {
+        return Err(Error::UnknownFormat {
+            found: format!("{} is a file, not a directory", path.display()),
+        });
+    }
+    let mut entries = std::fs::read_dir(path)
+        .map_err(|e| Error::Storage(StorageError::new("reading the data directory", e)))?;
+    let empty = entries.next().is_none();
+    if !empty && !path.join("conf").is_file() {
+        return Err(Error::UnknownFormat {
+            found: format!(
+                "{} is a non-empty directory without a database",
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn open_error(e: sled::Error) -> Error {
+    match e {
+        // sled wraps the flock failure in another io::Error; its text says so.
+        sled::Error::Io(ref io)
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock") =>
+        {
+            Error::Storage(StorageError::new(
+                "opening the data directory",
+                "it is locked by another process (is a credstore server or command running on it?)",
+            ))
+        }
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => Error::UnknownFormat {
+            found: format!("sled refused the files: {e}"),
+        },
+        other => Error::Storage(StorageError::new("opening the data directory", other)),
+    }
+}
