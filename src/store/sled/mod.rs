@@ -173,12 +173,7 @@ impl SledBackend {
             } else {
                 None
             };
-            let db = sled::Config::new()
-                .path(path)
-                .cache_capacity(opts.cache_capacity)
-                .flush_every_ms(Some(500))
-                .open()
-                .map_err(open_error);
+            let db = open_sled(path, opts.cache_capacity);
             let preloaded = loader.map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err(std::io::Error::other("reading the log panicked")))
@@ -389,18 +384,43 @@ fn check_directory(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// How long an open waits for the directory's lock: a store dropped by this
+/// process a moment ago releases it only once sled's threads are done with
+/// it (seen: tens of ms on a loaded machine). Another process holding it is
+/// still refused, that much later.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// sled's files at `path`, waiting up to [`LOCK_WAIT`] for their lock.
+fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, Error> {
+    let start = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            .flush_every_ms(Some(500))
+            .open()
+        {
+            Err(e) if is_lock_error(&e) && start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.map_err(open_error),
+        }
+    }
+}
+
+/// sled wraps the flock failure in another io::Error; its text says so.
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::WouldBlock
+            || io.to_string().contains("could not acquire lock"))
+}
+
 fn open_error(e: sled::Error) -> Error {
     match e {
-        // sled wraps the flock failure in another io::Error; its text says so.
-        sled::Error::Io(ref io)
-            if io.kind() == std::io::ErrorKind::WouldBlock
-                || io.to_string().contains("could not acquire lock") =>
-        {
-            Error::Storage(StorageError::new(
-                "opening the data directory",
-                "it is locked by another process (is a credstore server or command running on it?)",
-            ))
-        }
+        ref e if is_lock_error(e) => Error::Storage(StorageError::new(
+            "opening the data directory",
+            "it is locked by another process (is a credstore server or command running on it?)",
+        )),
         sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => Error::UnknownFormat {
             found: format!("sled refused the files: {e}"),
         },
