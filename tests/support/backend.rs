@@ -2,10 +2,13 @@
 //! written once and proves its guarantee on each: `Temporary` (sled without
 //! a log, `Store::temporary`) and `Wal` (`Store::open` on a temporary
 //! directory: the production path with the write-ahead log, group commit,
-//! overlay reads and batch apply).
+//! overlay reads and batch apply) and `Postgres` (`Store::open_postgres`
+//! in a fresh schema of the server at `CREDSTORE_POSTGRES_URL`).
 //!
 //! `on_every_backend! { fn name(backend) { ... } }` makes a module `name`
-//! with one `#[test]` per backend (`name::temporary`, `name::wal`).
+//! with one `#[test]` per backend (`name::temporary`, `name::wal`,
+//! `name::postgres`). Without `CREDSTORE_POSTGRES_URL` the PostgreSQL test
+//! fails when `CI=true` and is skipped with a message otherwise.
 #![allow(dead_code)]
 
 use std::ops::Deref;
@@ -19,10 +22,66 @@ pub enum Backend {
     Temporary,
     /// `Store::open` in a temporary directory: sled behind the WAL.
     Wal,
+    /// `Store::open_postgres` on a new schema of the test server.
+    Postgres,
+}
+
+/// The test server's URL: `None` (with a message) when it is not set
+/// outside CI; a panic when it is not set in CI.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("CREDSTORE_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but CREDSTORE_POSTGRES_URL is not set: .ci/run starts PostgreSQL")
+        }
+        _ => {
+            eprintln!(
+                "skipped on PostgreSQL: CREDSTORE_POSTGRES_URL is not set (source .ci/postgres.sh; pg_start)"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh, empty schema on the test server, and the URL that makes it
+/// the connections' `search_path`.
+pub fn fresh_postgres_schema(url: &str) -> (String, String) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let schema = format!(
+        "t_{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("the test server");
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .expect("a schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    (
+        schema.clone(),
+        format!("{url}{sep}options=-c%20search_path%3D{schema}"),
+    )
+}
+
+/// Drops a schema made by [`fresh_postgres_schema`].
+pub fn drop_postgres_schema(url: &str, schema: &str) {
+    if let Ok(mut client) = postgres::Client::connect(url, postgres::NoTls) {
+        let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+    }
 }
 
 impl Backend {
-    pub const ALL: [Backend; 2] = [Backend::Temporary, Backend::Wal];
+    pub const ALL: [Backend; 3] = [Backend::Temporary, Backend::Wal, Backend::Postgres];
+
+    /// Whether tests can run on this backend here (see [`postgres_url`]).
+    pub fn available(self) -> bool {
+        self != Backend::Postgres || postgres_url().is_some()
+    }
 
     /// A new, empty store of this backend.
     pub fn open(self, secret: &StoreSecret, config: Config) -> TestStore {
@@ -30,6 +89,7 @@ impl Backend {
             Backend::Temporary => TestStore {
                 store: Store::temporary(secret, config).expect("a temporary store"),
                 dir: None,
+                pg: None,
             },
             Backend::Wal => {
                 let dir = tempfile::tempdir().expect("a temporary directory");
@@ -38,9 +98,35 @@ impl Backend {
                 TestStore {
                     store,
                     dir: Some(dir),
+                    pg: None,
+                }
+            }
+            Backend::Postgres => {
+                let base = postgres_url().expect("a PostgreSQL server (CREDSTORE_POSTGRES_URL)");
+                let (schema, url) = fresh_postgres_schema(&base);
+                let store =
+                    Store::open_postgres(&url, secret, config).expect("a store on PostgreSQL");
+                TestStore {
+                    store,
+                    dir: None,
+                    pg: Some(PgSchema { base, schema, url }),
                 }
             }
         }
+    }
+}
+
+/// A test's schema on the PostgreSQL server, dropped with the store.
+pub struct PgSchema {
+    base: String,
+    schema: String,
+    /// The URL that opens the store in it.
+    pub url: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        drop_postgres_schema(&self.base, &self.schema);
     }
 }
 
@@ -49,12 +135,18 @@ pub struct TestStore {
     // Dropped first: the store closes before its directory goes.
     store: Store,
     dir: Option<tempfile::TempDir>,
+    pg: Option<PgSchema>,
 }
 
 impl TestStore {
     /// The data directory, for stores that have one.
     pub fn path(&self) -> Option<std::path::PathBuf> {
         self.dir.as_ref().map(|d| d.path().join("data"))
+    }
+
+    /// The URL of the PostgreSQL schema, for stores that have one.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.pg.as_ref().map(|p| p.url.as_str())
     }
 }
 
@@ -83,6 +175,13 @@ macro_rules! on_every_backend {
             #[test]
             fn wal() {
                 run($crate::backend::Backend::Wal)
+            }
+
+            #[test]
+            fn postgres() {
+                if $crate::backend::Backend::Postgres.available() {
+                    run($crate::backend::Backend::Postgres)
+                }
             }
         }
     };
