@@ -13,8 +13,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "support/backend.rs"]
+mod backend;
 #[path = "e2e/mail.rs"]
 mod mail;
+#[path = "e2e/postgres.rs"]
+mod postgres;
 #[path = "e2e/security.rs"]
 mod security;
 
@@ -31,6 +35,8 @@ fn seed_doc(name: &str) -> String {
 /// Runs an admin command; returns (exit code, stdout, stderr).
 fn cli(data: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = Command::new(BIN)
+        // The tests name their store; CI exports the PostgreSQL URL for them.
+        .env_remove("CREDSTORE_POSTGRES_URL")
         .arg("--data")
         .arg(data)
         .args(args)
@@ -67,6 +73,8 @@ impl Server {
 
     fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
+            // The tests name their store; CI exports the PostgreSQL URL for them.
+            .env_remove("CREDSTORE_POSTGRES_URL")
             .arg("serve")
             .arg("--data")
             .arg(data)

@@ -372,6 +372,12 @@ pub struct RecoverArgs {
 }
 
 pub fn recover(g: &Global, a: RecoverArgs) -> CliResult {
+    if g.on_postgres() {
+        // The server keeps its own log; opening checks the schema and secret.
+        drop(g.open()?);
+        println!("nothing to recover: a store on PostgreSQL has no write-ahead log of its own");
+        return Ok(ExitCode::SUCCESS);
+    }
     if !g.data.join("conf").is_file() {
         return Err(Failure(format!(
             "there is no store at {} (nothing was created)",

@@ -2,8 +2,10 @@
 //! share one store on a database server.
 //!
 //! - one table per tree (`credstore_<tree>`: `key bytea primary key, value
-//!   bytea`), holding exactly the bytes the sled backend holds; the
-//!   counters are sequences; a schema version table
+//!   bytea`), holding exactly the bytes the sled backend holds; event
+//!   numbers from a sequence (`nextval`: no row that every operation
+//!   updates), the next box_id in its meta row as on sled (only
+//!   registrations and imports touch it); a schema version table
 //!   (`credstore_schema_version`), a newer version refused;
 //! - every transaction is one `SERIALIZABLE` transaction (set explicitly),
 //!   run again as a whole on SQLSTATE 40001/40P01, also from `COMMIT`,
@@ -25,6 +27,8 @@
 //! Everything here is the only code that names the `postgres` crate.
 
 mod sql;
+#[cfg(test)]
+mod tests;
 mod tx;
 
 use std::sync::Mutex;

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use crate::store::schema::{Counter, TreeId};
+use crate::store::schema::TreeId;
 
 /// The schema version this build creates and reads; a database with a
 /// newer one is refused (as a newer sled format is).
@@ -29,14 +29,9 @@ pub(super) fn table(tree: TreeId) -> String {
     format!("credstore_{}", tree.name())
 }
 
-/// The sequence behind `counter` (a sequence, not a row: a row that every
+/// The sequence of event numbers (a sequence, not a row: a row that every
 /// operation updates would make every pair of operations conflict).
-pub(super) fn sequence(counter: Counter) -> &'static str {
-    match counter {
-        Counter::BoxId => "credstore_box_id_seq",
-        Counter::EventSeq => "credstore_event_seq",
-    }
-}
+pub(super) const EVENT_SEQUENCE: &str = "credstore_event_seq";
 
 /// The statements that create what is missing of the schema (run under
 /// [`SCHEMA_LOCK`]).
@@ -49,13 +44,10 @@ pub(super) fn create_schema() -> String {
             table(tree)
         );
     }
-    for counter in [Counter::BoxId, Counter::EventSeq] {
-        let _ = write!(
-            sql,
-            "CREATE SEQUENCE IF NOT EXISTS {} AS bigint MINVALUE 1 START 1;",
-            sequence(counter)
-        );
-    }
+    let _ = write!(
+        sql,
+        "CREATE SEQUENCE IF NOT EXISTS {EVENT_SEQUENCE} AS bigint MINVALUE 1 START 1;"
+    );
     sql
 }
 

@@ -29,6 +29,9 @@ use crate::error::{Error, StorageError};
 use crate::store::backend::BackendTx;
 use crate::store::schema::{Counter, TreeId};
 
+/// The meta row of the next box_id (as on sled).
+const NEXT_BOX_ID: &[u8] = b"next_box_id";
+
 /// A buffered write: `None` deletes.
 type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
 
@@ -109,7 +112,7 @@ impl<'c> PgTx<'c> {
         let text = if begin {
             format!(
                 "{BEGIN}SELECT txid_current()::text, nextval('{}')::text;{sql}",
-                sql::sequence(Counter::EventSeq)
+                sql::EVENT_SEQUENCE
             )
         } else {
             sql.to_owned()
@@ -216,27 +219,40 @@ impl BackendTx for PgTx<'_> {
     }
 
     fn next(&self, counter: Counter) -> Result<u64, Error> {
-        if counter == Counter::EventSeq && !self.begun.get() {
+        if counter == Counter::BoxId {
+            let next = self.box_id_row()?;
+            self.put(
+                TreeId::Meta,
+                NEXT_BOX_ID,
+                next.saturating_add(1).to_be_bytes().to_vec(),
+            )?;
+            return Ok(next);
+        }
+        if !self.begun.get() {
             // Opening the transaction takes an event number.
             self.query("")?;
         }
-        if counter == Counter::EventSeq
-            && let Some(seq) = self.event_seq.take()
-        {
+        if let Some(seq) = self.event_seq.take() {
             return Ok(seq);
         }
-        let sql = format!("SELECT nextval('{}')::text", sql::sequence(counter));
+        let sql = format!("SELECT nextval('{}')::text", sql::EVENT_SEQUENCE);
         Self::scalar(self.query(&sql)?)
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| storage("taking a counter's next value", "no value"))
+            .ok_or_else(|| storage("taking the next event number", "no value"))
     }
 
     fn raise(&self, counter: Counter, floor: u64) -> Result<(), Error> {
+        if counter == Counter::BoxId {
+            if self.box_id_row()? < floor {
+                self.put(TreeId::Meta, NEXT_BOX_ID, floor.to_be_bytes().to_vec())?;
+            }
+            return Ok(());
+        }
         // `setval` is not transactional: a raise stays when the run is
-        // retried or fails (a gap; the counters allow gaps). Register
-        // checks that a box_id is free, so a raise racing a `nextval` in
-        // another instance cannot hand out a taken id.
-        let seq = sql::sequence(counter);
+        // retried or fails (a gap, which the event log allows). Only the
+        // store's creation and `restore` (one process, before any other
+        // writer) raise the event sequence.
+        let seq = sql::EVENT_SEQUENCE;
         let floor = i64::try_from(floor).unwrap_or(i64::MAX);
         self.query(&format!(
             "SELECT setval('{seq}', {floor}, false) FROM {seq} \
@@ -246,8 +262,30 @@ impl BackendTx for PgTx<'_> {
     }
 }
 
+impl PgTx<'_> {
+    /// The next box_id, from its row in the meta tree (the key and bytes
+    /// the sled backend uses): a row, not a sequence, so that it moves
+    /// with the transaction (box_ids stay contiguous when a registration
+    /// is retried, and a raise cannot race a registration). Only
+    /// registrations and imports touch it.
+    fn box_id_row(&self) -> Result<u64, Error> {
+        let mut out = Ok(1);
+        self.get(TreeId::Meta, NEXT_BOX_ID, &mut |v| {
+            if let Some(v) = v {
+                out = <[u8; 8]>::try_from(v).map(u64::from_be_bytes).map_err(|_| {
+                    Error::CorruptRecord {
+                        tree: TreeId::Meta.name(),
+                        key: "next_box_id".into(),
+                    }
+                });
+            }
+        })?;
+        out
+    }
+}
+
 /// How an attempt ended.
-enum Attempt {
+pub(super) enum Attempt {
     Committed,
     /// The body refused (rolled back): its error is the transaction's.
     Refused(Error),
@@ -318,7 +356,7 @@ fn attempt(
 /// aborted → nothing was written, run again; no answer within
 /// [`OUTCOME_POLLS`] → an "outcome unknown" error (never "failed": the
 /// change may be durable).
-fn resolve(backend: &PostgresBackend, xid: Option<i64>, e: &PgError) -> Attempt {
+pub(super) fn resolve(backend: &PostgresBackend, xid: Option<i64>, e: &PgError) -> Attempt {
     let unknown = || {
         Attempt::Failed(Error::Storage(StorageError::outcome_unknown(
             "committing a transaction",
