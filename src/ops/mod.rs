@@ -3,6 +3,7 @@
 mod apps;
 mod config;
 mod customers;
+mod dump;
 mod faults;
 mod login;
 mod mail_queue;

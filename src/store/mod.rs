@@ -12,13 +12,15 @@
 //!   place that names the `postgres` crate);
 //! - `memory.rs`: a map in memory (tests: proof that the seam is real);
 //! - `meta.rs`: the store's identity (magic value, format, secret);
-//! - `integrity.rs`: the integrity check, on any backend.
+//! - `integrity.rs`: the integrity check, on any backend;
+//! - `dump.rs`: dump and restore as JSON Lines, on any backend.
 //!
 //! Errors of an engine leave this layer as the opaque [`StorageError`].
 //!
 //! [`StorageError`]: crate::StorageError
 
 pub(crate) mod backend;
+pub(crate) mod dump;
 pub(crate) mod encoding;
 mod engine;
 mod fail_point;

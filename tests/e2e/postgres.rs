@@ -11,7 +11,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::backend::{drop_postgres_schema, fresh_postgres_schema, postgres_url};
-use super::{APP_KEY, JOHN_KEY, JSON, LOGIN_PATH, Reply, Server, UPDATE_PATH, agent, cli, send};
+use super::{
+    APP_KEY, JOHN_KEY, JSON, LOGIN_PATH, Reply, Server, UPDATE_PATH, agent, cli, field,
+    import_legacy, legacy_vectors, send,
+};
 
 const CLIENTS: usize = 16;
 
@@ -68,17 +71,8 @@ impl Db {
             &format!("{password}\n"),
         );
         assert_eq!(code, 0, "{err}");
-        let key = out
-            .lines()
-            .find_map(|l| l.strip_prefix("customer_key: "))
-            .unwrap()
-            .to_owned();
-        let box_id = out
-            .lines()
-            .find_map(|l| l.strip_prefix("box_id: "))
-            .unwrap()
-            .parse()
-            .unwrap();
+        let key = field(&out, "customer_key");
+        let box_id = field(&out, "box_id").parse().unwrap();
         (box_id, key)
     }
 }
@@ -289,11 +283,7 @@ fn an_app_added_while_both_instances_run_works_on_both() {
     };
     let (code, out, err) = db.cli(&["app", "add", "--user-code", "501", "--name", "Late"], "");
     assert_eq!(code, 0, "{err}");
-    let key = out
-        .lines()
-        .find_map(|l| l.strip_prefix("app_key: "))
-        .unwrap()
-        .to_owned();
+    let key = field(&out, "app_key");
     let a = agent();
     for server in [&one, &two] {
         let body = json!({"user_code": 501, "app_key": key, "customer_email": "johndoe@email.com",
@@ -412,4 +402,119 @@ fn kill_9_of_one_instance_loses_no_acknowledged_change() {
     }
     let (code, out, err) = db.cli(&["check"], "");
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// SPEC §13's move: a sled store with legacy-hash customers, apps, an
+/// outstanding reset and events → `dump` → `restore` into PostgreSQL →
+/// every customer logs in with the same password and key, the token still
+/// works, the integrity check passes; a restore under another secret is
+/// refused and leaves nothing behind.
+#[test]
+fn a_sled_store_dumped_and_restored_into_postgres_keeps_logins_and_tokens() {
+    let Some(db) = Db::new() else { return };
+    let vs = legacy_vectors();
+    let vs = &vs[..3];
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    import_legacy(&data, vs);
+    let (code, out, err) = cli(
+        &data,
+        &[
+            "app",
+            "import",
+            "--user-code",
+            "396",
+            "--name",
+            "Partner",
+            "--shop",
+            "acme12aa",
+        ],
+        &format!("{APP_KEY}\n"),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(
+        &data,
+        &["customer", "add", "--email", "fresh@example.com"],
+        "fresh-password-1\n",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let key = field(&out, "customer_key");
+    let (code, out, err) = cli(
+        &data,
+        &["reset", "issue", "--email", "legacy1@example.com"],
+        "",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let token = field(&out, "token");
+    let dump = dir.path().join("store.jsonl");
+    let (code, out, err) = cli(&data, &["dump", dump.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{out}{err}");
+    let text = std::fs::read_to_string(&dump).unwrap();
+    assert!(!text.contains("fresh-password-1") && !text.contains(&token) && !text.contains(&key));
+
+    // Another secret: refused before anything is created.
+    let other = dir.path().join("other.secret");
+    std::fs::write(&other, format!("{}\n", "ab".repeat(32))).unwrap();
+    let (code, out, err) = cli(
+        Path::new("/nonexistent"),
+        &[
+            "--postgres",
+            &db.url,
+            "--secret-file",
+            other.to_str().unwrap(),
+            "restore",
+            dump.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("wrong store secret"), "{err}");
+    // The store's own secret: restored (into the schema the refusal left empty).
+    std::fs::copy(data.with_extension("secret"), &db.secret).unwrap();
+    let (code, out, err) = db.cli(&["restore", dump.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("4 customers, 1 apps"), "{out}");
+    let (code, out, err) = db.cli(&["check"], "");
+    assert_eq!(code, 0, "{out}{err}");
+    // A second restore into the now full store is refused.
+    let (code, _, err) = db.cli(&["restore", dump.to_str().unwrap()], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("empty store"), "{err}");
+
+    let server = db.serve();
+    let a = agent();
+    for (i, v) in vs.iter().enumerate() {
+        let r = login(
+            &a,
+            &server.base,
+            &format!("legacy{i}@example.com"),
+            &v.password,
+        );
+        assert_eq!(r.json()[0]["_verify"], true, "legacy {i}: {}", r.body);
+        assert_eq!(r.json()[0]["customer_box_id"], 5000 + i as u64);
+    }
+    let r = login(&a, &server.base, "fresh@example.com", "fresh-password-1");
+    assert_eq!(r.json()[0]["customer_key"], key.as_str(), "{}", r.body);
+    // The outstanding token, issued on sled, works on PostgreSQL.
+    let base = "/api/v1/acme12aa/customers/reset-password";
+    let r = send(
+        &a,
+        "GET",
+        &server.url(&format!("{base}/{token}")),
+        &[],
+        None,
+    );
+    assert_eq!(r.json()["success"], true, "{}", r.body);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let body = format!(
+        "_method=PUT&email=legacy1%40example.com&password=moved-new-1&password2=moved-new-1&token={token}"
+    );
+    let r = send(&a, "POST", &server.url(base), &form, Some(&body));
+    assert_eq!(r.json()["message"], "Contraseña actualizada", "{}", r.body);
+    assert!(logs_in(
+        &a,
+        &server.base,
+        "legacy1@example.com",
+        "moved-new-1"
+    ));
 }

@@ -64,23 +64,10 @@ pub(super) fn push_bytea(sql: &mut String, bytes: &[u8]) {
 }
 
 /// The bytes of a hex string as `encode(…, 'hex')` returns it.
-pub(super) fn from_hex(text: &str) -> Option<Vec<u8>> {
-    fn digit(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let text = text.as_bytes();
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    text.chunks_exact(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
-}
+pub(super) use crate::store::dump::unhex as from_hex;
+
+/// A buffered write: `None` deletes.
+pub(super) type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
 
 /// `SELECT encode(value, 'hex') FROM <tree> WHERE key = <key>`.
 pub(super) fn select_value(tree: TreeId, key: &[u8]) -> String {
@@ -112,7 +99,7 @@ pub(super) fn select_rows(tree: TreeId, start: &[u8], limit: usize, last: bool) 
 
 /// The final state of a run's writes: per tree, the keys to upsert and the
 /// keys to delete, each key once (its last write wins).
-pub(super) fn write_batch(writes: &[(TreeId, Vec<u8>, Option<Vec<u8>>)]) -> String {
+pub(super) fn write_batch(writes: &[Write]) -> String {
     use std::collections::BTreeMap;
     let mut last: BTreeMap<(TreeId, &[u8]), Option<&[u8]>> = BTreeMap::new();
     for (tree, key, value) in writes {

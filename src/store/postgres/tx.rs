@@ -32,8 +32,7 @@ use crate::store::schema::{Counter, TreeId};
 /// The meta row of the next box_id (as on sled).
 const NEXT_BOX_ID: &[u8] = b"next_box_id";
 
-/// A buffered write: `None` deletes.
-type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
+use sql::Write;
 
 /// Attempts of one transaction before it fails with a contention error.
 pub(super) const MAX_ATTEMPTS: u32 = 40;
