@@ -165,7 +165,9 @@ impl PostgresBackend {
         let doing = "creating the PostgreSQL schema";
         let err = |e: PgError| storage(doing, describe(&e));
         let sql = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({}); {} SELECT max(version)::text FROM {};",
+            // No NOTICE per existing table at every open.
+            "BEGIN; SET LOCAL client_min_messages = warning; \
+             SELECT pg_advisory_xact_lock({}); {} SELECT max(version)::text FROM {};",
             sql::SCHEMA_LOCK,
             sql::create_schema(),
             sql::VERSION_TABLE,
