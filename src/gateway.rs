@@ -1,122 +1,31 @@
 //! The transport-agnostic gateway: `(method, path, headers, body)` in,
 //! `(status, headers, body)` out, for every route of SPEC §6.
 //!
-//! It finds the route, refuses oversized bodies (413) and unreadable content
-//! types (415) in the route's own format, negotiates JSON or XML for the
-//! ASP.NET route, and hands the rest to the route's codec. Calls that hash a
+//! It finds the route and checks its row of the preflight table (both in
+//! `gateway/routing.rs`: the method, 405; the body's size, 413; its media
+//! type, 415), answering a refusal in the route's own format; it negotiates
+//! JSON or XML for the ASP.NET route and hands the rest to the route's
+//! codec. Calls that hash a
 //! password run argon2 on the calling thread: an async host calls
 //! [`Gateway::handle`] from a blocking pool (`spawn_blocking`).
 
+mod request;
+mod routing;
+
 use std::fmt;
 
+use crate::codec::Refusal;
 use crate::codec::aspnet::{self, Input, Output};
 use crate::codec::commerce_layer::{self, CommerceLayerSettings, DemoBearer};
-use crate::codec::skyerp::{self, BodyFormat, Lang, SkyErpSettings};
+use crate::codec::skyerp::{self, Lang, SkyErpSettings};
 use crate::codec::skypostal::{self, SkypostalSettings};
 use crate::codec::wcf_date::WcfOffset;
-use crate::codec::{MAX_BODY_BYTES, Refusal, media};
 use crate::ops::Store;
+pub(crate) use routing::route_label;
+use routing::{Format, Route, preflight, route};
 
 pub use crate::codec::Response;
-
-/// Request headers: names compared ignoring ASCII case.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
-
-impl Headers {
-    /// No headers.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a header (repeats are kept; [`Headers::get`] returns the first).
-    pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.push((name.into(), value.into()));
-    }
-
-    /// The first value of a header, by name ignoring ASCII case.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every header, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-}
-
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
-    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Self(
-            iter.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
-    }
-}
-
-/// `Debug` lists header names only: `Authorization` carries an app key.
-impl fmt::Debug for Headers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|(k, _)| k))
-            .finish()
-    }
-}
-
-/// A request, as any transport sees it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Request {
-    /// The method, upper case (`POST`).
-    pub method: String,
-    /// The path (`/api/Customers/ChangePassword`); a `?query` part is
-    /// split off into [`Request::query`] if left here.
-    pub path: String,
-    /// The query string, without `?`.
-    pub query: Option<String>,
-    /// The headers.
-    pub headers: Headers,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl Request {
-    /// A request without headers or body.
-    pub fn new(method: impl Into<String>, path: impl Into<String>) -> Self {
-        Self {
-            method: method.into(),
-            path: path.into(),
-            ..Self::default()
-        }
-    }
-
-    /// Adds a header.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.append(name, value);
-        self
-    }
-
-    /// Sets the body.
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
-        self
-    }
-}
-
-/// `Debug` shows no header value and no body: both may carry secrets.
-impl fmt::Debug for Request {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Request")
-            .field("method", &self.method)
-            .field("path", &self.path)
-            .field("headers", &self.headers)
-            .field("body_len", &self.body.len())
-            .finish_non_exhaustive()
-    }
-}
+pub use request::{Headers, Request};
 
 /// The codecs' settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -161,57 +70,6 @@ impl GatewaySettings {
         self.commerce_layer.base_url = base_url.into();
         self.commerce_layer.mode = mode;
         self
-    }
-}
-
-/// The routes of SPEC §6.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route<'a> {
-    Skypostal(skypostal::Route),
-    SkyErp {
-        shop: &'a str,
-        token: Option<&'a str>,
-    },
-    CommerceLayer {
-        id: Option<&'a str>,
-    },
-    AspNet,
-}
-
-fn route(path: &str) -> Option<Route<'_>> {
-    let path = path.strip_suffix('/').unwrap_or(path);
-    let path = path.strip_prefix('/')?;
-    let segs: Vec<&str> = path.split('/').collect();
-    let ci = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-    match segs.as_slice() {
-        [w, s, c, op]
-            if ci(w, "wcf-services") && ci(s, "service-customer.svc") && ci(c, "customer") =>
-        {
-            if ci(op, "customer-update-password") {
-                Some(Route::Skypostal(skypostal::Route::UpdatePassword))
-            } else if ci(op, "customer-registration") || ci(op, "customer-login") {
-                Some(Route::Skypostal(skypostal::Route::Login))
-            } else {
-                None
-            }
-        }
-        ["api", "v1", shop, "customers", "reset-password"] if !shop.is_empty() => {
-            Some(Route::SkyErp { shop, token: None })
-        }
-        ["api", "v1", shop, "customers", "reset-password", token] if !shop.is_empty() => {
-            Some(Route::SkyErp {
-                shop,
-                token: Some(token),
-            })
-        }
-        ["api", "customer_password_resets"] => Some(Route::CommerceLayer { id: None }),
-        ["api", "customer_password_resets", id] if !id.is_empty() => {
-            Some(Route::CommerceLayer { id: Some(id) })
-        }
-        [a, c, p] if ci(a, "api") && ci(c, "Customers") && ci(p, "ChangePassword") => {
-            Some(Route::AspNet)
-        }
-        _ => None,
     }
 }
 
@@ -300,6 +158,10 @@ impl Gateway {
     }
 
     /// Answers one request. Never panics; an unknown route is a 404.
+    ///
+    /// The route's row of the preflight table (`gateway/routing.rs`) is
+    /// checked first; a refusal is answered in the route's own format, and
+    /// every 405 carries the route's `Allow`.
     pub fn handle(&self, req: Request) -> Response {
         let path = match req.path.split_once('?') {
             Some((p, _)) => p,
@@ -308,109 +170,150 @@ impl Gateway {
         let Some(route) = route(path) else {
             return not_found();
         };
-        match route {
-            Route::Skypostal(r) => self.skypostal(r, &req),
-            Route::SkyErp { shop, token } => self.skyerp(shop, token, &req),
-            Route::CommerceLayer { id } => self.commerce_layer(id, &req),
-            Route::AspNet => self.aspnet(&req),
-        }
+        let pre = preflight(&route);
+        let r = match pre.check(&req) {
+            Ok(format) => self.dispatch(route, format, &req),
+            Err(refusal) => refuse(route, refusal, &req),
+        };
+        with_allow(r, pre.allow)
     }
 
-    fn skypostal(&self, route: skypostal::Route, req: &Request) -> Response {
-        if req.method != "POST" {
-            return skypostal::refuse(route, Refusal::MethodNotAllowed)
-                .with_header("Allow", "POST");
-        }
-        if req.body.len() > MAX_BODY_BYTES {
-            return skypostal::refuse(route, Refusal::TooLarge);
-        }
-        // WCF's JSON endpoints read JSON; no Content-Type is taken as JSON.
-        let json = req.headers.get("content-type").is_none_or(|h| {
-            let ct = media::ContentType::parse(h);
-            ct.utf8() && (ct.is("application/json") || ct.is("text/json"))
-        });
-        if !json {
-            return skypostal::refuse(route, Refusal::UnsupportedMediaType);
-        }
+    fn dispatch(&self, route: Route<'_>, format: Format, req: &Request) -> Response {
         match route {
-            skypostal::Route::Login => {
+            Route::Skypostal(skypostal::Route::Login) => {
                 skypostal::login(&self.store, &self.settings.skypostal, &req.body)
             }
-            skypostal::Route::UpdatePassword => skypostal::update_password(&self.store, &req.body),
-        }
-    }
-
-    fn skyerp(&self, shop: &str, token: Option<&str>, req: &Request) -> Response {
-        let lang = Lang::from_accept_language(req.headers.get("accept-language"));
-        let allow = skyerp::allowed_methods(token.is_some());
-        let format = if req.method == "GET" {
-            None
-        } else {
-            if req.body.len() > MAX_BODY_BYTES {
-                return skyerp::refuse(Refusal::TooLarge, lang);
+            Route::Skypostal(skypostal::Route::UpdatePassword) => {
+                skypostal::update_password(&self.store, &req.body)
             }
-            match req.headers.get("content-type") {
-                Some(ct) => match BodyFormat::from_content_type(ct) {
-                    Some(f) => Some(f),
-                    None => return skyerp::refuse(Refusal::UnsupportedMediaType, lang),
-                },
-                None if req.body.is_empty() => None,
-                None => return skyerp::refuse(Refusal::UnsupportedMediaType, lang),
+            Route::SkyErp { shop, token } => {
+                let call = skyerp::Call {
+                    method: &req.method,
+                    method_override: req.headers.get("x-http-method-override"),
+                    shop,
+                    token,
+                    lang: lang(req),
+                    format: match format {
+                        Format::SkyErp(f) => f,
+                        _ => None,
+                    },
+                    body: &req.body,
+                };
+                skyerp::handle(&self.store, &call)
             }
-        };
-        let call = skyerp::Call {
-            method: &req.method,
-            method_override: req.headers.get("x-http-method-override"),
-            shop,
-            token,
-            lang,
-            format,
-            body: &req.body,
-        };
-        let r = skyerp::handle(&self.store, &call);
-        with_allow(r, allow)
+            Route::CommerceLayer { id } => {
+                let call = commerce_layer::Call {
+                    method: &req.method,
+                    id,
+                    authorization: req.headers.get("authorization"),
+                    content_type: req.headers.get("content-type"),
+                    body: &req.body,
+                };
+                commerce_layer::handle(&self.store, &self.settings.commerce_layer, &call)
+            }
+            Route::AspNet => match format {
+                Format::AspNet(input) => {
+                    aspnet::change_password(&self.store, input, &req.body, output(req))
+                }
+                // The preflight reads every ASP.NET body's format.
+                _ => aspnet::refuse(Refusal::UnsupportedMediaType, output(req)),
+            },
+        }
     }
+}
 
-    fn commerce_layer(&self, id: Option<&str>, req: &Request) -> Response {
-        let allow = commerce_layer::allowed_methods(id.is_some());
-        if req.body.len() > MAX_BODY_BYTES {
-            return commerce_layer::refuse(Refusal::TooLarge);
-        }
-        let call = commerce_layer::Call {
-            method: &req.method,
-            id,
-            authorization: req.headers.get("authorization"),
-            content_type: req.headers.get("content-type"),
-            body: &req.body,
-        };
-        with_allow(
-            commerce_layer::handle(&self.store, &self.settings.commerce_layer, &call),
-            allow,
-        )
-    }
+/// SkyERP's language, from `Accept-Language`.
+fn lang(req: &Request) -> Lang {
+    Lang::from_accept_language(req.headers.get("accept-language"))
+}
 
-    fn aspnet(&self, req: &Request) -> Response {
-        let input = req
-            .headers
-            .get("content-type")
-            .and_then(Input::from_content_type);
-        let output = Output::negotiate(req.headers.get("accept"), input);
-        if req.method != "POST" {
-            return aspnet::refuse(Refusal::MethodNotAllowed, output).with_header("Allow", "POST");
-        }
-        if req.body.len() > MAX_BODY_BYTES {
-            return aspnet::refuse(Refusal::TooLarge, output);
-        }
-        let Some(input) = input else {
-            return aspnet::refuse(Refusal::UnsupportedMediaType, output);
-        };
-        aspnet::change_password(&self.store, input, &req.body, output)
+/// ASP.NET's answer format, negotiated from `Accept` and the body's format.
+fn output(req: &Request) -> Output {
+    let input = req
+        .headers
+        .get("content-type")
+        .and_then(Input::from_content_type);
+    Output::negotiate(req.headers.get("accept"), input)
+}
+
+/// A refusal of the preflight, in the route's own format.
+fn refuse(route: Route<'_>, refusal: Refusal, req: &Request) -> Response {
+    match route {
+        Route::Skypostal(r) => skypostal::refuse(r, refusal),
+        Route::SkyErp { .. } => skyerp::refuse(refusal, lang(req)),
+        Route::CommerceLayer { .. } => commerce_layer::refuse(refusal),
+        Route::AspNet => aspnet::refuse(refusal, output(req)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One order for every route: method, then size, then media type; a GET
+    /// of a SkyERP token path reads no body.
+    #[test]
+    fn the_preflight_checks_method_then_size_then_media_type() {
+        use crate::codec::MAX_BODY_BYTES;
+        let req = |method: &str, len: usize, ct: &str| {
+            Request::new(method, "/")
+                .header("Content-Type", ct)
+                .body(vec![b'{'; len])
+        };
+        let big = MAX_BODY_BYTES + 1;
+        let aspnet = preflight(&Route::AspNet);
+        assert_eq!(
+            aspnet.check(&req("GET", big, "x/y")),
+            Err(Refusal::MethodNotAllowed)
+        );
+        assert_eq!(
+            aspnet.check(&req("POST", big, "x/y")),
+            Err(Refusal::TooLarge)
+        );
+        assert_eq!(
+            aspnet.check(&req("POST", 2, "x/y")),
+            Err(Refusal::UnsupportedMediaType)
+        );
+        assert_eq!(
+            aspnet.check(&req("POST", 2, "application/xml")),
+            Ok(Format::AspNet(Input::Xml))
+        );
+        let skyerp = preflight(&Route::SkyErp {
+            shop: "s",
+            token: Some("t"),
+        });
+        assert_eq!(skyerp.allow, "GET, PUT, POST");
+        assert_eq!(skyerp.check(&req("GET", big, "x/y")), Ok(Format::Unread));
+        assert_eq!(
+            skyerp.check(&req("DELETE", big, "x/y")),
+            Err(Refusal::TooLarge)
+        );
+        let cl = preflight(&Route::CommerceLayer { id: None });
+        assert_eq!(cl.check(&req("POST", 2, "x/y")), Ok(Format::Unread));
+        let wcf = preflight(&Route::Skypostal(skypostal::Route::Login));
+        assert_eq!(
+            wcf.check(&Request::new("POST", "/").body(vec![b'{'; 2])),
+            Ok(Format::Json)
+        );
+    }
+
+    #[test]
+    fn route_labels_come_from_the_routing() {
+        let t = "h9ha9hs9hashahshaosihuahs98wh9ha9hs9hashahshaosihuahs98wasasassr";
+        assert_eq!(
+            route_label(&format!(
+                "/api/v1/acme12aa/customers/reset-password/{t}/?x=1"
+            )),
+            "/api/v1/acme12aa/customers/reset-password/{token}"
+        );
+        // Not routed (no shop): a 404, whose label still hides the token.
+        assert_eq!(
+            route_label(&format!("/api/v1//customers/reset-password/{t}")),
+            "/api/v1//customers/reset-password/{token}"
+        );
+        let cl = "/api/customer_password_resets/xYZkjABcde";
+        assert_eq!(route_label(cl), cl);
+    }
 
     #[test]
     fn routes() {

@@ -209,7 +209,7 @@ pub fn stored_bytes(store: &crate::Store) -> Result<Vec<(&'static str, u64, u64)
     Ok(out)
 }
 
-/// The model check of the whole store (see `ops/model_check.rs`): `data`
+/// The model check of the whole store (see `ops/model_check/`): `data`
 /// is read as a sequence of operations, crashes included, each compared
 /// with a plain model. Needs the `fuzzing` feature (the in-memory log).
 #[cfg(feature = "fuzzing")]

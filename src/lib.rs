@@ -45,8 +45,10 @@
 //! # Layers
 //!
 //! `model` (plain types and secrets) → `crypto` (hashing, sealing, randomness)
-//! → `store` (sled, record encoding, transactions, durability, event log) →
-//! operations (the methods of [`Store`]). Dependencies point downwards only.
+//! → `store` (typed tables, record encoding, transactions, the event log, over
+//! a backend: sled behind the store's own write-ahead log) → operations (the
+//! methods of [`Store`]). Dependencies point downwards only; `ARCHITECTURE.md`
+//! in the repository says where each part and each invariant lives.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

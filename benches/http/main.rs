@@ -132,8 +132,14 @@ fn main() {
         ));
     }
 
+    // CREDSTORE_HTTP_BENCH_ONLY=resets: the reset rows alone (to compare
+    // group-commit changes quickly).
+    let only_resets = std::env::var("CREDSTORE_HTTP_BENCH_ONLY").is_ok_and(|v| v == "resets");
     let update = update_script(&root, &prepared.update);
     for conns in [8, 2 * cores] {
+        if only_resets {
+            break;
+        }
         let r = server.wrk(&update, conns, plan.secs);
         let syncs = server.syncs_during(|| server.wrk(&update, conns, plan.strace_secs));
         let note = format!("{:.2}x argon2 limit", r.rps / limit);
@@ -147,30 +153,40 @@ fn main() {
     }
 
     let login = login_script(&root, &prepared.login);
-    let r = server.wrk(&login, 2 * cores, plan.secs);
-    let note = format!("{:.2}x argon2 limit", r.rps / limit);
-    rows.push(Row::new("Skypostal login", 2 * cores, &r, None, note));
-
     let flood = if plan.quick { 100 } else { 1000 };
-    let (r, peak) = server.peak_rss_during(|| server.wrk(&login, flood, plan.secs.max(1) * 2));
-    let answered = if r.errors == 0 && r.non_2xx == 0 {
-        "every request answered".to_owned()
-    } else {
-        format!("{} socket errors, {} non-2xx", r.errors, r.non_2xx)
-    };
-    rows.push(Row::new(
-        "Skypostal login flood",
-        flood,
-        &r,
-        None,
-        format!("peak RSS {} MiB; {answered}", peak / 1024),
-    ));
+    if !only_resets {
+        let r = server.wrk(&login, 2 * cores, plan.secs);
+        let note = format!("{:.2}x argon2 limit", r.rps / limit);
+        rows.push(Row::new("Skypostal login", 2 * cores, &r, None, note));
+
+        let (r, peak) = server.peak_rss_during(|| server.wrk(&login, flood, plan.secs.max(1) * 2));
+        let answered = if r.errors == 0 && r.non_2xx == 0 {
+            "every request answered".to_owned()
+        } else {
+            format!("{} socket errors, {} non-2xx", r.errors, r.non_2xx)
+        };
+        rows.push(Row::new(
+            "Skypostal login flood",
+            flood,
+            &r,
+            None,
+            format!("peak RSS {} MiB; {answered}", peak / 1024),
+        ));
+    }
     drop(server);
 
     let mut out = String::new();
     let _ = writeln!(
         out,
         "\nargon2id verification {hash_ms:.1} ms; argon2 limit {limit:.0}/s ({cores} cores)\n"
+    );
+    let _ = writeln!(
+        out,
+        "syncs counted by {}\n",
+        match sync_counter() {
+            SyncCounter::Perf => "perf stat on the fsync/fdatasync tracepoints",
+            SyncCounter::Strace => "strace -f -c (slows the server's system calls)",
+        }
     );
     out.push_str("| workload | connections | requests/s | p50 | p99 | fsync+fdatasync per request | note |\n");
     out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
@@ -183,6 +199,32 @@ fn main() {
         );
     }
     println!("{out}");
+}
+
+const PERF_EVENTS: &str = "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SyncCounter {
+    Perf,
+    Strace,
+}
+
+/// `perf` when it can count the sync tracepoints here, else `strace`.
+fn sync_counter() -> SyncCounter {
+    static CHOICE: std::sync::OnceLock<SyncCounter> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| {
+        let works = Command::new("perf")
+            .args(["stat", "-x", ",", "-e", PERF_EVENTS, "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if works {
+            SyncCounter::Perf
+        } else {
+            SyncCounter::Strace
+        }
+    })
 }
 
 /// One argon2id verification with the default parameters, median of `n`.
@@ -400,29 +442,66 @@ impl Server {
     }
 
     /// fsync + fdatasync calls of the server while `run` runs, per request.
+    /// `fsync` + `fdatasync` calls of the server per request of `run`.
+    /// Counted by `perf stat` on the syscall tracepoints when the kernel
+    /// allows it (the server runs at full speed), else by `strace -f -c`
+    /// (ptrace stops every system call of the server: slower, and group
+    /// commit then sees other timings). [`sync_counter`] says which.
     fn syncs_during(&self, run: impl FnOnce() -> Wrk) -> f64 {
-        let out = std::env::temp_dir().join(format!("credstore-strace-{}", self.pid()));
-        let mut cmd = Command::new("strace");
-        cmd.args(["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"])
-            .arg(&out);
-        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap() {
-            cmd.arg("-p").arg(task.unwrap().file_name());
-        }
-        let mut strace = cmd.stderr(Stdio::null()).spawn().unwrap();
+        let out = std::env::temp_dir().join(format!("credstore-syncs-{}", self.pid()));
+        let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .unwrap()
+            .map(|t| t.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut cmd = match sync_counter() {
+            SyncCounter::Perf => {
+                let mut cmd = Command::new("perf");
+                cmd.args([
+                    "stat",
+                    "-x",
+                    ",",
+                    "-e",
+                    PERF_EVENTS,
+                    "-t",
+                    &tasks.join(","),
+                    "-o",
+                ])
+                .arg(&out);
+                cmd
+            }
+            SyncCounter::Strace => {
+                let mut cmd = Command::new("strace");
+                cmd.args(["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"])
+                    .arg(&out);
+                for task in &tasks {
+                    cmd.arg("-p").arg(task);
+                }
+                cmd
+            }
+        };
+        let mut counter = cmd.stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let r = run();
         std::thread::sleep(Duration::from_millis(100));
         let _ = Command::new("kill")
-            .args(["-INT", &strace.id().to_string()])
+            .args(["-INT", &counter.id().to_string()])
             .status();
-        let _ = strace.wait();
+        let _ = counter.wait();
         let text = std::fs::read_to_string(&out).unwrap_or_default();
         let _ = std::fs::remove_file(&out);
-        let calls: u64 = text
-            .lines()
-            .filter(|l| l.ends_with("fsync") || l.ends_with("fdatasync"))
-            .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
-            .sum();
+        let calls: u64 = match sync_counter() {
+            // "count,,syscalls:sys_enter_fdatasync,..."
+            SyncCounter::Perf => text
+                .lines()
+                .filter(|l| l.contains("syscalls:sys_enter_f"))
+                .filter_map(|l| l.split(',').next()?.trim().parse::<u64>().ok())
+                .sum(),
+            SyncCounter::Strace => text
+                .lines()
+                .filter(|l| l.ends_with("fsync") || l.ends_with("fdatasync"))
+                .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+                .sum(),
+        };
         calls as f64 / r.requests.max(1) as f64
     }
 

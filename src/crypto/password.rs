@@ -6,6 +6,9 @@
 //! bytes, without a pepper, so they are verified that way; bcrypt reads only the
 //! first 72 bytes, as the systems that made those hashes did.
 
+mod no_hashing;
+mod params;
+
 use std::fmt;
 
 use argon2::{Algorithm, Argon2, PasswordHash, Version};
@@ -16,6 +19,10 @@ use zeroize::Zeroize;
 use super::policy::normalize;
 use crate::error::{Error, InputError, InternalError};
 use crate::model::Password;
+pub(crate) use no_hashing::NoHashing;
+use no_hashing::assert_not_in_transaction;
+pub use params::Argon2Params;
+use params::check_bounds;
 
 /// How a stored hash must be verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,125 +33,6 @@ pub(crate) enum HashScheme {
     LegacyArgon2,
     /// bcrypt `$2a$`, `$2b$`, `$2x$` or `$2y$` from another system.
     LegacyBcrypt,
-}
-
-/// Argon2 cost parameters for new hashes, validated against sane bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Argon2Params {
-    m_cost: u32,
-    t_cost: u32,
-    p_cost: u32,
-}
-
-impl Argon2Params {
-    /// Smallest memory cost in KiB (argon2's own minimum for p = 1).
-    pub const MIN_M_COST: u32 = 8;
-    /// Largest memory cost in KiB accepted, for new and legacy hashes (256 MiB).
-    pub const MAX_M_COST: u32 = 256 * 1024;
-    /// Largest number of passes accepted.
-    pub const MAX_T_COST: u32 = 16;
-    /// Largest parallelism accepted.
-    pub const MAX_P_COST: u32 = 16;
-    /// Largest memory × passes product accepted (the work a verification costs).
-    pub const MAX_WORK: u64 = 1024 * 1024;
-    /// The argon2 crate's defaults (RFC 9106 / OWASP): m = 19456 KiB, t = 2, p = 1.
-    pub const DEFAULT: Self = Self {
-        m_cost: argon2::Params::DEFAULT_M_COST,
-        t_cost: argon2::Params::DEFAULT_T_COST,
-        p_cost: argon2::Params::DEFAULT_P_COST,
-    };
-
-    /// Validated parameters: memory in KiB, passes, lanes.
-    pub fn new(m_cost: u32, t_cost: u32, p_cost: u32) -> Result<Self, InputError> {
-        check_bounds(m_cost, t_cost, p_cost).map_err(InputError::InvalidParams)?;
-        Ok(Self {
-            m_cost,
-            t_cost,
-            p_cost,
-        })
-    }
-
-    /// Cheap parameters for tests only (m = 8 KiB, t = 1): never in production.
-    pub fn insecure_for_tests() -> Self {
-        Self {
-            m_cost: 8,
-            t_cost: 1,
-            p_cost: 1,
-        }
-    }
-
-    /// Memory cost in KiB.
-    pub fn m_cost(&self) -> u32 {
-        self.m_cost
-    }
-    /// Passes.
-    pub fn t_cost(&self) -> u32 {
-        self.t_cost
-    }
-    /// Lanes.
-    pub fn p_cost(&self) -> u32 {
-        self.p_cost
-    }
-
-    fn to_argon2(self) -> Result<argon2::Params, Error> {
-        argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(OUTPUT_LEN))
-            .map_err(|_| Error::InvalidInput(InputError::InvalidParams("rejected by argon2")))
-    }
-}
-
-impl Default for Argon2Params {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
-
-fn check_bounds(m: u32, t: u32, p: u32) -> Result<(), &'static str> {
-    if p == 0 || p > Argon2Params::MAX_P_COST {
-        return Err("parallelism must be 1 to 16");
-    }
-    if t == 0 || t > Argon2Params::MAX_T_COST {
-        return Err("time cost must be 1 to 16");
-    }
-    if m < 8 * p || m > Argon2Params::MAX_M_COST {
-        return Err("memory cost must be 8*p KiB to 256 MiB");
-    }
-    if u64::from(m) * u64::from(t) > Argon2Params::MAX_WORK {
-        return Err("memory cost times time cost exceeds 1 GiB of passes");
-    }
-    Ok(())
-}
-
-thread_local! {
-    /// Set while this thread runs a transaction closure.
-    static IN_TRANSACTION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Marks the calling thread as running a transaction closure until dropped:
-/// hashing there is a bug (a closure may run more than once, and a slow one
-/// stalls every writer), which debug builds (the test suite) catch at once.
-pub(crate) struct NoHashing {
-    was: bool,
-}
-
-impl NoHashing {
-    pub(crate) fn enter() -> Self {
-        Self {
-            was: IN_TRANSACTION.with(|f| f.replace(true)),
-        }
-    }
-}
-
-impl Drop for NoHashing {
-    fn drop(&mut self) {
-        IN_TRANSACTION.with(|f| f.set(self.was));
-    }
-}
-
-fn assert_not_in_transaction() {
-    debug_assert!(
-        !IN_TRANSACTION.with(std::cell::Cell::get),
-        "a password hash was computed inside a transaction closure"
-    );
 }
 
 const OUTPUT_LEN: usize = 32;
@@ -238,9 +126,9 @@ impl Hasher {
         self.compute(&ctx, normalized.as_bytes(), &salt, &mut out)?;
         let phc = format!(
             "$argon2id$v=19$m={},t={},p={}${}${}",
-            p.m_cost,
-            p.t_cost,
-            p.p_cost,
+            p.m_cost(),
+            p.t_cost(),
+            p.p_cost(),
             PHC_B64.encode(salt),
             PHC_B64.encode(out)
         );
@@ -299,9 +187,9 @@ impl Hasher {
                 let current = peppered
                     && parsed.algorithm == Algorithm::Argon2id
                     && parsed.version == Version::V0x13
-                    && parsed.params.m_cost() == self.params.m_cost
-                    && parsed.params.t_cost() == self.params.t_cost
-                    && parsed.params.p_cost() == self.params.p_cost
+                    && parsed.params.m_cost() == self.params.m_cost()
+                    && parsed.params.t_cost() == self.params.t_cost()
+                    && parsed.params.p_cost() == self.params.p_cost()
                     && expected.len() == OUTPUT_LEN;
                 Ok(Verification {
                     matched,
@@ -579,38 +467,4 @@ pub(crate) fn hash_info(scheme: HashScheme, stored: &str) -> PasswordHashInfo {
         HashScheme::LegacyBcrypt => PasswordScheme::LegacyBcrypt,
     };
     PasswordHashInfo { scheme, params }
-}
-
-#[cfg(all(test, debug_assertions))]
-mod no_hashing_in_transactions {
-    use crate::{Config, NewCustomer, Password, Store, StoreSecret};
-
-    /// The guard works: a hash inside a transaction closure panics in
-    /// debug builds, so every test that drives an operation also proves
-    /// that the operation hashes outside its transaction.
-    #[test]
-    #[should_panic(expected = "inside a transaction closure")]
-    fn hashing_inside_a_closure_is_caught() {
-        let store =
-            Store::temporary(&StoreSecret::from_bytes([1; 32]), Config::for_tests()).unwrap();
-        let _ = store.engine().transact(|_tx| {
-            let _ = store.hasher().hash_normalized("inside-the-closure");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn operations_hash_outside_their_transactions() {
-        let store =
-            Store::temporary(&StoreSecret::from_bytes([1; 32]), Config::for_tests()).unwrap();
-        let pw = |s: &str| Password::new(s).unwrap();
-        let (c, key) = store
-            .register(NewCustomer::new("a@b.co", "A", "B", pw("password-1")))
-            .unwrap();
-        store.login("a@b.co", &pw("password-1")).unwrap();
-        store.login("x@b.co", &pw("password-1")).unwrap_err();
-        store
-            .update_password(c.box_id, &key, "a@b.co", &pw("password-2"))
-            .unwrap();
-    }
 }

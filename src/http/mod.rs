@@ -137,16 +137,10 @@ pub fn reference_router(gateway: Arc<Gateway>, body_timeout: Duration) -> Router
     routes(state.clone()).fallback(handle).with_state(state)
 }
 
-/// The path as logged: a reset token in a SkyERP path becomes `{token}`.
+/// The path as logged: a reset token in a SkyERP path becomes `{token}`
+/// (the gateway's routing decides which segment is the token).
 pub fn route_label(path: &str) -> String {
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let marker = "/customers/reset-password/";
-    match path.find(marker) {
-        Some(i) if path.len() > i + marker.len() => {
-            format!("{}{{token}}", &path[..i + marker.len()])
-        }
-        _ => path.to_owned(),
-    }
+    crate::gateway::route_label(path)
 }
 
 async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse {

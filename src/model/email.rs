@@ -1,4 +1,4 @@
-use crate::error::InputError;
+use super::InputError;
 
 /// A syntactically valid email address: kept as given (trimmed), compared by its
 /// normalized form (trimmed, lower-cased).

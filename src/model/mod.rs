@@ -3,6 +3,7 @@
 mod clock;
 mod email;
 mod event;
+mod input;
 mod mail;
 mod reset;
 pub(crate) mod secret;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::Email;
 pub use event::{Event, EventKind, EventOutcome};
+pub use input::InputError;
 pub use mail::{
     DueMail, DueMails, Lang, MAX_MAIL_SHOP_BYTES, MailFate, MailQueueSummary, MailRequest,
     MailRetry, QueuedMail,
@@ -33,11 +35,11 @@ pub type BoxId = u64;
 pub const MAX_BOX_ID: BoxId = (1 << 53) - 1;
 
 /// Refuses a box_id outside 1 to [`MAX_BOX_ID`].
-pub(crate) fn check_box_id(box_id: BoxId) -> Result<(), crate::error::InputError> {
+pub(crate) fn check_box_id(box_id: BoxId) -> Result<(), InputError> {
     if (1..=MAX_BOX_ID).contains(&box_id) {
         Ok(())
     } else {
-        Err(crate::error::InputError::BoxIdOutOfRange { max: MAX_BOX_ID })
+        Err(InputError::BoxIdOutOfRange { max: MAX_BOX_ID })
     }
 }
 

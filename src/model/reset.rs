@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use super::InputError;
 use super::{BoxId, Timestamp};
-use crate::error::InputError;
 
 /// Most resets a customer has outstanding; a new request drops the oldest.
 pub const MAX_OUTSTANDING_RESETS: usize = 3;

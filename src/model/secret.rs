@@ -9,7 +9,7 @@ use std::fmt;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::error::InputError;
+use super::InputError;
 
 macro_rules! redacted_debug {
     ($ty:ident) => {

@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::EngineOptions;
 use super::backend::{Backend, BackendTx, Rows};
@@ -27,8 +27,23 @@ struct State {
     counters: [Option<u64>; 2],
 }
 
+/// A memory backend's contents, which outlive the backend: a store opened
+/// again over them (the model check's "crash") finds what was committed.
+#[derive(Clone)]
+pub(crate) struct MemoryState(Arc<Mutex<State>>);
+
+impl MemoryState {
+    /// Empty trees, counters never used.
+    pub fn new() -> Self {
+        Self(Arc::new(Mutex::new(State {
+            trees: TreeId::ALL.iter().map(|_| Tree::new()).collect(),
+            counters: [None; 2],
+        })))
+    }
+}
+
 pub(crate) struct MemoryBackend {
-    state: Mutex<State>,
+    state: MemoryState,
     first_box_id: u64,
     /// Run each body once more than needed, discarding the first run.
     rerun: bool,
@@ -53,11 +68,13 @@ impl MemoryBackend {
     /// A new, empty store. With `rerun`, every transaction's body runs
     /// twice (the first run's writes discarded).
     pub fn open(opts: &EngineOptions, rerun: bool) -> Result<Self, Error> {
+        Self::reopen(MemoryState::new(), opts, rerun)
+    }
+
+    /// The store held by `state`, created when `state` is empty.
+    pub fn reopen(state: MemoryState, opts: &EngineOptions, rerun: bool) -> Result<Self, Error> {
         let backend = Self {
-            state: Mutex::new(State {
-                trees: TreeId::ALL.iter().map(|_| Tree::new()).collect(),
-                counters: [None; 2],
-            }),
+            state,
             first_box_id: opts.first_box_id,
             rerun,
         };
@@ -68,7 +85,7 @@ impl MemoryBackend {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Writes are applied after the body succeeds, by code that does not
         // panic: a poisoned state is whole.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -130,6 +130,7 @@ pub(crate) fn wal_fdatasyncs() -> u64 {
 /// log that keeps only what was synced ([`faults::MemDir`]).
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod faults {
+    pub(crate) use super::memory::MemoryState;
     pub(crate) use super::sled::wal::fault::{Crash, FaultyData, MemDir};
 
     /// The store at `path` over `wal` and `data` (see [`MemDir`]).
@@ -140,6 +141,16 @@ pub(crate) mod faults {
         data: &std::sync::Arc<FaultyData>,
     ) -> Result<super::Engine, crate::Error> {
         let backend = super::sled::wal::fault::open_faulty(path, &opts, wal, data)?;
+        Ok(super::Engine::new(Box::new(backend), opts.fail_point))
+    }
+
+    /// The store held by `state` on the memory backend (every transaction's
+    /// body run twice), created when `state` is empty.
+    pub(crate) fn open_memory(
+        state: &MemoryState,
+        opts: super::EngineOptions,
+    ) -> Result<super::Engine, crate::Error> {
+        let backend = super::memory::MemoryBackend::reopen(state.clone(), &opts, true)?;
         Ok(super::Engine::new(Box::new(backend), opts.fail_point))
     }
 }

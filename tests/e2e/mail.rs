@@ -489,8 +489,9 @@ fn no_token_in_the_data_directory_while_mails_wait() {
     drop(server);
     copy_dir(&data, &copies.join("killed"));
     let server = serve_with_smtp(&data, &smtp.url(), &retry);
+    let stderr = server.stderr.clone();
     let (_, status) = server.terminate();
-    assert!(status.success());
+    assert!(status.success(), "{status}: {}", stderr.lock().unwrap());
     copy_dir(&data, &copies.join("stopped"));
     let (_, out, _) = cli(&data, &["mail", "list"], "");
     assert!(out.starts_with("queued: 5 "), "{out}");

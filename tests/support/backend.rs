@@ -1,14 +1,19 @@
 //! The store implementations every store test runs on, so that a test is
 //! written once and proves its guarantee on each: `Temporary` (sled without
-//! a log, `Store::temporary`) and `Wal` (`Store::open` on a temporary
+//! a log, `Store::temporary`), `Wal` (`Store::open` on a temporary
 //! directory: the production path with the write-ahead log, group commit,
-//! overlay reads and batch apply) and `Postgres` (`Store::open_postgres`
-//! in a fresh schema of the server at `CREDSTORE_POSTGRES_URL`).
+//! overlay reads and batch apply), `Memory` (the second implementation
+//! of the storage seam, ordered maps in memory, every transaction's body
+//! run twice: `Store::in_memory_for_tests`) and `Postgres`
+//! (`Store::open_postgres` in a fresh schema of the server at
+//! `CREDSTORE_POSTGRES_URL`).
 //!
 //! `on_every_backend! { fn name(backend) { ... } }` makes a module `name`
 //! with one `#[test]` per backend (`name::temporary`, `name::wal`,
-//! `name::postgres`). Without `CREDSTORE_POSTGRES_URL` the PostgreSQL test
-//! fails when `CI=true` and is skipped with a message otherwise.
+//! `name::memory`, `name::postgres`). A new backend is a new variant here,
+//! in `ALL`, and a line in the macro. Without `CREDSTORE_POSTGRES_URL` the
+//! PostgreSQL test fails when `CI=true` and is skipped with a message
+//! otherwise.
 #![allow(dead_code)]
 
 use std::ops::Deref;
@@ -22,6 +27,8 @@ pub enum Backend {
     Temporary,
     /// `Store::open` in a temporary directory: sled behind the WAL.
     Wal,
+    /// `Store::in_memory_for_tests`: the memory backend.
+    Memory,
     /// `Store::open_postgres` on a new schema of the test server.
     Postgres,
 }
@@ -76,7 +83,12 @@ pub fn drop_postgres_schema(url: &str, schema: &str) {
 }
 
 impl Backend {
-    pub const ALL: [Backend; 3] = [Backend::Temporary, Backend::Wal, Backend::Postgres];
+    pub const ALL: [Backend; 4] = [
+        Backend::Temporary,
+        Backend::Wal,
+        Backend::Memory,
+        Backend::Postgres,
+    ];
 
     /// Whether tests can run on this backend here (see [`postgres_url`]).
     pub fn available(self) -> bool {
@@ -88,6 +100,11 @@ impl Backend {
         match self {
             Backend::Temporary => TestStore {
                 store: Store::temporary(secret, config).expect("a temporary store"),
+                dir: None,
+                pg: None,
+            },
+            Backend::Memory => TestStore {
+                store: Store::in_memory_for_tests(secret, config).expect("a store in memory"),
                 dir: None,
                 pg: None,
             },
@@ -175,6 +192,11 @@ macro_rules! on_every_backend {
             #[test]
             fn wal() {
                 run($crate::backend::Backend::Wal)
+            }
+
+            #[test]
+            fn memory() {
+                run($crate::backend::Backend::Memory)
             }
 
             #[test]

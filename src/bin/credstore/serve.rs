@@ -167,24 +167,31 @@ fn outbox(dir: &PathBuf) -> Result<OutboxMailer, Failure> {
     Ok(OutboxMailer { dir: dir.clone() })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGTERM and SIGINT handlers at once and returns the future
+/// that completes on the first of them. Called before the server prints that
+/// it listens: a signal sent right after that line is a clean stop, never the
+/// default action (an abrupt exit, status "killed by signal").
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let installed = |kind, name| {
+            signal(kind).map_err(|e| Failure(format!("cannot install the {name} handler: {e}")))
+        };
+        let mut term = installed(SignalKind::terminate(), "SIGTERM")?;
+        let mut int = installed(SignalKind::interrupt(), "SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -276,11 +283,12 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
             .await
             .map_err(|e| Failure(format!("cannot listen on {}: {e}", args.listen)))?;
         let addr = listener.local_addr()?;
+        let signalled = shutdown_signal()?;
         println!("credstore listening on http://{addr}");
         let _ = std::io::stdout().flush();
         let app = credstore::http::reference_router(gateway, body_timeout);
         credstore::http::server::serve(listener, app, limits, async {
-            shutdown_signal().await;
+            signalled.await;
             // Mails in flight finish; the rest stay queued for the next start.
             stopper.stop();
             tracing::info!("shutting down: finishing requests and mails in flight");

@@ -7,8 +7,9 @@
 //! commit). sled gets the change later: when enough records wait, the
 //! committer that notices applies the durable ones in one sled transaction
 //! ([`settle`]); scans, the integrity check and checkpoints settle first.
-//! Commits are serialised by the writer section, so a closure runs exactly
-//! once and needs no conflict retries. What a committer does after its
+//! Commits are serialised by the writer section, so this backend never
+//! retries a closure on a conflict (the seam's contract still allows it:
+//! `store/backend.rs`). What a committer does after its
 //! change is durable (applying, checkpoints, preparing a segment) is
 //! housekeeping: its failures are logged and retried, never reported as the
 //! change's (SPEC §11). Stores without a directory
@@ -33,7 +34,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::checkpoint::{checkpoint, sync};
 use super::tx::{Redo, SledTx};
-use super::wal::{Loaded, Wal, redo};
+use super::wal::{CommitError, Loaded, Wal, redo};
 use super::{SledBackend, WAL_SEQ, storage};
 use crate::error::{Error, StorageError};
 use crate::store::LogTruncation;
@@ -65,41 +66,32 @@ pub(super) fn run(
     let Some(wal) = &engine.wal else {
         return run_without_wal(engine, body);
     };
-    let committing = wal.enter();
-    let mut writer = wal
-        .writer()
-        .map_err(refused(wal, "committing a transaction"))?;
-    let tx = SledTx::new(engine, Some(writer.overlay()));
-    body(&tx)?;
-    let redo = tx.redo.take();
-    if redo.is_empty() {
-        return Ok(());
+    let logged = wal.commit(|overlay, max_payload| {
+        let tx = SledTx::new(engine, Some(overlay));
+        body(&tx)?;
+        let redo = tx.redo.take();
+        if redo.is_empty() {
+            return Ok(None);
+        }
+        let len = redo::encoded_len(&redo);
+        if len > max_payload {
+            let e = too_large();
+            tracing::warn!(error = %e, "a write was refused");
+            return Err(e);
+        }
+        let mut payload = Vec::with_capacity(len);
+        redo::encode(&mut payload, &redo);
+        Ok(Some((payload, redo)))
+    });
+    match logged {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => {
+            housekeeping(engine, wal);
+            Ok(())
+        }
+        Err(CommitError::Body(e)) => Err(e),
+        Err(CommitError::Log(what, e)) => Err(refused(wal, what)(e)),
     }
-    let len = redo::encoded_len(&redo);
-    if len > writer.max_payload() {
-        let e = too_large();
-        tracing::warn!(error = %e, "a write was refused");
-        return Err(e);
-    }
-    let mut payload = Vec::with_capacity(len);
-    redo::encode(&mut payload, &redo);
-    // A refusal here (no room for the record: a full disk) changes nothing.
-    let seq = writer
-        .append(&payload, redo)
-        .map_err(refused(wal, "writing the write-ahead log"))?;
-    drop(writer);
-    wal.nudge_leader();
-    if wal.syncing() {
-        // A failed sync leaves the record's fate unknown: it may or may not
-        // be found when the store is reopened.
-        wal.wait_durable(seq).map_err(refused(
-            wal,
-            "syncing the write-ahead log (whether this change survives a reopen is unknown)",
-        ))?;
-    }
-    drop(committing);
-    housekeeping(engine, wal);
-    Ok(())
 }
 
 /// Work after a durable commit. The caller's change is safe already, so a

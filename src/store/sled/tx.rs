@@ -1,8 +1,10 @@
 //! One run of a transaction on the sled backend ([`SledTx`]).
 //!
 //! Commits are serialised by the write-ahead log's writer section, so a
-//! transaction needs no optimistic concurrency control and its body runs
-//! exactly once: it reads its own writes first, then the changes logged but
+//! transaction needs no optimistic concurrency control and this backend
+//! runs its body once (the seam's contract lets a backend run it again, and
+//! the memory backend does: bodies are written for that). A run reads its
+//! own writes first, then the changes logged but
 //! not yet applied to sled (the [`Overlay`]), then sled, and records every
 //! write as a redo entry (tree, key, value or delete), which is what the
 //! write-ahead log persists and what is later applied to sled.

@@ -19,18 +19,20 @@
 // Test code: a mismatch with the model panics, by design.
 #![allow(clippy::unwrap_used)]
 
+mod model;
+mod rig;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Config, LockoutPolicy, Store, engine_options};
 use crate::error::{Credential, Entity, Error, InputError, PolicyViolation};
 use crate::model::{
-    Clock, CustomerFlags, FlagsUpdate, ImportedCustomer, ManualClock, NewCustomer, Password,
-    ResetDetails, StoreSecret, Timestamp, parse_token,
+    Clock, CustomerFlags, FlagsUpdate, ImportedCustomer, NewCustomer, Password, ResetDetails,
+    parse_token,
 };
-use crate::store::faults::{self, Crash, FaultyData, MemDir};
+use model::*;
+pub(crate) use rig::On;
+use rig::Rig;
 
 const EMAILS: [&str; 4] = ["a@x.co", "b@x.co", "c@x.co", "d@x.co"];
 /// NFKC classes: 1 and 2 are twins, so are 3 and 4; 0 breaks the policy.
@@ -47,312 +49,16 @@ const LOCK_FOR: Duration = Duration::from_secs(60);
 const TTL: Duration = Duration::from_secs(3600);
 const FIRST_BOX_ID: u64 = 100;
 
-fn class(pw: usize) -> usize {
-    match pw {
-        2 => 1,
-        4 => 3,
-        p => p,
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Outcome {
-    Ok,
-    Locked(i64),
-    Credentials(Credential),
-    Disabled,
-    MustChange,
-    Policy,
-    Taken(Entity),
-    NotFound,
-    Throttled,
-    InvalidToken,
-    Other(String),
-}
-
-fn outcome<T>(r: &Result<T, Error>) -> Outcome {
-    match r {
-        Ok(_) => Outcome::Ok,
-        Err(Error::Locked { until }) => Outcome::Locked(until.0),
-        Err(Error::InvalidCredentials(c)) => Outcome::Credentials(*c),
-        Err(Error::Disabled) => Outcome::Disabled,
-        Err(Error::MustChangePassword) => Outcome::MustChange,
-        Err(Error::Policy(PolicyViolation::TooShort { .. })) => Outcome::Policy,
-        Err(Error::AlreadyExists(e)) => Outcome::Taken(*e),
-        Err(Error::NotFound(Entity::Customer)) => Outcome::NotFound,
-        Err(Error::Throttled) => Outcome::Throttled,
-        Err(Error::InvalidToken) => Outcome::InvalidToken,
-        Err(e) => Outcome::Other(format!("{e:?}")),
-    }
-}
-
-#[derive(Debug, Clone)]
-struct MCustomer {
-    box_id: u64,
-    email: String,
-    key: String,
-    /// The password's NFKC class (current scheme).
-    class: usize,
-    /// A legacy bcrypt hash of this raw password, until a login rehashes it.
-    legacy_raw: Option<usize>,
-    version: u64,
-    must_change: bool,
-    enabled: bool,
-    failed: u32,
-    locked_until: Option<i64>,
-    updated_at: i64,
-}
-
-#[derive(Debug, Clone)]
-struct MReset {
-    id: String,
-    token: String,
-    box_id: u64,
-    email: String,
-    version: u64,
-    created: i64,
-    expires: i64,
-    used_at: Option<i64>,
-    /// Outstanding: listed by its customer (unused, not superseded).
-    listed: bool,
-}
-
-#[derive(Default)]
-struct Model {
-    customers: Vec<MCustomer>,
-    resets: Vec<MReset>,
-    /// Unknown emails' lock-out: (failed, locked_until, since).
-    guards: HashMap<String, (u32, Option<i64>, i64)>,
-    next_box_id: u64,
-}
-
-fn norm(e: &str) -> String {
-    e.trim().to_lowercase()
-}
-
-/// Lock-out bookkeeping, as SPEC §5.6 says, on (failed, locked, since).
-fn refresh(a: &mut (u32, Option<i64>, i64), now: i64) {
-    if a.1.is_some_and(|u| u <= now) {
-        a.1 = None;
-        a.0 = 0;
-    }
-    if a.1.is_none() && now >= a.2.saturating_add(24 * 3600 * 1000) {
-        a.0 = 0;
-    }
-}
-
-impl Model {
-    fn by_email(&self, e: &str) -> Option<usize> {
-        self.customers
-            .iter()
-            .position(|c| norm(&c.email) == norm(e))
-    }
-
-    /// A credential change: version + 1, the count cleared, outstanding
-    /// resets deleted.
-    fn bump(&mut self, i: usize, now: i64) {
-        let c = &mut self.customers[i];
-        c.version += 1;
-        c.failed = 0;
-        c.locked_until = None;
-        c.updated_at = now;
-        let box_id = c.box_id;
-        self.resets.retain(|r| !(r.box_id == box_id && r.listed));
-    }
-
-    /// The login; returns the expected outcome.
-    fn login(&mut self, email: &str, pw: usize, now: i64) -> Outcome {
-        let lock_for = LOCK_FOR.as_millis() as i64;
-        let Some(i) = self.by_email(email) else {
-            let g = self
-                .guards
-                .entry(norm(email))
-                .or_insert((0, None, i64::MIN / 2));
-            refresh(g, now);
-            if let Some(u) = g.1 {
-                return Outcome::Locked(u);
-            }
-            g.0 += 1;
-            g.2 = now;
-            if g.0 >= MAX_FAILURES {
-                g.1 = Some(now + lock_for);
-                g.0 = 0;
-            }
-            return Outcome::Credentials(Credential::Password);
-        };
-        let c = &mut self.customers[i];
-        let mut a = (c.failed, c.locked_until, c.updated_at);
-        refresh(&mut a, now);
-        if let Some(u) = a.1 {
-            // Refused without a write: the record keeps its old state.
-            return Outcome::Locked(u);
-        }
-        a.0 += 1;
-        a.2 = now;
-        let matched = match c.legacy_raw {
-            Some(raw) => raw == pw,
-            None => class(pw) == c.class,
-        };
-        if !matched {
-            if a.0 >= MAX_FAILURES {
-                a.1 = Some(now + lock_for);
-                a.0 = 0;
-            }
-            (c.failed, c.locked_until, c.updated_at) = a;
-            return Outcome::Credentials(Credential::Password);
-        }
-        c.failed = 0;
-        c.locked_until = None;
-        c.updated_at = now;
-        if !c.enabled {
-            return Outcome::Disabled;
-        }
-        if c.legacy_raw.take().is_some() {
-            c.class = class(pw);
-        }
-        if c.must_change {
-            return Outcome::MustChange;
-        }
-        Outcome::Ok
-    }
-
-    fn request_reset(&mut self, email: &str, now: i64) -> Outcome {
-        let Some(i) = self.by_email(email) else {
-            return Outcome::NotFound;
-        };
-        let c = &self.customers[i];
-        if !c.enabled {
-            return Outcome::Disabled;
-        }
-        let box_id = c.box_id;
-        let listed: Vec<&MReset> = self
-            .resets
-            .iter()
-            .filter(|r| r.box_id == box_id && r.listed)
-            .collect();
-        if listed.iter().any(|r| now < r.created + 60_000) {
-            return Outcome::Throttled;
-        }
-        Outcome::Ok
-    }
-
-    /// After the store issued `new` for the customer: expired outstanding
-    /// resets deleted, then the oldest until there is room.
-    fn issued(&mut self, new: MReset, now: i64) {
-        let box_id = new.box_id;
-        self.resets
-            .retain(|r| !(r.box_id == box_id && r.listed && r.expires <= now));
-        let mut keep: Vec<(i64, String)> = self
-            .resets
-            .iter()
-            .filter(|r| r.box_id == box_id && r.listed)
-            .map(|r| (r.created, r.id.clone()))
-            .collect();
-        keep.sort();
-        while keep.len() >= 3 {
-            let (_, id) = keep.remove(0);
-            self.resets.retain(|r| r.id != id);
-        }
-        self.resets.push(new);
-    }
-
-    /// Whether a token consumption (or check) would find the reset live.
-    fn live(&self, token: &str, now: i64) -> Option<usize> {
-        let r = self
-            .resets
-            .iter()
-            .position(|r| r.token == token && r.listed && now < r.expires)?;
-        let c = self
-            .customers
-            .iter()
-            .find(|c| c.box_id == self.resets[r].box_id)?;
-        (c.version == self.resets[r].version && c.enabled).then_some(r)
-    }
-}
-
-/// The store under test, on the fault layer, and what a crash keeps.
-struct Rig {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    generation: usize,
-    clock: ManualClock,
-    secret: StoreSecret,
-    wal: MemDir,
-    data: Arc<FaultyData>,
-    store: Option<Store>,
-    bcrypt: Vec<String>,
-}
-
-fn config(clock: &ManualClock) -> Config {
-    Config::for_tests()
-        .with_clock(Arc::new(clock.clone()))
-        .with_first_box_id(FIRST_BOX_ID)
-        .with_lockout(LockoutPolicy {
-            max_failures: MAX_FAILURES,
-            lock_for: LOCK_FOR,
-        })
-        .with_token_ttl(TTL)
-}
-
-impl Rig {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let wal = MemDir::new();
-        let data = Arc::new(FaultyData::new(&wal));
-        let mut rig = Rig {
-            root: tmp.path().to_path_buf(),
-            _tmp: tmp,
-            generation: 0,
-            clock: ManualClock::new(Timestamp(1_800_000_000_000)),
-            secret: StoreSecret::from_bytes([0x3c; 32]),
-            wal,
-            data,
-            store: None,
-            bcrypt: PASSWORDS
-                .iter()
-                .map(|p| bcrypt::hash(p, 4).unwrap())
-                .collect(),
-        };
-        rig.open();
-        rig
-    }
-
-    fn path(&self) -> PathBuf {
-        self.root.join(format!("data{}", self.generation))
-    }
-
-    fn open(&mut self) {
-        let config = config(&self.clock);
-        let keys = crate::crypto::Keys::derive(&self.secret);
-        let opts = engine_options(&keys, &config);
-        let engine = faults::open(&self.path(), opts, &self.wal, &self.data).unwrap();
-        self.store = Some(Store::from_parts(engine, keys, config));
-    }
-
-    fn store(&self) -> &Store {
-        self.store.as_ref().unwrap()
-    }
-
-    /// A crash: the log keeps only what was synced, sled only what its
-    /// last good checkpoint synced. Then the store is opened again.
-    fn crash_and_reopen(&mut self) {
-        let wal = self.wal.crash(Crash::DropUnsynced);
-        let sled = self.data.durable();
-        // The old process's store goes (its close writes to the old files,
-        // which the crash has already left behind).
-        self.store = None;
-        self.generation += 1;
-        FaultyData::restore(&sled, &self.path());
-        self.wal = wal;
-        self.data = Arc::new(FaultyData::new(&self.wal));
-        self.open();
-    }
-}
-
 /// Reads `data` as a sequence of operations and runs it against the store
-/// and the model; panics at the first difference.
+/// on the sled backend (through the fault layer) and the model; panics at
+/// the first difference.
 pub(crate) fn run(data: &[u8]) {
-    let mut rig = Rig::new();
+    run_on(On::Sled, data);
+}
+
+/// [`run`] on the backend `on`.
+pub(crate) fn run_on(on: On, data: &[u8]) {
+    let mut rig = Rig::new(on);
     let mut m = Model {
         next_box_id: FIRST_BOX_ID,
         ..Model::default()
@@ -728,12 +434,31 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+        /// The same check on the memory backend (every transaction's body
+        /// run twice): the operations depend on the storage seam alone.
+        #[test]
+        fn the_store_matches_the_model_on_the_memory_backend(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            super::run_on(super::On::Memory, &data);
+        }
+    }
+
+    fn long_sequence() -> Vec<u8> {
+        (0..3000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    }
+
     /// A long, fixed sequence: every operation many times, with crashes.
     #[test]
     fn a_long_sequence() {
-        let data: Vec<u8> = (0..3000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        super::run(&data);
+        super::run(&long_sequence());
+    }
+
+    /// The long sequence on the memory backend.
+    #[test]
+    fn a_long_sequence_on_the_memory_backend() {
+        super::run_on(super::On::Memory, &long_sequence());
     }
 }

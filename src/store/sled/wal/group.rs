@@ -1,0 +1,160 @@
+//! Group commit: a committer waits until its record is synced; the first
+//! waiter leads, lets every committing thread append first ([`Wal::gather`]),
+//! writes and syncs what was appended holding no lock, and wakes the others.
+
+use std::io as stdio;
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Chunk, Slot, Wal, lock};
+
+/// The longest a group commit's leader waits for writers about to append.
+const GATHER_LIMIT: Duration = Duration::from_micros(200);
+
+/// Group commit's state, beside the durable sequence number (the
+/// overlay's, raised under this lock while syncing).
+pub(super) struct Group {
+    /// A leader is syncing right now.
+    pub(super) leader: bool,
+}
+
+/// A committing thread; see [`Wal::enter`].
+pub(crate) struct Committing<'a>(&'a Wal);
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.0.in_commit.fetch_sub(1, Ordering::SeqCst);
+        self.0.nudge_leader();
+    }
+}
+
+impl Wal {
+    /// Marks the calling thread as committing until the returned value is
+    /// dropped: from before it enters the writer section until its record
+    /// is durable. A group's leader waits for such threads to append.
+    pub(super) fn enter(&self) -> Committing<'_> {
+        self.in_commit.fetch_add(1, Ordering::SeqCst);
+        Committing(self)
+    }
+
+    /// Returns once record `seq` is durable, as the group's leader when no
+    /// one else is: the leader syncs every file written since the last sync
+    /// (holding no lock, so that writers keep appending meanwhile), then
+    /// publishes the highest record it covered and wakes the others.
+    pub(super) fn wait_durable(&self, seq: u64) -> stdio::Result<()> {
+        let mut g = lock(&self.group);
+        loop {
+            // Raised under this lock by leaders (always, when syncing).
+            if self.overlay.durable() >= seq {
+                return Ok(());
+            }
+            self.check()?;
+            if g.leader {
+                g = self.synced.wait(g).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            g.leader = true;
+            drop(g);
+            self.gather();
+            let (target, files, chunks) = {
+                let mut w = lock(&self.writer);
+                (
+                    w.appended_seq,
+                    std::mem::take(&mut w.dirty),
+                    std::mem::take(&mut w.unwritten),
+                )
+            };
+            let result = write_group(&chunks, &files);
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            // After a failed fsync the kernel may have dropped the dirty
+            // pages: nothing written since the last good sync can be
+            // trusted, so stop acknowledging anything (set before waking
+            // the others, who then see it).
+            if let Err((what, e)) = &result {
+                self.state.fail(what, e);
+            }
+            g = lock(&self.group);
+            g.leader = false;
+            if result.is_ok() {
+                let made_durable = target.saturating_sub(self.overlay.durable());
+                if made_durable > 0 {
+                    let bucket = (63 - made_durable.leading_zeros() as usize).min(6);
+                    self.counters.group_sizes[bucket].fetch_add(1, Ordering::Relaxed);
+                }
+                self.overlay.set_durable(target);
+            }
+            self.synced.notify_all();
+            result.map_err(|(_, e)| e)?;
+        }
+    }
+
+    /// Before a leader syncs: lets every thread that is committing and has
+    /// no record waiting for a sync append first, so that one sync covers
+    /// them too (they would otherwise wait for this sync and then another).
+    /// Bounded by [`GATHER_LIMIT`]; returns at once when all committing
+    /// threads wait for this sync already (one writer: always).
+    fn gather(&self) {
+        let deadline = Instant::now() + GATHER_LIMIT;
+        let mut g = lock(&self.gathering);
+        self.leader_gathering.store(true, Ordering::SeqCst);
+        while !self.gathered() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            g = self
+                .gathered_cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        self.leader_gathering.store(false, Ordering::SeqCst);
+        drop(g);
+    }
+
+    /// Every committing thread has a record waiting for the next sync.
+    fn gathered(&self) -> bool {
+        let committing = self.in_commit.load(Ordering::SeqCst) as u64;
+        let waiting = self
+            .appended
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.overlay.durable());
+        waiting >= committing
+    }
+
+    /// Wakes a gathering leader once [`Wal::gathered`] holds (after an
+    /// append, and when a thread stops committing).
+    pub(super) fn nudge_leader(&self) {
+        if self.leader_gathering.load(Ordering::SeqCst) && self.gathered() {
+            let _g = lock(&self.gathering);
+            self.gathered_cv.notify_one();
+        }
+    }
+}
+
+/// A group commit's I/O: one write per run of records, then one sync per
+/// file. When the group moves on to a new segment, the earlier segment's
+/// file is synced before anything is written to the new one: records of a
+/// later segment then never reach the disk while an earlier segment's may
+/// still be lost, so a valid record after a missing one always means damage
+/// (corruption.rs), never a torn group. On failure: what failed, and how.
+fn write_group(chunks: &[Chunk], files: &[Slot]) -> Result<(), (&'static str, stdio::Error)> {
+    let write = |e| ("writing the write-ahead log", e);
+    let sync = |e| ("syncing the write-ahead log", e);
+    let mut synced: Vec<u32> = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        if let Some(prev) = i.checked_sub(1).map(|p| &chunks[p].slot)
+            && prev.no != c.slot.no
+        {
+            prev.file.sync().map_err(sync)?;
+            synced.push(prev.no);
+        }
+        c.slot.file.write_at(&c.bytes, c.at).map_err(write)?;
+    }
+    files
+        .iter()
+        .filter(|s| !synced.contains(&s.no))
+        .try_for_each(|s| s.file.sync())
+        .map_err(sync)
+}
