@@ -1,48 +1,53 @@
-#!/usr/bin/env bash
-# A throwaway PostgreSQL cluster for the tests, on 127.0.0.1 only.
-#   source .ci/postgres.sh && pg_start   # exports CREDSTORE_POSTGRES_URL
-#   pg_stop                              # stops it and removes its files
-# Installs Debian's postgresql when no server is found. Runs as root (initdb
-# refuses root, so the cluster belongs to the postgres user) or as any user
-# who can run initdb. PG_FSYNC=on for a cluster that syncs (the benches).
+# A throwaway PostgreSQL cluster for the tests (SPEC §13). Source this file:
+#   pg_start        starts one on 127.0.0.1 (loopback only) in a temporary
+#                   directory and exports CREDSTORE_POSTGRES_URL;
+#                   PG_FSYNC=on keeps fsync (the durability bench), else off;
+#                   PG_LOG_STATEMENTS=1 logs every statement (round trips);
+#   pg_stop         stops it and removes the directory.
+# Installs Debian's postgresql package when no server is on the machine.
+# The newest /usr/lib/postgresql/*/bin is used. initdb refuses root, so the
+# cluster belongs to the postgres user.
 
 pg_bin() {
-  local bin
-  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
-    (export DEBIAN_FRONTEND=noninteractive
-     apt-get install -y postgresql || { apt-get update && apt-get install -y postgresql; }) \
-      >/tmp/credstore-ci-pg-apt.log 2>&1 || tail -n 5 /tmp/credstore-ci-pg-apt.log >&2
-    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-  fi
-  [ -x "$bin/initdb" ] || { echo "no PostgreSQL server could be installed" >&2; return 1; }
-  echo "$bin"
-}
-
-pg_as() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
 }
 
 pg_start() {
-  local bin port
-  bin=$(pg_bin) || return 1
-  PG_DIR=$(mktemp -d /tmp/credstore-pg.XXXXXX)
-  [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR"
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  pg_as "$bin/initdb" -D "$PG_DIR/data" -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 \
-    >"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; return 1; }
-  pg_as "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
-    -o "-k $PG_DIR -p $port -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=${PG_FSYNC:-off}" start >/dev/null \
-    || { cat "$PG_DIR/log" >&2; return 1; }
-  PG_BIN=$bin
-  export PG_DIR PG_BIN
-  export CREDSTORE_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
-  echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($PG_DIR)"
+  local bin port dir
+  bin=$(pg_bin)
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    (export DEBIAN_FRONTEND=noninteractive
+     apt-get install -y postgresql || { apt-get update && apt-get install -y postgresql; }) \
+      >/tmp/credstore-ci-apt-pg.log 2>&1 || tail -n 5 /tmp/credstore-ci-apt-pg.log
+    bin=$(pg_bin)
+  fi
+  [ -n "$bin" ] && [ -x "$bin/initdb" ] || { echo "no PostgreSQL server could be installed" >&2; return 1; }
+  dir=$(mktemp -d /tmp/credstore-pg.XXXXXX)
+  chmod 755 "$dir"
+  local owner=()
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown postgres: "$dir"
+    owner=(runuser -u postgres --)
+  fi
+  port=${PG_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+  "${owner[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 \
+    >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
+  local opts="-k $dir -p $port -c listen_addresses=127.0.0.1 -c max_connections=300"
+  [ "${PG_FSYNC:-off}" = on ] || opts="$opts -c fsync=off"
+  [ "${PG_LOG_STATEMENTS:-0}" = 1 ] && opts="$opts -c log_statement=all -c log_line_prefix=%p:%x:"
+  "${owner[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "$opts" start >/dev/null \
+    || { cat "$dir/log" >&2; return 1; }
+  export CREDSTORE_PG_DIR="$dir" CREDSTORE_PG_BIN="$bin"
+  export CREDSTORE_POSTGRES_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+  echo "PostgreSQL ($("$bin/postgres" --version)) on 127.0.0.1:$port, data in $dir"
 }
 
 pg_stop() {
-  [ -n "${PG_DIR:-}" ] || return 0
-  pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
-  rm -rf "$PG_DIR"
-  unset PG_DIR CREDSTORE_POSTGRES_URL
+  [ -n "${CREDSTORE_PG_DIR:-}" ] || return 0
+  local owner=()
+  [ "$(id -u)" = 0 ] && owner=(runuser -u postgres --)
+  "${owner[@]}" "$CREDSTORE_PG_BIN/pg_ctl" -D "$CREDSTORE_PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$CREDSTORE_PG_DIR"
+  unset CREDSTORE_PG_DIR CREDSTORE_POSTGRES_URL
 }

@@ -14,6 +14,13 @@
 //!   mode with `synchronous=FULL`, the same rotation-shaped transaction:
 //!   1 select, 1 update, 2 inserts, 1 delete over 3 tables.
 //!
+//! - `durable_postgres/…` (with `CREDSTORE_POSTGRES_URL`): credstore's
+//!   rotation on the PostgreSQL backend and the same rotation written by
+//!   hand in SQL (`benches/durability_pg/mod.rs`), against the same server
+//!   in the same run; `DURABILITY_PG_ROUND_TRIPS=<n>` with
+//!   `CREDSTORE_PG_LOG=<server log>` counts their round trips from the
+//!   server's statement log instead.
+//!
 //! Throughput is per commit. Run:
 //! `cargo bench --bench durability --features sqlite-peer`.
 //!
@@ -33,6 +40,13 @@ use std::time::{Duration, Instant};
 use credstore::internal::{PrehashedPassword, change_password_prehashed, prehash_password};
 use credstore::{BoxId, Config, NewCustomer, Password, Store, StoreSecret};
 use criterion::{BenchmarkId, Criterion, Throughput};
+
+#[path = "durability_pg/mod.rs"]
+mod pg;
+
+fn secret() -> StoreSecret {
+    StoreSecret::from_bytes([9; 32])
+}
 
 fn scratch() -> tempfile::TempDir {
     // Beside the build output: the same disk as the anchor below.
@@ -84,14 +98,17 @@ struct Rotator {
 
 impl Rotator {
     fn open(path: &Path, writers: usize) -> Self {
-        let secret = StoreSecret::from_bytes([9; 32]);
         let config = if std::env::var_os("DURABILITY_NOSYNC").is_some() {
             Config::for_tests()
                 .with_durability(credstore::Durability::PeriodicFlushLosesRecentChanges)
         } else {
             Config::for_tests()
         };
-        let store = Store::open(path, &secret, config).unwrap();
+        Self::on(Store::open(path, &secret(), config).unwrap(), writers)
+    }
+
+    /// `writers` customers of `store`, each rotated by its own thread.
+    fn on(store: Store, writers: usize) -> Self {
         let mut ids = Vec::new();
         let mut versions = Vec::new();
         for w in 0..writers {
@@ -284,6 +301,13 @@ fn count_syncs(n: u64) {
 }
 
 fn main() {
+    if let Some(n) = std::env::var("DURABILITY_PG_ROUND_TRIPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        pg::count_round_trips(n);
+        return;
+    }
     if let Some(n) = std::env::var("DURABILITY_STRACE_ROTATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -299,5 +323,6 @@ fn main() {
     overwrite(&mut c);
     rotations(&mut c);
     sqlite(&mut c);
+    pg::postgres(&mut c);
     c.final_summary();
 }

@@ -242,6 +242,12 @@ pub struct StorageError {
     context: &'static str,
     source: Box<dyn std::error::Error + Send + Sync + 'static>,
     must_reopen: bool,
+    /// A transaction met serialization failures (PostgreSQL's 40001/40P01)
+    /// on every attempt the retry policy allows: nothing of it was written.
+    contention: bool,
+    /// The connection was lost while a commit was in flight and the
+    /// server could not be asked whether it committed.
+    outcome_unknown: bool,
     /// The store logged it already (a refused write): callers that turn it
     /// into a 5xx do not log it again.
     logged: bool,
@@ -256,8 +262,54 @@ impl StorageError {
             context,
             source: source.into(),
             must_reopen: false,
+            contention: false,
+            outcome_unknown: false,
             logged: false,
         }
+    }
+
+    /// A transaction that met a serialization failure on every attempt
+    /// (see [`StorageError::is_contention`]).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn contention(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            contention: true,
+            ..Self::new(context, source)
+        }
+    }
+
+    /// A commit whose outcome could not be learnt (see
+    /// [`StorageError::is_outcome_unknown`]).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn outcome_unknown(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            outcome_unknown: true,
+            ..Self::new(context, source)
+        }
+    }
+
+    /// `true` when the operation met conflicting concurrent transactions
+    /// (PostgreSQL's serialization failures) on every attempt its backend's
+    /// retry policy allows. Nothing of it was written; trying again later
+    /// may succeed.
+    pub fn is_contention(&self) -> bool {
+        self.contention
+    }
+
+    /// `true` when the connection to the database server was lost while
+    /// the commit was in flight and the server could not be asked
+    /// afterwards whether it had committed: the change **may have been
+    /// made**. Read before trying again. (The PostgreSQL backend asks the
+    /// server by transaction id first, and only reports this when it
+    /// cannot get an answer.)
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.outcome_unknown
     }
 
     /// Marks the error as logged with its cause (by the store).
@@ -312,6 +364,8 @@ impl fmt::Debug for StorageError {
             .field("context", &self.context)
             .field("source", &self.source)
             .field("must_reopen", &self.must_reopen)
+            .field("contention", &self.contention)
+            .field("outcome_unknown", &self.outcome_unknown)
             .finish()
     }
 }
@@ -321,6 +375,9 @@ impl fmt::Display for StorageError {
         write!(f, "storage error while {}: {}", self.context, self.source)?;
         if self.must_reopen {
             f.write_str("; the store refuses writes until it is reopened")?;
+        }
+        if self.outcome_unknown {
+            f.write_str("; the change may or may not have been made: read before retrying")?;
         }
         Ok(())
     }

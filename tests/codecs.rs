@@ -1,18 +1,51 @@
 //! Golden and error-path tests of the four codecs through the gateway,
 //! against a store holding the seeds' example parties (SPEC §6, §7, §8).
+//!
+//! The codec suites run once per backend: `wal::…` on disk, `postgres::…`
+//! on PostgreSQL (the same files, included twice; each suite's `env()`
+//! opens its backend).
+// Including each suite once per backend is the point: parameterised, not copied.
+#![allow(clippy::duplicate_mod)]
 
+#[path = "support/backend.rs"]
+mod backend;
 mod common;
 
-#[path = "codecs/aspnet.rs"]
-mod aspnet;
-#[path = "codecs/commerce_layer.rs"]
-mod commerce_layer;
-#[path = "codecs/refusals.rs"]
-mod refusals;
-#[path = "codecs/skyerp.rs"]
-mod skyerp;
-#[path = "codecs/skypostal.rs"]
-mod skypostal;
+/// The codec suites on the sled backend with its write-ahead log.
+#[path = "codecs"]
+mod wal {
+    pub fn env() -> crate::common::Env {
+        crate::common::env_on(crate::backend::Backend::Wal)
+    }
+    #[path = "aspnet.rs"]
+    mod aspnet;
+    #[path = "commerce_layer.rs"]
+    mod commerce_layer;
+    #[path = "refusals.rs"]
+    mod refusals;
+    #[path = "skyerp.rs"]
+    mod skyerp;
+    #[path = "skypostal.rs"]
+    mod skypostal;
+}
+
+/// The codec suites on PostgreSQL (`CREDSTORE_POSTGRES_URL`).
+#[path = "codecs"]
+mod postgres {
+    pub fn env() -> crate::common::Env {
+        crate::common::env_on(crate::backend::Backend::Postgres)
+    }
+    #[path = "aspnet.rs"]
+    mod aspnet;
+    #[path = "commerce_layer.rs"]
+    mod commerce_layer;
+    #[path = "refusals.rs"]
+    mod refusals;
+    #[path = "skyerp.rs"]
+    mod skyerp;
+    #[path = "skypostal.rs"]
+    mod skypostal;
+}
 
 use common::*;
 

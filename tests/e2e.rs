@@ -13,10 +13,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "support/backend.rs"]
+mod backend;
 #[path = "e2e/mail.rs"]
 mod mail;
 #[path = "e2e/ops.rs"]
 mod ops;
+#[path = "e2e/postgres.rs"]
+mod postgres;
 #[path = "e2e/security.rs"]
 mod security;
 
@@ -33,6 +37,8 @@ fn seed_doc(name: &str) -> String {
 /// Runs an admin command; returns (exit code, stdout, stderr).
 fn cli(data: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = Command::new(BIN)
+        // The tests name their store; CI exports the PostgreSQL URL for them.
+        .env_remove("CREDSTORE_POSTGRES_URL")
         .arg("--data")
         .arg(data)
         .args(args)
@@ -56,6 +62,46 @@ fn cli(data: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
     )
 }
 
+/// A legacy hash of the test vectors and its password.
+#[derive(serde::Deserialize)]
+struct LegacyVector {
+    password: String,
+    hash: String,
+}
+
+fn legacy_vectors() -> Vec<LegacyVector> {
+    serde_json::from_str(include_str!("vectors/legacy-hashes.json")).unwrap()
+}
+
+/// Imports `vs` into the store at `data` as customers `legacy{i}@example.com`
+/// with box_id 5000 + i (through `customer import`); returns its output.
+fn import_legacy(data: &Path, vs: &[LegacyVector]) -> String {
+    let mut jsonl = String::new();
+    for (i, v) in vs.iter().enumerate() {
+        jsonl.push_str(
+            &json!({"box_id": 5000 + i, "email": format!("legacy{i}@example.com"), "first_name": "L",
+                    "last_name": format!("{i}"), "password_hash": v.hash,
+                    "enrolment_date": "2019-02-21T15:03:28Z"})
+            .to_string(),
+        );
+        jsonl.push('\n');
+    }
+    let file = data.with_extension("legacy.jsonl");
+    std::fs::write(&file, &jsonl).unwrap();
+    let (code, out, err) = cli(data, &["customer", "import", file.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
+/// The value of the `name: value` line of a command's output.
+fn field(out: &str, name: &str) -> String {
+    let prefix = format!("{name}: ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in {out:?}"))
+        .to_owned()
+}
+
 struct Server {
     child: Child,
     base: String,
@@ -69,6 +115,8 @@ impl Server {
 
     fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
+            // The tests name their store; CI exports the PostgreSQL URL for them.
+            .env_remove("CREDSTORE_POSTGRES_URL")
             .arg("serve")
             .arg("--data")
             .arg(data)
@@ -580,28 +628,10 @@ fn reset_flows_end_to_end() {
 
 #[test]
 fn imported_legacy_customers_log_in_through_skypostal() {
-    #[derive(serde::Deserialize)]
-    struct V {
-        password: String,
-        hash: String,
-    }
-    let vs: Vec<V> = serde_json::from_str(include_str!("vectors/legacy-hashes.json")).unwrap();
+    let vs = legacy_vectors();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut jsonl = String::new();
-    for (i, v) in vs.iter().enumerate() {
-        jsonl.push_str(
-            &json!({"box_id": 5000 + i, "email": format!("legacy{i}@example.com"), "first_name": "L",
-                    "last_name": format!("{i}"), "password_hash": v.hash,
-                    "enrolment_date": "2019-02-21T15:03:28Z"})
-            .to_string(),
-        );
-        jsonl.push('\n');
-    }
-    let file = dir.path().join("legacy.jsonl");
-    std::fs::write(&file, &jsonl).unwrap();
-    let (code, out, err) = cli(&data, &["customer", "import", file.to_str().unwrap()], "");
-    assert_eq!(code, 0, "{out}{err}");
+    let out = import_legacy(&data, &vs);
     assert!(
         out.contains(&format!("imported {} customers, 0 lines failed", vs.len())),
         "{out}"

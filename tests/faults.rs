@@ -30,6 +30,8 @@ const RESET_PATH: &str = "/api/v1/acme12aa/customers/reset-password";
 /// Runs an admin command; returns (exit code, stdout, stderr).
 fn cli(data: &Path, secret: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = Command::new(BIN)
+        // The tests name their store; CI exports the PostgreSQL URL for them.
+        .env_remove("CREDSTORE_POSTGRES_URL")
         .arg("--data")
         .arg(data)
         .arg("--secret-file")
@@ -64,6 +66,8 @@ struct Server {
 impl Server {
     fn start(data: &Path, secret: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(BIN)
+            // The tests name their store; CI exports the PostgreSQL URL for them.
+            .env_remove("CREDSTORE_POSTGRES_URL")
             .arg("serve")
             .arg("--data")
             .arg(data)
@@ -307,6 +311,8 @@ fn a_damaged_record_in_the_middle_of_the_log_is_refused_until_recover_truncates(
     }
     let server_log = {
         let mut child = Command::new(BIN)
+            // The tests name their store; CI exports the PostgreSQL URL for them.
+            .env_remove("CREDSTORE_POSTGRES_URL")
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(&data)
             .arg("--secret-file")

@@ -425,6 +425,8 @@ impl Server {
     fn start(root: &Path) -> Server {
         let extra = serve_args();
         let mut child = Command::new(BIN)
+            // A store on disk: not the PostgreSQL URL CI exports for the tests.
+            .env_remove("CREDSTORE_POSTGRES_URL")
             .arg("serve")
             .arg("--data")
             .arg(root.join("data"))

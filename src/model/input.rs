@@ -42,6 +42,17 @@ pub enum InputError {
         /// The field.
         field: &'static str,
     },
+    /// A dump file (`credstore dump`) is malformed or truncated.
+    #[error("line {line} of the dump: {reason}; nothing was restored")]
+    MalformedDump {
+        /// The line (from 1).
+        line: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `restore` loads into an empty store only.
+    #[error("the store already holds records: restore into an empty store; nothing was restored")]
+    RestoreNeedsEmptyStore,
     /// The store secret is not 64 hex characters.
     #[error("store secret must be 64 hexadecimal characters")]
     MalformedSecret,

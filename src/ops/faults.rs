@@ -13,7 +13,9 @@ impl Store {
     /// Whether the store accepts writes. [`Health::Failed`] after a write or
     /// sync of its files failed: reads go on, every write is refused until
     /// the store is reopened (which recovers every acknowledged change).
-    /// Cheap: one atomic load while writable.
+    /// Cheap: one atomic load while writable. On PostgreSQL
+    /// ([`Store::open_postgres`]): [`Health::Failed`] while the server does
+    /// not answer, asked at most once a second (one round trip).
     pub fn health(&self) -> Health {
         self.engine().health()
     }

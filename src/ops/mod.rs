@@ -4,6 +4,7 @@ mod apps;
 mod config;
 pub(crate) mod counters;
 mod customers;
+mod dump;
 mod faults;
 mod login;
 mod mail_queue;
@@ -101,6 +102,23 @@ impl Store {
     ) -> Result<Self, Error> {
         let keys = Keys::derive(secret);
         let engine = store::open_on_disk(path.as_ref(), engine_options(&keys, &config))?;
+        Ok(Self::from_parts(engine, keys, config))
+    }
+
+    /// Opens the store in the PostgreSQL database at `url`
+    /// (`postgresql://user[:password]@host[:port]/dbname`; TLS is not
+    /// supported: use a loopback or private network), creating its tables
+    /// when they are missing. Any number of processes may open the same
+    /// database at once: every guarantee holds across them (SPEC §13).
+    /// Fails like [`Store::open`] on another secret or a newer schema, and
+    /// with a storage error when the server cannot be reached.
+    ///
+    /// The `postgres` client runs a small runtime of its own: call the
+    /// store, and drop it, off async executors ([`crate::AsyncStore`] does).
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(url: &str, secret: &StoreSecret, config: Config) -> Result<Self, Error> {
+        let keys = Keys::derive(secret);
+        let engine = store::open_postgres(url, engine_options(&keys, &config))?;
         Ok(Self::from_parts(engine, keys, config))
     }
 

@@ -164,6 +164,15 @@ impl Engine {
         })
     }
 
+    /// Runs `body` as one transaction in bytes (dump restore, which writes
+    /// records as stored).
+    pub(crate) fn transact_raw(
+        &self,
+        body: &dyn Fn(&dyn super::backend::BackendTx) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.backend.transact(body)
+    }
+
     /// Removes events with a sequence number below `before`, in small
     /// transactions.
     pub fn trim_events(&self, before: u64) -> Result<usize, Error> {

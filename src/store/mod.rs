@@ -8,15 +8,19 @@
 //! - `backend.rs`: the storage seam, in bytes ([`backend::Backend`]);
 //! - `sled/`: the sled backend, behind the store's own write-ahead log (the
 //!   only place that names sled);
+//! - `postgres/`: the PostgreSQL backend (feature `postgres`; the only
+//!   place that names the `postgres` crate);
 //! - `memory.rs`: a map in memory (tests: proof that the seam is real);
 //! - `meta.rs`: the store's identity (magic value, format, secret);
-//! - `integrity.rs`: the integrity check, on any backend.
+//! - `integrity.rs`: the integrity check, on any backend;
+//! - `dump.rs`: dump and restore as JSON Lines, on any backend.
 //!
 //! Errors of an engine leave this layer as the opaque [`StorageError`].
 //!
 //! [`StorageError`]: crate::StorageError
 
 pub(crate) mod backend;
+pub(crate) mod dump;
 pub(crate) mod encoding;
 mod engine;
 mod fail_point;
@@ -24,6 +28,8 @@ mod health;
 mod integrity;
 pub(crate) mod memory;
 mod meta;
+#[cfg(feature = "postgres")]
+mod postgres;
 pub(crate) mod records;
 pub(crate) mod schema;
 mod sled;
@@ -97,6 +103,14 @@ pub(crate) fn open_truncating_log(
 /// A store on the sled backend in a temporary directory, without a log.
 pub(crate) fn temporary(opts: EngineOptions) -> Result<Engine, Error> {
     let backend = sled::SledBackend::temporary(&opts)?;
+    Ok(Engine::new(Box::new(backend), opts.fail_point))
+}
+
+/// The store in the PostgreSQL database at `url` (schema created when
+/// missing).
+#[cfg(feature = "postgres")]
+pub(crate) fn open_postgres(url: &str, opts: EngineOptions) -> Result<Engine, Error> {
+    let backend = postgres::PostgresBackend::open(url, &opts)?;
     Ok(Engine::new(Box::new(backend), opts.fail_point))
 }
 

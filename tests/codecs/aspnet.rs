@@ -4,6 +4,8 @@ use credstore::{AppKey, FlagsUpdate, Request, Response, change_password_digest};
 use serde_json::{Value, json};
 
 use crate::common::*;
+// The suite's backend (tests/codecs.rs includes this file once per backend).
+use super::env;
 
 const PATH: &str = "/api/Customers/ChangePassword";
 

@@ -6,6 +6,8 @@ use credstore::{Request, Response};
 use serde_json::{Value, json};
 
 use crate::common::*;
+// The suite's backend (tests/codecs.rs includes this file once per backend).
+use super::env;
 
 const BASE: &str = "/api/v1/acme12aa/customers/reset-password";
 

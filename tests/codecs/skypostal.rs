@@ -6,6 +6,8 @@ use credstore::{FlagsUpdate, Request};
 use serde_json::{Value, json};
 
 use crate::common::*;
+// The suite's backend (tests/codecs.rs includes this file once per backend).
+use super::env;
 
 const LOGIN: &str = "/wcf-services/service-customer.svc/customer/customer-registration";
 const UPDATE: &str = "/wcf-services/service-customer.svc/customer/customer-update-password";

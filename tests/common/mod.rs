@@ -1,5 +1,6 @@
-//! Shared helpers for the codec tests: a store on disk (the production
-//! path: write-ahead log, group commit) holding the demo parties (SPEC §7),
+//! Shared helpers for the codec tests: a store (on disk, the production
+//! path: write-ahead log, group commit; or on PostgreSQL) holding the demo
+//! parties (SPEC §7),
 //! behind a gateway, a courier delivering its mail queue to a recording
 //! mailer (on [`Env::deliver`]), and a manual clock.
 #![allow(dead_code)]
@@ -24,23 +25,29 @@ pub struct Env {
     pub mailer: RecordingMailer,
     pub courier: Courier,
     pub clock: ManualClock,
-    /// The store's directory; dropped after the gateway (and its store).
-    _dir: tempfile::TempDir,
+    /// The store's directory or schema; dropped after the gateway (and its store).
+    _holder: crate::backend::TestStore,
 }
 
 /// 2026-01-01T00:00:00Z
 pub const START: i64 = 1_767_225_600_000;
 
 pub fn env() -> Env {
+    env_on(crate::backend::Backend::Wal)
+}
+
+/// [`env`] on `backend` (on PostgreSQL without a server outside CI: on
+/// disk, with a message).
+pub fn env_on(backend: crate::backend::Backend) -> Env {
+    let backend = if backend.available() {
+        backend
+    } else {
+        crate::backend::Backend::Wal
+    };
     let clock = ManualClock::new(Timestamp(START));
     let config = Config::for_tests().with_clock(Arc::new(clock.clone()));
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = Store::open(
-        dir.path().join("data"),
-        &StoreSecret::from_bytes([7; 32]),
-        config,
-    )
-    .expect("store");
+    let holder = backend.open(&StoreSecret::from_bytes([7; 32]), config);
+    let store: Store = (*holder).clone();
     credstore::demo::seed(&store).expect("demo seed");
     let mailer = RecordingMailer::new();
     let settings = credstore::demo::settings();
@@ -55,7 +62,7 @@ pub fn env() -> Env {
         mailer,
         courier,
         clock,
-        _dir: dir,
+        _holder: holder,
     }
 }
 

@@ -106,18 +106,10 @@ pub fn run(g: &Global, args: ImportArgs) -> CliResult {
     // A bulk import commits without a sync per line and flushes once at the
     // end: a crash mid-import loses the tail, and re-running reports the lines
     // already imported as "already exists".
-    let mut global = g.clone();
-    let secret = crate::secret_file::load_or_create(&global.secret_path(), &global.data)?;
-    global.secret_file = Some(global.secret_path());
-    let config = global
+    let config = g
         .config()?
         .with_durability(Durability::PeriodicFlushLosesRecentChanges);
-    let store = Store::open(&global.data, &secret, config).map_err(|e| {
-        Failure(format!(
-            "cannot open the store at {}: {e}",
-            global.data.display()
-        ))
-    })?;
+    let store = g.open_with(config)?;
 
     let reader: Box<dyn BufRead> = if args.file.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin()))

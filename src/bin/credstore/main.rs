@@ -1,5 +1,6 @@
 //! The `credstore` command: the reference server and the operator's admin
-//! commands, on one data directory.
+//! commands, on one data directory or (`--postgres URL`) on a PostgreSQL
+//! database that any number of servers and admin commands share.
 
 mod admin;
 mod import;
@@ -32,6 +33,18 @@ pub(crate) struct Global {
         env = "CREDSTORE_DATA"
     )]
     pub data: PathBuf,
+    /// The store in a PostgreSQL database instead of `--data`
+    /// (`postgresql://user[:password]@host[:port]/dbname`): several servers
+    /// and admin commands may use it at once. Needs `--secret-file`.
+    #[arg(
+        long,
+        global = true,
+        env = "CREDSTORE_POSTGRES_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        value_parser = |s: &str| Ok::<_, std::convert::Infallible>(PostgresUrl(s.to_owned()))
+    )]
+    pub postgres: Option<PostgresUrl>,
     /// File holding the store secret (64 hex characters). Default: `<data dir>.secret`.
     #[arg(long, global = true, env = "CREDSTORE_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
@@ -69,8 +82,25 @@ enum Command {
     Log(admin::LogArgs),
     /// Print counts and sizes.
     Stats,
+    /// Write every record of the store to FILE as JSON Lines (a backup, or
+    /// to move a store to PostgreSQL); run it with no server writing.
+    Dump(admin::DumpArgs),
+    /// Load a dump into an empty store (on disk or `--postgres`) with the
+    /// secret it was made under; refused, changing nothing, otherwise.
+    Restore(admin::DumpArgs),
     /// Compute the ChangePassword digest of the ASP.NET format (SPEC §6.4).
     Digest(admin::DigestArgs),
+}
+
+/// A PostgreSQL connection string; it may hold the database password, so
+/// its `Debug` shows nothing of it.
+#[derive(Clone)]
+pub(crate) struct PostgresUrl(pub String);
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PostgresUrl(..)")
+    }
 }
 
 /// An error for the user: one line, no secrets.
@@ -114,14 +144,49 @@ impl Global {
     /// Opens (or creates) the store, creating the secret file only when the
     /// store itself is being created.
     pub fn open(&self) -> Result<Store, Failure> {
+        self.open_with(self.config()?)
+    }
+
+    /// [`Global::open`] with `config`.
+    pub fn open_with(&self, config: Config) -> Result<Store, Failure> {
+        if let Some(url) = &self.postgres {
+            return self.open_postgres(&url.0, config);
+        }
         let secret = secret_file::load_or_create(&self.secret_path(), &self.data)?;
-        let store = Store::open(&self.data, &secret, self.config()?).map_err(|e| {
+        let store = Store::open(&self.data, &secret, config).map_err(|e| {
             Failure(format!(
                 "cannot open the store at {}: {e}",
                 self.data.display()
             ))
         })?;
         Ok(store)
+    }
+
+    /// The store on PostgreSQL. `--secret-file` is required; when the file
+    /// does not exist a new secret is written to it, and removed again
+    /// unless the store opens with it (a new database).
+    fn open_postgres(&self, url: &str, config: Config) -> Result<Store, Failure> {
+        let Some(path) = &self.secret_file else {
+            return Err(Failure(
+                "--postgres needs --secret-file (the file the store was created with, \
+                 or a new one to create a store)"
+                    .into(),
+            ));
+        };
+        let created = !path.exists();
+        let secret = secret_file::load_or_create_for_database(path)?;
+        // The URL is not shown: it may hold the database password.
+        Store::open_postgres(url, &secret, config).map_err(|e| {
+            if created {
+                let _ = std::fs::remove_file(path);
+            }
+            Failure(format!("cannot open the store on PostgreSQL: {e}"))
+        })
+    }
+
+    /// Whether the store is on PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
     }
 }
 
@@ -154,6 +219,8 @@ fn main() -> ExitCode {
         Command::Recover(args) => admin::recover(&cli.global, args),
         Command::Log(args) => admin::log(&cli.global, args),
         Command::Stats => admin::stats(&cli.global),
+        Command::Dump(args) => admin::dump(&cli.global, args),
+        Command::Restore(args) => admin::restore(&cli.global, args),
         Command::Digest(args) => admin::digest(args),
     };
     match result {

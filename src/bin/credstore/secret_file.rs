@@ -45,6 +45,29 @@ pub fn load_or_create(path: &Path, data: &Path) -> Result<StoreSecret, Failure> 
     }
 }
 
+/// The secret for a store in a database (`--postgres`): read from `path`,
+/// or generated and written there when the file does not exist (the
+/// caller removes it if the database turns out to hold another store).
+pub fn load_or_create_for_database(path: &Path) -> Result<StoreSecret, Failure> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => StoreSecret::from_hex(&text)
+            .map_err(|e| Failure(format!("secret file {}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = StoreSecret::generate()?;
+            write_new(path, &secret)?;
+            eprintln!(
+                "created a new store secret in {} (keep it safe: every instance needs it)",
+                path.display()
+            );
+            Ok(secret)
+        }
+        Err(e) => Err(Failure(format!(
+            "cannot read the secret file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn write_new(path: &Path, secret: &StoreSecret) -> Result<(), Failure> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
