@@ -3,6 +3,7 @@
 //! database that any number of servers and admin commands share.
 
 mod admin;
+mod dump;
 mod import;
 mod secret_file;
 mod serve;
@@ -84,10 +85,10 @@ enum Command {
     Stats,
     /// Write every record of the store to FILE as JSON Lines (a backup, or
     /// to move a store to PostgreSQL); run it with no server writing.
-    Dump(admin::DumpArgs),
+    Dump(dump::DumpArgs),
     /// Load a dump into an empty store (on disk or `--postgres`) with the
     /// secret it was made under; refused, changing nothing, otherwise.
-    Restore(admin::DumpArgs),
+    Restore(dump::DumpArgs),
     /// Compute the ChangePassword digest of the ASP.NET format (SPEC §6.4).
     Digest(admin::DigestArgs),
 }
@@ -219,8 +220,8 @@ fn main() -> ExitCode {
         Command::Recover(args) => admin::recover(&cli.global, args),
         Command::Log(args) => admin::log(&cli.global, args),
         Command::Stats => admin::stats(&cli.global),
-        Command::Dump(args) => admin::dump(&cli.global, args),
-        Command::Restore(args) => admin::restore(&cli.global, args),
+        Command::Dump(args) => dump::dump(&cli.global, args),
+        Command::Restore(args) => dump::restore(&cli.global, args),
         Command::Digest(args) => admin::digest(args),
     };
     match result {
