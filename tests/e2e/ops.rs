@@ -43,6 +43,9 @@ impl OpsServer {
             .env("CREDSTORE_ARGON2", CHEAP)
             .env_remove("CREDSTORE_ADMIN_LISTEN")
             .env_remove("CREDSTORE_LOG_FORMAT")
+            // CI exports it for the PostgreSQL tests; these run on sled
+            // unless they pass --postgres themselves.
+            .env_remove("CREDSTORE_POSTGRES_URL")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -637,6 +640,7 @@ fn health_and_metrics_live_on_the_admin_port_only() {
         ])
         .arg(&data)
         .env("CREDSTORE_ARGON2", CHEAP)
+        .env_remove("CREDSTORE_POSTGRES_URL")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -1061,4 +1065,176 @@ fn readiness_turns_503_when_a_real_sync_fails_and_200_after_a_restart() {
     let r = update(&server, "after-the-restart-4");
     assert!(r.status == 200 && verified(&r.body), "{}", r.body);
     assert!(login("after-the-restart-4"));
+}
+
+/// A PostgreSQL cluster of this test's own (`.ci/postgres.sh`'s `pg_start`:
+/// 127.0.0.1, a free port, a temporary directory), which the test stops and
+/// starts under a running server. Removed on drop.
+struct OwnCluster {
+    url: String,
+    dir: String,
+    bin: String,
+    port: String,
+}
+
+impl OwnCluster {
+    /// `None` outside CI when no cluster can be made here; with `CI=true`
+    /// that fails the test.
+    fn start() -> Option<OwnCluster> {
+        let out = Command::new("bash")
+            .args([
+                "-c",
+                "source .ci/postgres.sh && pg_start >&2 && echo \"$CREDSTORE_POSTGRES_URL $CREDSTORE_PG_DIR $CREDSTORE_PG_BIN\"",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        if !out.status.success() || fields.len() != 3 {
+            let why = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "CI=true but no PostgreSQL cluster could be started: {why}"
+            );
+            eprintln!("skipped: no PostgreSQL cluster here ({why})");
+            return None;
+        }
+        let url = fields[0].to_owned();
+        let port = url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .unwrap()
+            .to_owned();
+        Some(OwnCluster {
+            url,
+            dir: fields[1].to_owned(),
+            bin: fields[2].to_owned(),
+            port,
+        })
+    }
+
+    /// `pg_ctl` as the cluster's owner (the postgres user when root).
+    fn pg_ctl(&self, args: &[&str]) {
+        let pg_ctl = format!("{}/pg_ctl", self.bin);
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        let mut cmd = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &pg_ctl]);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let status = cmd
+            .args(["-D", &format!("{}/data", self.dir)])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl {args:?}");
+    }
+
+    fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts it again on the same port, as `pg_start` did.
+    fn start_again(&self) {
+        let opts = format!(
+            "-k {} -p {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.dir, self.port
+        );
+        let log = format!("{}/log", self.dir);
+        self.pg_ctl(&["-l", &log, "-w", "-o", &opts, "start"]);
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let pg_ctl = format!("{}/pg_ctl", self.bin);
+        let data = format!("{}/data", self.dir);
+        let _ = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &pg_ctl,
+                "-D",
+                &data,
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new(&pg_ctl)
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Issue 14, acceptance 2 on PostgreSQL: readiness is the backend's health.
+/// The server's PostgreSQL stops under it → `/health/ready` answers 503 with
+/// a reason, `/health/alive` stays 200; PostgreSQL starts again → 200, and a
+/// login works again.
+#[test]
+fn readiness_follows_postgresql_stopping_and_starting() {
+    let Some(pg) = OwnCluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("store.secret");
+    let server = OpsServer::start(
+        Path::new("/nonexistent/credstore-data"),
+        &[
+            "--postgres",
+            &pg.url,
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--demo",
+        ],
+    );
+    let ready = || get_text(&server.admin_url("/health/ready"));
+    assert_eq!(ready().0, 200, "{}", ready().2);
+
+    pg.stop();
+    eventually(
+        Duration::from_secs(15),
+        "503 once PostgreSQL stopped",
+        || ready().0 == 503,
+    );
+    let (_, _, reason) = ready();
+    assert!(!reason.is_empty() && !reason.contains(&pg.url), "{reason}");
+    assert_eq!(get_text(&server.admin_url("/health/alive")).0, 200);
+
+    pg.start_again();
+    eventually(
+        Duration::from_secs(15),
+        "200 once PostgreSQL is back",
+        || ready().0 == 200,
+    );
+    eventually(
+        Duration::from_secs(10),
+        "a login once PostgreSQL is back",
+        || {
+            send(
+                &agent(),
+                "POST",
+                &server.url(LOGIN_PATH),
+                &[JSON],
+                Some(&login_body(JOHN, JOHN_PASSWORD)),
+            )
+            .status
+                == 200
+        },
+    );
 }
