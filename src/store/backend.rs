@@ -33,6 +33,44 @@ use super::health::{Health, LogStats};
 use super::schema::{Counter, TreeId};
 use crate::error::Error;
 
+/// One buffered write of a run: `None` deletes the key.
+pub(crate) type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
+
+/// A run's writes in order, for backends that apply them only at commit
+/// (the memory and PostgreSQL backends): the run's own reads see them first.
+#[derive(Debug, Default)]
+pub(crate) struct Writes(std::cell::RefCell<Vec<Write>>);
+
+impl Writes {
+    /// Calls `found` with the run's last write of `key` in `tree` and
+    /// returns `true`; `false` (and no call) when the run has not written it.
+    pub fn read(&self, tree: TreeId, key: &[u8], found: &mut dyn FnMut(Option<&[u8]>)) -> bool {
+        let writes = self.0.borrow();
+        match writes.iter().rev().find(|(t, k, _)| *t == tree && k == key) {
+            Some((_, _, v)) => {
+                found(v.as_deref());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Buffers setting (`Some`) or deleting (`None`) `key` in `tree`.
+    pub fn push(&self, tree: TreeId, key: &[u8], value: Option<Vec<u8>>) {
+        self.0.borrow_mut().push((tree, key.to_vec(), value));
+    }
+
+    /// The writes so far, in order.
+    pub fn borrow(&self) -> std::cell::Ref<'_, Vec<Write>> {
+        self.0.borrow()
+    }
+
+    /// The writes, in order.
+    pub fn into_inner(self) -> Vec<Write> {
+        self.0.into_inner()
+    }
+}
+
 /// Rows as a scan returns them: (key, value), in key order.
 pub(crate) type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 

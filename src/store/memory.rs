@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::EngineOptions;
-use super::backend::{Backend, BackendTx, Rows};
+use super::backend::{Backend, BackendTx, Rows, Writes};
 use super::health::{Health, LogStats};
 use super::meta;
 use super::schema::{Counter, TreeId};
@@ -19,8 +19,6 @@ use crate::error::Error;
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// A buffered write: `None` deletes.
-type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
-
 struct State {
     trees: Vec<Tree>,
     /// The next value of each counter (`None`: never used).
@@ -93,7 +91,7 @@ impl MemoryBackend {
 struct MemTx<'a> {
     state: &'a State,
     first_box_id: u64,
-    writes: RefCell<Vec<Write>>,
+    writes: Writes,
     counters: RefCell<[Option<u64>; 2]>,
 }
 
@@ -104,23 +102,19 @@ impl BackendTx for MemTx<'_> {
         key: &[u8],
         found: &mut dyn FnMut(Option<&[u8]>),
     ) -> Result<(), Error> {
-        let writes = self.writes.borrow();
-        match writes.iter().rev().find(|(t, k, _)| *t == tree && k == key) {
-            Some((_, _, v)) => found(v.as_deref()),
-            None => found(self.state.trees[tree.index()].get(key).map(Vec::as_slice)),
+        if !self.writes.read(tree, key, found) {
+            found(self.state.trees[tree.index()].get(key).map(Vec::as_slice));
         }
         Ok(())
     }
 
     fn put(&self, tree: TreeId, key: &[u8], value: Vec<u8>) -> Result<(), Error> {
-        self.writes
-            .borrow_mut()
-            .push((tree, key.to_vec(), Some(value)));
+        self.writes.push(tree, key, Some(value));
         Ok(())
     }
 
     fn delete(&self, tree: TreeId, key: &[u8]) -> Result<(), Error> {
-        self.writes.borrow_mut().push((tree, key.to_vec(), None));
+        self.writes.push(tree, key, None);
         Ok(())
     }
 
@@ -184,7 +178,7 @@ impl Backend for MemoryBackend {
             let tx = MemTx {
                 state,
                 first_box_id: self.first_box_id,
-                writes: RefCell::new(Vec::new()),
+                writes: Writes::default(),
                 counters: RefCell::new(state.counters),
             };
             body(&tx).map(|()| (tx.writes.into_inner(), tx.counters.into_inner()))

@@ -67,7 +67,7 @@ pub(super) fn push_bytea(sql: &mut String, bytes: &[u8]) {
 pub(super) use crate::store::dump::unhex as from_hex;
 
 /// A buffered write: `None` deletes.
-pub(super) type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
+pub(super) use crate::store::backend::Write;
 
 /// `SELECT encode(value, 'hex') FROM <tree> WHERE key = <key>`.
 pub(super) fn select_value(tree: TreeId, key: &[u8]) -> String {

@@ -26,13 +26,11 @@ use r2d2_postgres::postgres::{Client, SimpleQueryMessage};
 use super::sql;
 use super::{PgError, PostgresBackend, describe, found_hex, storage};
 use crate::error::{Error, StorageError};
-use crate::store::backend::BackendTx;
+use crate::store::backend::{BackendTx, Writes};
 use crate::store::schema::{Counter, TreeId};
 
 /// The meta row of the next box_id (as on sled).
 const NEXT_BOX_ID: &[u8] = b"next_box_id";
-
-use sql::Write;
 
 /// Attempts of one transaction before it fails with a contention error.
 pub(super) const MAX_ATTEMPTS: u32 = 40;
@@ -77,7 +75,7 @@ pub(super) struct PgTx<'c> {
     xid: Cell<Option<i64>>,
     /// An event number taken with `BEGIN`, not yet handed out.
     event_seq: Cell<Option<u64>>,
-    writes: RefCell<Vec<Write>>,
+    writes: Writes,
     /// The first server error of the run (the body sees a storage error;
     /// this decides whether the run is retried).
     failure: RefCell<Option<PgError>>,
@@ -92,7 +90,7 @@ impl<'c> PgTx<'c> {
             begun: Cell::new(false),
             xid: Cell::new(None),
             event_seq: Cell::new(None),
-            writes: RefCell::new(Vec::new()),
+            writes: Writes::default(),
             failure: RefCell::new(None),
         }
     }
@@ -192,12 +190,8 @@ impl BackendTx for PgTx<'_> {
         key: &[u8],
         found: &mut dyn FnMut(Option<&[u8]>),
     ) -> Result<(), Error> {
-        {
-            let writes = self.writes.borrow();
-            if let Some((_, _, v)) = writes.iter().rev().find(|(t, k, _)| *t == tree && k == key) {
-                found(v.as_deref());
-                return Ok(());
-            }
+        if self.writes.read(tree, key, found) {
+            return Ok(());
         }
         found_hex(
             Self::scalar(self.query(&sql::select_value(tree, key))?),
@@ -206,14 +200,12 @@ impl BackendTx for PgTx<'_> {
     }
 
     fn put(&self, tree: TreeId, key: &[u8], value: Vec<u8>) -> Result<(), Error> {
-        self.writes
-            .borrow_mut()
-            .push((tree, key.to_vec(), Some(value)));
+        self.writes.push(tree, key, Some(value));
         Ok(())
     }
 
     fn delete(&self, tree: TreeId, key: &[u8]) -> Result<(), Error> {
-        self.writes.borrow_mut().push((tree, key.to_vec(), None));
+        self.writes.push(tree, key, None);
         Ok(())
     }
 
