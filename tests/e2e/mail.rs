@@ -412,7 +412,12 @@ fn queued_mail_survives_an_smtp_outage_and_kill_9() {
 }
 
 /// Acceptance 3: with SMTP delivery on, known and unknown emails take the
-/// same time to answer (interleaved, medians, a generous bound).
+/// same time to answer (interleaved, medians, a generous bound). Each sample
+/// starts with the courier idle (the previous mail delivered and recorded),
+/// so what is measured is the request's own path: the courier's work for a
+/// known email must not land on its answer (`SETTLE` in `mail/courier.rs`;
+/// with the courier woken at once this measured a ratio of 0.76-0.83 on a
+/// quiet machine, and 0.49 under CI's parallel tests).
 #[test]
 fn known_and_unknown_emails_take_the_same_time_with_smtp_on() {
     let Some(py) = smtp_python() else { return };
@@ -423,28 +428,33 @@ fn known_and_unknown_emails_take_the_same_time_with_smtp_on() {
     let smtp = Smtp::start(py, &dir.path().join("smtp"), None, None);
     let server = serve_with_smtp(&data, &smtp.url(), &[]);
     let a = agent();
-    let time = |email: &str| {
+    let mut mailed = 0;
+    let mut time = |email: &str, known: bool| {
         let t = Instant::now();
         let v = post_reset(&a, &server, email, None);
         let took = t.elapsed();
         assert_eq!(v["success"], true);
-        // Let the courier send the mail before the next sample.
-        std::thread::sleep(Duration::from_millis(15));
+        if known {
+            mailed += 1;
+            smtp.wait_for(mailed, Duration::from_secs(10));
+        }
+        // The courier records the delivery after the sink has the mail.
+        std::thread::sleep(Duration::from_millis(20));
         took
     };
     // Warm up both paths.
-    time(&format!("timing{N}@example.com"));
-    time("ghost@example.com");
+    time(&format!("timing{N}@example.com"), true);
+    time("ghost@example.com", false);
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     for i in 0..N {
         let k = format!("timing{i}@example.com");
         let u = format!("ghost{i}@example.com");
         if i % 2 == 0 {
-            known.push(time(&k));
-            unknown.push(time(&u));
+            known.push(time(&k, true));
+            unknown.push(time(&u, false));
         } else {
-            unknown.push(time(&u));
-            known.push(time(&k));
+            unknown.push(time(&u, false));
+            known.push(time(&k, true));
         }
     }
     let median = |v: &mut Vec<Duration>| {
@@ -455,11 +465,17 @@ fn known_and_unknown_emails_take_the_same_time_with_smtp_on() {
     let ratio = u.as_secs_f64() / k.as_secs_f64();
     eprintln!("POST medians: known {k:?}, unknown {u:?} (ratio {ratio:.2})");
     assert!(
-        (0.5..=2.0).contains(&ratio),
+        (0.7..=1.43).contains(&ratio),
         "unknown {u:?} vs known {k:?} (ratio {ratio:.2})"
     );
-    // The known ones were all mailed (delivery really was on).
-    smtp.wait_for(N + 1, Duration::from_secs(10));
+    // Every known email was mailed once, no unknown one (delivery was on).
+    let mails = smtp.wait_for(N + 1, Duration::from_secs(10));
+    assert_eq!(mails.len(), N + 1);
+    assert!(
+        mails
+            .iter()
+            .all(|m| m["rcpt_tos"][0].as_str().unwrap().starts_with("timing"))
+    );
 }
 
 /// Acceptance 4: while mails wait (the SMTP server refuses for now), no
