@@ -171,7 +171,7 @@ const PASS_LIMIT: usize = 1000;
 /// Reads of the queue by a running courier are at least this far apart.
 const MIN_READ_GAP: Duration = Duration::from_millis(20);
 
-/// A woken courier reads the queue this long after the wake-up, so that its
+/// An idle courier reads the queue this long after a wake-up, so that its
 /// work (reading the queue, unsealing, building the mail, SMTP) never
 /// competes for the CPU with the answer to the request that queued the mail:
 /// a request for a known email would otherwise answer measurably later than
@@ -296,8 +296,14 @@ impl Courier {
                 wait = wait.min(MIN_READ_GAP);
             }
             // Woken early by a queued mail, a finished one, or stop().
+            let idle = {
+                let jobs = board.lock();
+                jobs.in_flight.is_empty() && jobs.queue.is_empty()
+            };
             signal.wait(seen, wait.max(Duration::from_millis(5)));
-            if signal.generation() != seen && !self.stopping() {
+            // An idle courier woken by a request lets that request answer
+            // first; a busy one (a backlog) goes on at once.
+            if idle && signal.generation() != seen && !self.stopping() {
                 std::thread::sleep(SETTLE);
             }
         }

@@ -9,8 +9,10 @@
 //! ([`Store::mail_failed`]), and with its reset (a credential change, a
 //! purge, a revocation, the token's use: [`super::steps::forget_mail`]).
 //!
-//! The queue is read by scanning the tree outside any transaction; every
-//! change re-reads its entry inside a small transaction.
+//! Couriers read the mails due through an index by next attempt
+//! ([`crate::store::schema::DueKey`]), outside any transaction; listings
+//! scan the whole tree. Every change re-reads its entry inside a small
+//! transaction.
 
 use zeroize::Zeroize;
 
@@ -23,7 +25,7 @@ use crate::model::{
     QueuedMail, ResetToken, Timestamp, parse_token,
 };
 use crate::store::records::MailRecord;
-use crate::store::schema::{MAIL_QUEUE, RESETS};
+use crate::store::schema::{DueKey, MAIL_DUE, MAIL_QUEUE, RESETS};
 
 /// Entries read per scan of the queue.
 const SCAN_BATCH: usize = 256;
@@ -78,17 +80,63 @@ impl Store {
         }
     }
 
-    /// Up to `limit` queued mails (never their tokens), the next due first.
+    /// Gives every queued mail its due-index entry where it has none (a
+    /// store written before the index existed), a batch of entries per
+    /// transaction. Run at open: it reads the queue, which is short unless
+    /// mail cannot leave.
+    pub(crate) fn index_queued_mail(&self) -> Result<(), Error> {
+        let mut missing = Vec::new();
+        for rec in self.mail_records()? {
+            if self.engine().get(&MAIL_DUE, &DueKey::of(&rec))?.is_none() {
+                missing.push(rec.reset_id);
+            }
+        }
+        for batch in missing.chunks(SCAN_BATCH) {
+            self.engine().transact(|tx| {
+                for id in batch {
+                    if let Some(rec) = tx.get(&MAIL_QUEUE, id)? {
+                        tx.put(&MAIL_DUE, &DueKey::of(&rec), &())?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        if !missing.is_empty() {
+            tracing::info!(mails = missing.len(), "indexed queued mails by due time");
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` queued mails (never their tokens), the next due first
+    /// (read through the due index: the cost is `limit`'s, not the
+    /// queue's).
     pub fn mail_queue(&self, limit: usize) -> Result<Vec<QueuedMail>, Error> {
-        let mut recs = self.mail_records()?;
-        recs.sort_by(|a, b| {
-            (a.next_attempt_at, a.created_at, &a.reset_id).cmp(&(
-                b.next_attempt_at,
-                b.created_at,
-                &b.reset_id,
-            ))
-        });
-        Ok(recs.iter().take(limit).map(public).collect())
+        let mut out = Vec::new();
+        let mut start = Vec::new();
+        while out.len() < limit {
+            let rows = self.engine().scan_from(&MAIL_DUE, &start, SCAN_BATCH)?;
+            for (key, ()) in &rows {
+                if out.len() >= limit {
+                    break;
+                }
+                let Ok(id) = std::str::from_utf8(DueKey::reset_id(key)) else {
+                    continue;
+                };
+                if let Some(rec) = self.engine().get(&MAIL_QUEUE, id)?
+                    && DueKey::of(&rec) == *key
+                {
+                    out.push(public(&rec));
+                }
+            }
+            match rows.last() {
+                Some((k, ())) if rows.len() == SCAN_BATCH => {
+                    start = k.clone();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     /// How many mails are queued, due, retrying; the oldest's time.
@@ -130,52 +178,60 @@ impl Store {
         skip: impl Fn(&str) -> bool,
     ) -> Result<DueMails, Error> {
         let now = self.now();
-        let mut due = Vec::new();
-        let mut next_due: Option<Timestamp> = None;
-        let mut later = |t: Timestamp| next_due = Some(next_due.map_or(t, |n| n.min(t)));
-        for rec in self.mail_records()? {
-            if skip(&rec.reset_id) {
-                continue;
-            }
-            if rec.next_attempt_at <= now || rec.expires_at <= now {
-                due.push(rec);
-            } else {
-                later(rec.next_attempt_at);
-            }
-        }
-        due.sort_by(|a, b| {
-            (a.next_attempt_at, a.created_at, &a.reset_id).cmp(&(
-                b.next_attempt_at,
-                b.created_at,
-                &b.reset_id,
-            ))
-        });
+        let upper = DueKey::due_by(now);
         let mut out = DueMails::default();
-        for rec in due {
-            if out.mails.len() >= limit {
-                later(rec.next_attempt_at);
-                continue;
-            }
-            if rec.expires_at <= now {
-                self.drop_mail(&rec.reset_id, EventKind::MailExpired)?;
-                continue;
-            }
-            match self.unseal_checked(&rec, now)? {
-                Some(token) => out.mails.push(DueMail {
-                    entry: public(&rec),
-                    token,
-                }),
-                None => {
-                    tracing::warn!(
-                        reset_id = %rec.reset_id,
-                        "a queued reset mail's token no longer matches a live reset; dropped"
-                    );
-                    self.drop_mail(&rec.reset_id, EventKind::MailBounced)?;
+        // The due index in order, from the longest-waiting mail on: the
+        // read costs the mails taken, not the length of the queue.
+        let mut start = Vec::new();
+        loop {
+            let rows = self.engine().scan_from(&MAIL_DUE, &start, SCAN_BATCH)?;
+            for (key, ()) in &rows {
+                if *key >= upper || out.mails.len() >= limit {
+                    out.next_due = DueKey::time(key);
+                    return Ok(out);
+                }
+                // A key that names no UTF-8 id is corruption that `check`
+                // reports; a courier passes over it.
+                let Ok(id) = std::str::from_utf8(DueKey::reset_id(key)) else {
+                    continue;
+                };
+                if skip(id) {
+                    continue;
+                }
+                // Changed or gone since the scan: found again under its
+                // new key, or not at all.
+                let Some(rec) = self.engine().get(&MAIL_QUEUE, id)? else {
+                    continue;
+                };
+                if DueKey::of(&rec) != *key {
+                    continue;
+                }
+                if rec.expires_at <= now {
+                    self.drop_mail(id, EventKind::MailExpired)?;
+                    continue;
+                }
+                match self.unseal_checked(&rec, now)? {
+                    Some(token) => out.mails.push(DueMail {
+                        entry: public(&rec),
+                        token,
+                    }),
+                    None => {
+                        tracing::warn!(
+                            reset_id = %rec.reset_id,
+                            "a queued reset mail's token no longer matches a live reset; dropped"
+                        );
+                        self.drop_mail(id, EventKind::MailBounced)?;
+                    }
                 }
             }
+            match rows.last() {
+                Some((k, ())) if rows.len() == SCAN_BATCH => {
+                    start = k.clone();
+                    start.push(0);
+                }
+                _ => return Ok(out),
+            }
         }
-        out.next_due = next_due;
-        Ok(out)
     }
 
     /// The entry's token, if it unseals to the token of a live reset.
@@ -220,7 +276,7 @@ impl Store {
             let Some(rec) = tx.get(&MAIL_QUEUE, reset_id)? else {
                 return Ok(false);
             };
-            tx.delete(&MAIL_QUEUE, reset_id)?;
+            steps::delete_mail(tx, &rec)?;
             tx.append_event(
                 now,
                 EventKind::MailDelivered,
@@ -252,16 +308,19 @@ impl Store {
             MailRetry::Never => return self.drop_mail(reset_id, EventKind::MailBounced),
         };
         let fate = self.engine().transact(|tx| {
-            let Some(mut rec) = tx.get(&MAIL_QUEUE, reset_id)? else {
+            let Some(old) = tx.get(&MAIL_QUEUE, reset_id)? else {
                 return Ok(MailFate::Gone);
             };
-            if retry_at >= rec.expires_at || now >= rec.expires_at {
+            // The next attempt stays before the expiry (the due index
+            // relies on it: `DueKey`).
+            if retry_at >= old.expires_at || now >= old.expires_at {
                 return Ok(MailFate::Expired);
             }
+            let mut rec = old.clone();
             rec.attempts = rec.attempts.saturating_add(1);
             rec.next_attempt_at = retry_at;
             rec.last_error = Some(reason.clone());
-            tx.put(&MAIL_QUEUE, reset_id, &rec)?;
+            steps::put_mail(tx, Some(&old), &rec)?;
             Ok(MailFate::Retry(retry_at))
         })?;
         match fate {
@@ -278,7 +337,7 @@ impl Store {
             let Some(rec) = tx.get(&MAIL_QUEUE, reset_id)? else {
                 return Ok(MailFate::Gone);
             };
-            tx.delete(&MAIL_QUEUE, reset_id)?;
+            steps::delete_mail(tx, &rec)?;
             if kind == EventKind::MailBounced {
                 steps::revoke_reset(tx, reset_id)?;
             }

@@ -102,7 +102,7 @@ impl Store {
     ) -> Result<Self, Error> {
         let keys = Keys::derive(secret);
         let engine = store::open_on_disk(path.as_ref(), engine_options(&keys, &config))?;
-        Ok(Self::from_parts(engine, keys, config))
+        Self::from_parts(engine, keys, config).opened()
     }
 
     /// Opens the store in the PostgreSQL database at `url`
@@ -119,14 +119,14 @@ impl Store {
     pub fn open_postgres(url: &str, secret: &StoreSecret, config: Config) -> Result<Self, Error> {
         let keys = Keys::derive(secret);
         let engine = store::open_postgres(url, engine_options(&keys, &config))?;
-        Ok(Self::from_parts(engine, keys, config))
+        Self::from_parts(engine, keys, config).opened()
     }
 
     /// A store that lives in a temporary directory and vanishes on drop; for tests.
     pub fn temporary(secret: &StoreSecret, config: Config) -> Result<Self, Error> {
         let keys = Keys::derive(secret);
         let engine = store::temporary(engine_options(&keys, &config))?;
-        Ok(Self::from_parts(engine, keys, config))
+        Self::from_parts(engine, keys, config).opened()
     }
 
     /// A store on the second backend, ordered maps in memory, which runs
@@ -137,7 +137,14 @@ impl Store {
     pub fn in_memory_for_tests(secret: &StoreSecret, config: Config) -> Result<Self, Error> {
         let keys = Keys::derive(secret);
         let engine = store::in_memory(engine_options(&keys, &config))?;
-        Ok(Self::from_parts(engine, keys, config))
+        Self::from_parts(engine, keys, config).opened()
+    }
+
+    /// Brings a store written by an older build up to this one's indexes
+    /// (the same format version: nothing an older build cannot read).
+    fn opened(self) -> Result<Self, Error> {
+        self.index_queued_mail()?;
+        Ok(self)
     }
 
     fn from_parts(engine: Engine, keys: Keys, config: Config) -> Self {

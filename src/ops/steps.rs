@@ -18,8 +18,8 @@ use crate::error::{Entity, Error};
 use crate::model::{BoxId, Email, EventKind, EventOutcome, Timestamp, UserCode};
 use crate::store::records::{CustomerRecord, MailRecord, ResetRecord, TokenEntry};
 use crate::store::schema::{
-    CUSTOMERS, CustomerResetKey, EMAILS, ExpiryKey, MAIL_QUEUE, RESET_EXPIRY, RESET_TOKENS, RESETS,
-    RESETS_BY_CUSTOMER,
+    CUSTOMERS, CustomerResetKey, DueKey, EMAILS, ExpiryKey, MAIL_DUE, MAIL_QUEUE, RESET_EXPIRY,
+    RESET_TOKENS, RESETS, RESETS_BY_CUSTOMER,
 };
 use crate::store::{Tx, TxError};
 
@@ -247,13 +247,33 @@ pub(super) fn revoke_reset(tx: &Tx<'_>, id: &str) -> Result<(), TxError> {
 /// Queues a reset's mail (in the transaction that issues the reset).
 pub(super) fn enqueue_mail(tx: &Tx<'_>, rec: &MailRecord) -> Result<(), TxError> {
     tx.fail_point("mail:enqueue")?;
-    tx.put(&MAIL_QUEUE, &rec.reset_id, rec)
+    put_mail(tx, None, rec)
+}
+
+/// Writes a queued mail and its due-index entry; `old`, the entry as it
+/// was, has its index entry removed first.
+pub(super) fn put_mail(
+    tx: &Tx<'_>,
+    old: Option<&MailRecord>,
+    rec: &MailRecord,
+) -> Result<(), TxError> {
+    if let Some(old) = old {
+        tx.delete(&MAIL_DUE, &DueKey::of(old))?;
+    }
+    tx.put(&MAIL_QUEUE, &rec.reset_id, rec)?;
+    tx.put(&MAIL_DUE, &DueKey::of(rec), &())
+}
+
+/// Deletes a queued mail and its due-index entry.
+pub(super) fn delete_mail(tx: &Tx<'_>, rec: &MailRecord) -> Result<(), TxError> {
+    tx.delete(&MAIL_QUEUE, &rec.reset_id)?;
+    tx.delete(&MAIL_DUE, &DueKey::of(rec))
 }
 
 /// Drops the queued mail of a reset that dies (no-op when it has none).
 pub(super) fn forget_mail(tx: &Tx<'_>, reset_id: &str) -> Result<(), TxError> {
-    if tx.contains(&MAIL_QUEUE, reset_id)? {
-        tx.delete(&MAIL_QUEUE, reset_id)?;
+    if let Some(rec) = tx.get(&MAIL_QUEUE, reset_id)? {
+        delete_mail(tx, &rec)?;
     }
     Ok(())
 }

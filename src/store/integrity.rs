@@ -9,7 +9,7 @@ mod tests;
 use super::Engine;
 use super::encoding::printable_key;
 use super::records::{AppRecord, CustomerRecord, GuardRecord, MailRecord, ResetRecord, TokenEntry};
-use super::schema::{CustomerResetKey, ExpiryKey, TreeId, Value, key_bytes};
+use super::schema::{CustomerResetKey, DueKey, ExpiryKey, TreeId, Value, key_bytes};
 use crate::error::Error;
 use crate::model::{Email, Event, Timestamp};
 
@@ -349,6 +349,24 @@ fn check_mail_queue(engine: &Engine, r: &mut IntegrityReport) -> Result<(), Erro
         if !ok {
             r.problems
                 .push(format!("queued mail {id:?} belongs to no unused reset"));
+        }
+        if engine.get_raw(TreeId::MailDue, &DueKey::of(&m))?.is_none() {
+            r.problems
+                .push(format!("queued mail {id:?} has no due-index entry"));
+        }
+        Ok(())
+    })?;
+    engine.for_each_row(TreeId::MailDue, |k, _| {
+        let id = DueKey::reset_id(k);
+        let ok = matches!(
+            record::<MailRecord>(engine, TreeId::MailQueue, id),
+            Ok(Some(m)) if DueKey::of(&m) == k
+        );
+        if !ok {
+            r.problems.push(format!(
+                "mail due-index entry {} points at no matching queued mail",
+                printable_key(k)
+            ));
         }
         Ok(())
     })

@@ -6,7 +6,7 @@
 use super::super::Engine;
 use super::super::records::{CustomerRecord, ResetRecord};
 use super::super::schema::TreeId;
-use super::super::schema::{CUSTOMERS, CustomerResetKey, ExpiryKey, RESETS};
+use super::super::schema::{CUSTOMERS, CustomerResetKey, DueKey, ExpiryKey, RESETS};
 use crate::model::{NewCustomer, Password, ResetDetails};
 use crate::{Config, Store, StoreSecret};
 
@@ -235,4 +235,57 @@ fn malformed_nonce_and_login_guard_keys() {
         put(e, TreeId::LoginGuards, &k[..5], &v);
     });
     expect_one(p, "login guard");
+}
+
+/// The fixture with a queued reset mail for a second customer.
+fn with_queued_mail() -> (Fixture, crate::store::records::MailRecord) {
+    let f = populated();
+    let pw = Password::new("password-1").unwrap();
+    f.store
+        .register(NewCustomer::new("m@b.co", "M", "B", pw))
+        .unwrap();
+    let mail = crate::model::MailRequest {
+        lang: crate::model::Lang::En,
+        shop: "shop1".into(),
+    };
+    let reset = f
+        .store
+        .request_reset_by_mail("m@b.co", ResetDetails::default(), &mail)
+        .unwrap();
+    let rec = engine(&f.store)
+        .get(&super::super::schema::MAIL_QUEUE, &reset.id)
+        .unwrap()
+        .unwrap();
+    assert!(f.store.check_integrity().unwrap().is_sound());
+    (f, rec)
+}
+
+#[test]
+fn a_queued_mail_missing_from_the_due_index_is_found_and_indexed_at_open() {
+    let (f, rec) = with_queued_mail();
+    let e = engine(&f.store);
+    remove(e, TreeId::MailDue, &DueKey::of(&rec));
+    expect_one(
+        f.store.check_integrity().unwrap().problems,
+        "has no due-index entry",
+    );
+    // What opening a store written before the index does.
+    f.store.index_queued_mail().unwrap();
+    assert!(f.store.check_integrity().unwrap().is_sound());
+    assert_eq!(f.store.mail_due(10).unwrap().mails.len(), 1);
+}
+
+#[test]
+fn a_due_index_entry_pointing_at_nothing() {
+    let (f, rec) = with_queued_mail();
+    let e = engine(&f.store);
+    let mut stale = rec.clone();
+    stale.next_attempt_at = crate::Timestamp(rec.next_attempt_at.0 + 1);
+    put(e, TreeId::MailDue, &DueKey::of(&stale), &[]);
+    expect_one(
+        f.store.check_integrity().unwrap().problems,
+        "points at no matching queued mail",
+    );
+    // A courier passes over it: the mail is read once, under its own key.
+    assert_eq!(f.store.mail_due(10).unwrap().mails.len(), 1);
 }

@@ -45,10 +45,12 @@ pub(crate) enum TreeId {
     LoginGuards,
     /// [`MAIL_QUEUE`].
     MailQueue,
+    /// [`MAIL_DUE`].
+    MailDue,
 }
 
 impl TreeId {
-    pub const ALL: [TreeId; 13] = [
+    pub const ALL: [TreeId; 14] = [
         TreeId::Meta,
         TreeId::Customers,
         TreeId::Emails,
@@ -62,6 +64,7 @@ impl TreeId {
         TreeId::Nonces,
         TreeId::LoginGuards,
         TreeId::MailQueue,
+        TreeId::MailDue,
     ];
 
     /// The tree's name as stored (sled's tree name).
@@ -80,6 +83,7 @@ impl TreeId {
             TreeId::Nonces => "nonces",
             TreeId::LoginGuards => "login_guards",
             TreeId::MailQueue => "mail_queue",
+            TreeId::MailDue => "mail_due",
         }
     }
 
@@ -270,6 +274,9 @@ pub(crate) const NONCES: Table<NonceKey, Timestamp> = Table::new(TreeId::Nonces)
 pub(crate) const LOGIN_GUARDS: Table<[u8], GuardRecord> = Table::new(TreeId::LoginGuards);
 /// Reset id -> its queued reset mail (the token sealed), until delivered.
 pub(crate) const MAIL_QUEUE: Table<str, MailRecord> = Table::new(TreeId::MailQueue);
+/// [`DueKey`] -> (): every queued mail by its next attempt, so that a
+/// courier reads the mails due now without reading the whole queue.
+pub(crate) const MAIL_DUE: Table<[u8], ()> = Table::new(TreeId::MailDue);
 
 /// [`NONCES`] keys: user_code BE ++ salt BE (12 bytes; sorts by app, then salt).
 pub(crate) enum NonceKey {}
@@ -303,6 +310,39 @@ impl ExpiryKey {
         let mut k = sortable_time(now).to_vec();
         k.push(0xff);
         k
+    }
+
+    /// The reset id an entry names.
+    pub fn reset_id(key: &[u8]) -> &[u8] {
+        key.get(8..).unwrap_or_default()
+    }
+}
+
+/// [`MAIL_DUE`] keys: the mail's next attempt as 8 bytes that sort like the
+/// number, then its reset id. An entry's next attempt always comes before
+/// its token expires, so the mails due by a time (to send, or to drop as
+/// expired) are one range scan.
+pub(crate) struct DueKey;
+
+impl DueKey {
+    pub fn of(rec: &MailRecord) -> Vec<u8> {
+        let mut k = sortable_time(rec.next_attempt_at).to_vec();
+        k.extend_from_slice(rec.reset_id.as_bytes());
+        k
+    }
+
+    /// A key above every key of a mail due by `now` (reset ids are ASCII
+    /// alphanumerics) and below every later one.
+    pub fn due_by(now: Timestamp) -> Vec<u8> {
+        let mut k = sortable_time(now).to_vec();
+        k.push(0xff);
+        k
+    }
+
+    /// The time an entry names (`None` for a key too short to hold one).
+    pub fn time(key: &[u8]) -> Option<Timestamp> {
+        let b: [u8; 8] = key.get(..8)?.try_into().ok()?;
+        Some(Timestamp((u64::from_be_bytes(b) ^ (1 << 63)) as i64))
     }
 
     /// The reset id an entry names.
@@ -365,7 +405,8 @@ mod tests {
                 "resets_by_customer",
                 "nonces",
                 "login_guards",
-                "mail_queue"
+                "mail_queue",
+                "mail_due"
             ]
         );
     }
