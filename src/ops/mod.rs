@@ -165,7 +165,7 @@ impl Store {
         self.inner.hasher.slots().limit()
     }
 
-    /// One permit per hashing slot, for async callers ([`crate::AsyncStore`],
+    /// Two permits per hashing slot, for async callers ([`crate::AsyncStore`],
     /// the router) to wait on before they give an operation that may hash a
     /// blocking thread.
     #[cfg(feature = "tokio")]
