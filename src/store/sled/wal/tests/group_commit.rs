@@ -106,3 +106,29 @@ fn a_transaction_larger_than_a_segment_is_refused_and_not_applied() {
     .unwrap();
     assert_eq!(e.wal().unwrap().stats().last_seq, 1);
 }
+
+/// The size limit is exact and the commit path's own: a payload of exactly
+/// the largest size that fits a segment commits; one byte more is refused
+/// before the log writer sees it, with the error that says why, and the log
+/// goes on.
+#[test]
+fn a_transaction_of_exactly_the_largest_payload_fits_and_one_byte_more_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = wal_opts(4096);
+    let max = opts.max_payload();
+    let e = open_mem(&tmp.path().join("db"), &MemDir::new(), opts);
+    // One put of key "k" with n value bytes: count, tag, key length, key,
+    // value length (2 bytes for these sizes), value.
+    let put = |n: usize| vec![(TreeId::Customers, b"k".to_vec(), Some(vec![1u8; n]))];
+    let n = max - 6;
+    let before = state(&e);
+    let err = commit(&e, &put(n + 1)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("larger than a write-ahead log segment"),
+        "{err}"
+    );
+    assert!(state(&e) == before);
+    commit(&e, &put(n)).unwrap();
+    assert_eq!(e.wal().unwrap().stats().last_seq, 1);
+}
