@@ -25,7 +25,7 @@ use crate::model::{
     QueuedMail, ResetToken, Timestamp, parse_token,
 };
 use crate::store::records::MailRecord;
-use crate::store::schema::{DueKey, MAIL_DUE, MAIL_QUEUE, RESETS};
+use crate::store::schema::{DueKey, Key, MAIL_DUE, MAIL_QUEUE, RESETS, Table, Value};
 
 /// Entries read per scan of the queue.
 const SCAN_BATCH: usize = 256;
@@ -65,19 +65,50 @@ impl Store {
     /// Every entry of the queue, in key order (a scan outside transactions).
     fn mail_records(&self) -> Result<Vec<MailRecord>, Error> {
         let mut out = Vec::new();
+        self.scan_batches(&MAIL_QUEUE, |_, rec| {
+            out.push(rec);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// The rows of `table` in key order, read [`SCAN_BATCH`] at a time
+    /// outside any transaction, until `visit` returns `false`.
+    fn scan_batches<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        mut visit: impl FnMut(&[u8], V) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
         let mut start = Vec::new();
         loop {
-            let rows = self.engine().scan_from(&MAIL_QUEUE, &start, SCAN_BATCH)?;
+            let rows = self.engine().scan_from(table, &start, SCAN_BATCH)?;
             let full = rows.len() == SCAN_BATCH;
             if let Some((k, _)) = rows.last() {
-                start = k.to_vec();
+                start = k.clone();
                 start.push(0);
             }
-            out.extend(rows.into_iter().map(|(_, rec)| rec));
+            for (key, value) in rows {
+                if !visit(&key, value)? {
+                    return Ok(());
+                }
+            }
             if !full {
-                return Ok(out);
+                return Ok(());
             }
         }
+    }
+
+    /// The queued mail a due-index entry names, if the entry is still its
+    /// own (an entry changed or gone since the index was read, or a key
+    /// that names no UTF-8 id — corruption `check` reports — gives `None`).
+    fn queued_under(&self, key: &[u8]) -> Result<Option<MailRecord>, Error> {
+        let Ok(id) = std::str::from_utf8(DueKey::reset_id(key)) else {
+            return Ok(None);
+        };
+        Ok(self
+            .engine()
+            .get(&MAIL_QUEUE, id)?
+            .filter(|rec| DueKey::of(rec) == key))
     }
 
     /// Gives every queued mail its due-index entry where it has none (a
@@ -112,30 +143,15 @@ impl Store {
     /// queue's).
     pub fn mail_queue(&self, limit: usize) -> Result<Vec<QueuedMail>, Error> {
         let mut out = Vec::new();
-        let mut start = Vec::new();
-        while out.len() < limit {
-            let rows = self.engine().scan_from(&MAIL_DUE, &start, SCAN_BATCH)?;
-            for (key, ()) in &rows {
-                if out.len() >= limit {
-                    break;
-                }
-                let Ok(id) = std::str::from_utf8(DueKey::reset_id(key)) else {
-                    continue;
-                };
-                if let Some(rec) = self.engine().get(&MAIL_QUEUE, id)?
-                    && DueKey::of(&rec) == *key
-                {
-                    out.push(public(&rec));
-                }
+        self.scan_batches(&MAIL_DUE, |key, ()| {
+            if out.len() >= limit {
+                return Ok(false);
             }
-            match rows.last() {
-                Some((k, ())) if rows.len() == SCAN_BATCH => {
-                    start = k.clone();
-                    start.push(0);
-                }
-                _ => break,
+            if let Some(rec) = self.queued_under(key)? {
+                out.push(public(&rec));
             }
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -182,56 +198,39 @@ impl Store {
         let mut out = DueMails::default();
         // The due index in order, from the longest-waiting mail on: the
         // read costs the mails taken, not the length of the queue.
-        let mut start = Vec::new();
-        loop {
-            let rows = self.engine().scan_from(&MAIL_DUE, &start, SCAN_BATCH)?;
-            for (key, ()) in &rows {
-                if *key >= upper || out.mails.len() >= limit {
-                    out.next_due = DueKey::time(key);
-                    return Ok(out);
-                }
-                // A key that names no UTF-8 id is corruption that `check`
-                // reports; a courier passes over it.
-                let Ok(id) = std::str::from_utf8(DueKey::reset_id(key)) else {
-                    continue;
-                };
-                if skip(id) {
-                    continue;
-                }
-                // Changed or gone since the scan: found again under its
-                // new key, or not at all.
-                let Some(rec) = self.engine().get(&MAIL_QUEUE, id)? else {
-                    continue;
-                };
-                if DueKey::of(&rec) != *key {
-                    continue;
-                }
-                if rec.expires_at <= now {
-                    self.drop_mail(id, EventKind::MailExpired)?;
-                    continue;
-                }
-                match self.unseal_checked(&rec, now)? {
-                    Some(token) => out.mails.push(DueMail {
-                        entry: public(&rec),
-                        token,
-                    }),
-                    None => {
-                        tracing::warn!(
-                            reset_id = %rec.reset_id,
-                            "a queued reset mail's token no longer matches a live reset; dropped"
-                        );
-                        self.drop_mail(id, EventKind::MailBounced)?;
-                    }
+        self.scan_batches(&MAIL_DUE, |key, ()| {
+            if key >= upper.as_slice() || out.mails.len() >= limit {
+                out.next_due = DueKey::time(key);
+                return Ok(false);
+            }
+            let in_flight = std::str::from_utf8(DueKey::reset_id(key)).is_ok_and(&skip);
+            let Some(rec) = (if in_flight {
+                None
+            } else {
+                self.queued_under(key)?
+            }) else {
+                return Ok(true);
+            };
+            if rec.expires_at <= now {
+                self.drop_mail(&rec.reset_id, EventKind::MailExpired)?;
+                return Ok(true);
+            }
+            match self.unseal_checked(&rec, now)? {
+                Some(token) => out.mails.push(DueMail {
+                    entry: public(&rec),
+                    token,
+                }),
+                None => {
+                    tracing::warn!(
+                        reset_id = %rec.reset_id,
+                        "a queued reset mail's token no longer matches a live reset; dropped"
+                    );
+                    self.drop_mail(&rec.reset_id, EventKind::MailBounced)?;
                 }
             }
-            match rows.last() {
-                Some((k, ())) if rows.len() == SCAN_BATCH => {
-                    start = k.clone();
-                    start.push(0);
-                }
-                _ => return Ok(out),
-            }
-        }
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     /// The entry's token, if it unseals to the token of a live reset.
