@@ -106,4 +106,4 @@ pub use model::{
 };
 pub use ops::{Config, FAILURE_MEMORY, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
 pub use ops::{MIN_SALT, SignedPasswordChange};
-pub use store::{Durability, FailPoint, Health, IntegrityReport, LogStats, LogTruncation};
+pub use store::{Durability, FailPoint, Health, IntegrityReport, LogStats, LogTruncation, Retries};

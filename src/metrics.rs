@@ -16,6 +16,7 @@
 //! | `credstore_wal_commits_total`, `credstore_wal_syncs_total` | counter | |
 //! | `credstore_wal_sync_groups_total` | counter | `commits` (`1`, `2-3`, … `64+`) |
 //! | `credstore_wal_bytes_total`, `credstore_wal_checkpoints_total` | counter | |
+//! | `credstore_postgres_retries_total` | counter | `sqlstate` (`40001`, `40P01`, `other`) |
 //! | `credstore_store_writable`, `credstore_ready` | gauge | |
 //! | `credstore_mail_queue_depth`, `credstore_mail_queue_due`, `credstore_mail_queue_retrying` | gauge | |
 //! | `credstore_mail_queue_oldest_age_seconds`, `credstore_mail_queue_overdue_seconds` | gauge | |
@@ -41,6 +42,7 @@ use ::metrics::{
 use crate::error::Error;
 use crate::ops::Store;
 use crate::ops::counters::{LOCKOUTS, LOGIN_FAILURES, RESET_THROTTLED};
+use crate::ops::mail_queue::View;
 
 const HTTP_REQUESTS: &str = "credstore_http_requests_total";
 const HTTP_DURATION: &str = "credstore_http_request_duration_seconds";
@@ -53,6 +55,7 @@ const WAL_SYNCS: &str = "credstore_wal_syncs_total";
 const WAL_SYNC_GROUPS: &str = "credstore_wal_sync_groups_total";
 const WAL_BYTES: &str = "credstore_wal_bytes_total";
 const WAL_CHECKPOINTS: &str = "credstore_wal_checkpoints_total";
+const POSTGRES_RETRIES: &str = "credstore_postgres_retries_total";
 const STORE_WRITABLE: &str = "credstore_store_writable";
 const READY: &str = "credstore_ready";
 const MAIL_QUEUE_DEPTH: &str = "credstore_mail_queue_depth";
@@ -67,6 +70,10 @@ const BUILD_INFO: &str = "credstore_build_info";
 /// The `commits` label of [`WAL_SYNC_GROUPS`], by the buckets of
 /// [`crate::LogStats::group_sizes`].
 const GROUPS: [&str; 7] = ["1", "2-3", "4-7", "8-15", "16-31", "32-63", "64+"];
+
+/// The `sqlstate` label of [`POSTGRES_RETRIES`], by the fields of
+/// [`crate::Retries`].
+const SQLSTATES: [&str; 3] = ["40001", "40P01", "other"];
 
 /// What [`crate::mail::Courier`] made of one delivery attempt.
 pub(crate) const OUTCOMES: [&str; 6] = [
@@ -135,6 +142,11 @@ pub fn describe() {
         WAL_SYNC_GROUPS,
         Unit::Count,
         "Write-ahead log syncs by how many commits each made durable."
+    );
+    describe_counter!(
+        POSTGRES_RETRIES,
+        Unit::Count,
+        "Transactions the PostgreSQL backend ran again, by SQLSTATE (40001 serialization failure, 40P01 deadlock, other: a connection lost); zero on other backends."
     );
     describe_counter!(
         WAL_BYTES,
@@ -229,6 +241,9 @@ pub fn describe() {
     for outcome in OUTCOMES {
         counter!(MAIL_DELIVERIES, "outcome" => outcome).increment(0);
     }
+    for sqlstate in SQLSTATES {
+        counter!(POSTGRES_RETRIES, "sqlstate" => sqlstate).increment(0);
+    }
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
@@ -273,6 +288,14 @@ pub fn observe_store(store: &Store) {
     for (group, n) in GROUPS.into_iter().zip(log.group_sizes) {
         counter!(WAL_SYNC_GROUPS, "commits" => group).absolute(n);
     }
+    let r = log.retries;
+    for (sqlstate, n) in
+        SQLSTATES
+            .into_iter()
+            .zip([r.serialization_failure, r.deadlock_detected, r.other])
+    {
+        counter!(POSTGRES_RETRIES, "sqlstate" => sqlstate).absolute(n);
+    }
     let writable = store.health().is_writable();
     gauge!(STORE_WRITABLE).set(if writable { 1.0 } else { 0.0 });
     let limit = store.hashing_limit();
@@ -283,7 +306,7 @@ pub fn observe_store(store: &Store) {
         let free = store.hashing_admission().available_permits();
         gauge!(HASHING_SLOTS_IN_USE).set(limit.saturating_sub(free) as f64);
     }
-    match store.mail_queue_summary() {
+    match store.mail_queue_summary_as(View::AsOfStart) {
         Ok(s) => {
             gauge!(MAIL_QUEUE_DEPTH).set(s.queued as f64);
             gauge!(MAIL_QUEUE_DUE).set(s.due as f64);
@@ -304,7 +327,7 @@ pub fn observe_store(store: &Store) {
 /// that none runs, or that it is wedged.
 pub(crate) fn mail_overdue(store: &Store) -> Result<Duration, Error> {
     Ok(store
-        .mail_queue(1)?
+        .mail_queue_as(1, View::AsOfStart)?
         .first()
         .map_or(Duration::ZERO, |m| since(store, m.next_attempt_at)))
 }

@@ -30,6 +30,21 @@ use crate::store::schema::{DueKey, Key, MAIL_DUE, MAIL_QUEUE, RESETS, Table, Val
 /// Entries read per scan of the queue.
 const SCAN_BATCH: usize = 256;
 
+/// What a scan of the queue reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum View {
+    /// Every change durable when each batch is read (a backend that
+    /// applies changes after they are durable — the sled backend — applies
+    /// what waits before each batch).
+    Durable,
+    /// Every change durable when the scan starts (applied once, before the
+    /// first batch); changes committed while it runs may or may not be
+    /// seen. For gauges (metrics, readiness), read while writers run: a
+    /// scan of thousands of entries must not make them wait for an apply
+    /// at every batch.
+    AsOfStart,
+}
+
 /// Longest `last_error` kept, in bytes.
 const MAX_REASON_BYTES: usize = 200;
 
@@ -63,9 +78,9 @@ fn clean_reason(reason: &str) -> String {
 
 impl Store {
     /// Every entry of the queue, in key order (a scan outside transactions).
-    fn mail_records(&self) -> Result<Vec<MailRecord>, Error> {
+    fn mail_records(&self, view: View) -> Result<Vec<MailRecord>, Error> {
         let mut out = Vec::new();
-        self.scan_batches(&MAIL_QUEUE, |_, rec| {
+        self.scan_batches(&MAIL_QUEUE, view, |_, rec| {
             out.push(rec);
             Ok(true)
         })?;
@@ -77,11 +92,16 @@ impl Store {
     fn scan_batches<K: Key + ?Sized, V: Value>(
         &self,
         table: &Table<K, V>,
+        view: View,
         mut visit: impl FnMut(&[u8], V) -> Result<bool, Error>,
     ) -> Result<(), Error> {
         let mut start = Vec::new();
         loop {
-            let rows = self.engine().scan_from(table, &start, SCAN_BATCH)?;
+            let rows = if view == View::AsOfStart && !start.is_empty() {
+                self.engine().scan_from_applied(table, &start, SCAN_BATCH)?
+            } else {
+                self.engine().scan_from(table, &start, SCAN_BATCH)?
+            };
             let full = rows.len() == SCAN_BATCH;
             if let Some((k, _)) = rows.last() {
                 start = k.clone();
@@ -117,7 +137,7 @@ impl Store {
     /// mail cannot leave.
     pub(crate) fn index_queued_mail(&self) -> Result<(), Error> {
         let mut missing = Vec::new();
-        for rec in self.mail_records()? {
+        for rec in self.mail_records(View::Durable)? {
             if self.engine().get(&MAIL_DUE, &DueKey::of(&rec))?.is_none() {
                 missing.push(rec.reset_id);
             }
@@ -142,8 +162,13 @@ impl Store {
     /// (read through the due index: the cost is `limit`'s, not the
     /// queue's).
     pub fn mail_queue(&self, limit: usize) -> Result<Vec<QueuedMail>, Error> {
+        self.mail_queue_as(limit, View::Durable)
+    }
+
+    /// [`Store::mail_queue`] as `view` sees it.
+    pub(crate) fn mail_queue_as(&self, limit: usize, view: View) -> Result<Vec<QueuedMail>, Error> {
         let mut out = Vec::new();
-        self.scan_batches(&MAIL_DUE, |key, ()| {
+        self.scan_batches(&MAIL_DUE, view, |key, ()| {
             if out.len() >= limit {
                 return Ok(false);
             }
@@ -157,9 +182,15 @@ impl Store {
 
     /// How many mails are queued, due, retrying; the oldest's time.
     pub fn mail_queue_summary(&self) -> Result<MailQueueSummary, Error> {
+        self.mail_queue_summary_as(View::Durable)
+    }
+
+    /// [`Store::mail_queue_summary`] as `view` sees it (the metrics read
+    /// [`View::AsOfStart`]: a scrape must not make writers wait).
+    pub(crate) fn mail_queue_summary_as(&self, view: View) -> Result<MailQueueSummary, Error> {
         let now = self.now();
         let mut s = MailQueueSummary::default();
-        for r in self.mail_records()? {
+        for r in self.mail_records(view)? {
             s.queued += 1;
             s.due += u64::from(r.next_attempt_at <= now);
             s.retrying += u64::from(r.attempts > 0);
@@ -198,7 +229,7 @@ impl Store {
         let mut out = DueMails::default();
         // The due index in order, from the longest-waiting mail on: the
         // read costs the mails taken, not the length of the queue.
-        self.scan_batches(&MAIL_DUE, |key, ()| {
+        self.scan_batches(&MAIL_DUE, View::Durable, |key, ()| {
             if key >= upper.as_slice() || out.mails.len() >= limit {
                 out.next_due = DueKey::time(key);
                 return Ok(false);
@@ -353,6 +384,60 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{CustomerFlags, ImportedCustomer, MailRequest, ResetDetails};
+    use crate::{Config, StoreSecret};
+
+    /// The gauges' scan ([`View::AsOfStart`]) applies the changes that wait
+    /// in the write-ahead log's overlay before its first batch, once: on a
+    /// store whose queue spans several batches and whose recent changes
+    /// are not in sled yet, it counts what the exact scan counts.
+    #[test]
+    fn the_gauges_scan_counts_every_change_durable_when_it_starts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secret = StoreSecret::from_bytes([9; 32]);
+        let store = Store::open(tmp.path().join("data"), &secret, Config::for_tests()).unwrap();
+        let mail = MailRequest {
+            lang: Lang::En,
+            shop: "shop1".into(),
+        };
+        let hash = "$2b$04$A8o/DQoaiuvDHQavS99ueOBOwn7p1ikJcPxbWRJvq./25vWNMu3wS";
+        let mut ids = Vec::new();
+        let n = SCAN_BATCH + 44;
+        for i in 0..n {
+            let email = format!("q{i}@mail.example");
+            store
+                .import_customer(ImportedCustomer {
+                    box_id: 1 + i as u64,
+                    email: email.clone(),
+                    first_name: String::new(),
+                    last_name: String::new(),
+                    password_hash: hash.to_owned(),
+                    key: None,
+                    flags: CustomerFlags::default(),
+                    enrolment_date: None,
+                    activation_date: None,
+                })
+                .unwrap();
+            let reset = store
+                .request_reset_by_mail(&email, ResetDetails::default(), &mail)
+                .unwrap();
+            ids.push(reset.id);
+        }
+        let exact = store.mail_queue_summary().unwrap();
+        assert_eq!(exact.queued, n as u64);
+        // Deliveries after the exact scan applied everything: 100 removals
+        // wait in the overlay (far below what makes a committer apply).
+        for id in &ids[..100] {
+            assert!(store.mail_delivered(id).unwrap());
+        }
+        let gauges = store.mail_queue_summary_as(View::AsOfStart).unwrap();
+        assert_eq!(gauges.queued, n as u64 - 100);
+        assert_eq!(gauges, store.mail_queue_summary().unwrap());
+        let first = store.mail_queue_as(1, View::AsOfStart).unwrap();
+        assert_eq!(first, store.mail_queue(1).unwrap());
+        assert_eq!(first.len(), 1);
+        assert_ne!(first[0].reset_id, ids[0], "delivered mails are gone");
+    }
 
     #[test]
     fn reasons_are_bounded_and_printable() {

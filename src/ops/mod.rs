@@ -7,7 +7,7 @@ mod customers;
 mod dump;
 mod faults;
 mod login;
-mod mail_queue;
+pub(crate) mod mail_queue;
 mod mail_signal;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod model_check;

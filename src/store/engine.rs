@@ -100,6 +100,18 @@ impl Engine {
         decode_rows(table, self.backend.scan(table.tree, start, limit)?)
     }
 
+    /// [`Engine::scan_from`] of what the backend has applied, without
+    /// applying the durable changes on their way there (see
+    /// `Backend::scan_applied`): the later batches of a long scan.
+    pub(crate) fn scan_from_applied<K: Key + ?Sized, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, V)>, Error> {
+        decode_rows(table, self.backend.scan_applied(table.tree, start, limit)?)
+    }
+
     /// Up to `limit` rows of `table` from key `start` on, in key order.
     pub fn scan_from_key<K: Key + ?Sized, V: Value>(
         &self,

@@ -55,4 +55,21 @@ pub struct LogStats {
     pub group_sizes: [u64; 7],
     /// Checkpoints recorded.
     pub checkpoints: u64,
+    /// Transactions run again (the PostgreSQL backend; zeros elsewhere), by
+    /// cause: SQLSTATE 40001 (serialization failure), 40P01 (deadlock),
+    /// and anything else retried (a connection lost mid-transaction).
+    pub retries: Retries,
+}
+
+/// Transactions the PostgreSQL backend ran again, by cause (see
+/// [`LogStats::retries`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retries {
+    /// SQLSTATE 40001, `serialization_failure` (also the test hook's).
+    pub serialization_failure: u64,
+    /// SQLSTATE 40P01, `deadlock_detected`.
+    pub deadlock_detected: u64,
+    /// A connection lost or a transaction aborted without a SQLSTATE.
+    pub other: u64,
 }

@@ -40,7 +40,7 @@ use std::path::Path;
 
 pub(crate) use engine::Engine;
 pub use fail_point::FailPoint;
-pub use health::{Health, LogStats};
+pub use health::{Health, LogStats, Retries};
 pub use integrity::IntegrityReport;
 pub use truncation::LogTruncation;
 

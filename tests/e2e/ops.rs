@@ -437,6 +437,11 @@ fn metrics_count_a_known_sequence_exactly_in_families_a_real_parser_reads() {
     assert!(m.get("credstore_wal_bytes_total", &[]) > 0.0);
     assert_eq!(m.get("credstore_store_writable", &[]), 1.0);
     assert_eq!(m.get("credstore_ready", &[]), 1.0);
+    // No PostgreSQL here: its retry family is there, at zero, by SQLSTATE.
+    let retries = "credstore_postgres_retries_total";
+    for sqlstate in ["40001", "40P01", "other"] {
+        assert_eq!(m.get(retries, &[("sqlstate", sqlstate)]), 0.0, "{sqlstate}");
+    }
     assert_eq!(
         m.get(
             "credstore_build_info",
@@ -513,6 +518,7 @@ fn metrics_count_a_known_sequence_exactly_in_families_a_real_parser_reads() {
                 "status" => v.len() == 3 && v.bytes().all(|b| b.is_ascii_digit()),
                 "outcome" => outcomes.contains(&v.as_str()),
                 "commits" => groups.contains(&v.as_str()),
+                "sqlstate" => ["40001", "40P01", "other"].contains(&v.as_str()),
                 "le" => v == "+Inf" || v.parse::<f64>().is_ok(),
                 "version" => v == env!("CARGO_PKG_VERSION"),
                 _ => false,

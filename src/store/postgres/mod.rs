@@ -41,7 +41,7 @@ use r2d2_postgres::r2d2;
 
 use super::EngineOptions;
 use super::backend::{Backend, BackendTx, Rows};
-use super::health::{Health, LogStats};
+use super::health::{Health, LogStats, Retries};
 use super::meta;
 use crate::error::{Error, StorageError};
 
@@ -323,8 +323,14 @@ impl Backend for PostgresBackend {
     }
 
     fn log_stats(&self) -> LogStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         LogStats {
-            commits: self.stats.commits.load(Ordering::Relaxed),
+            commits: load(&self.stats.commits),
+            retries: Retries {
+                serialization_failure: load(&self.stats.retries_40001),
+                deadlock_detected: load(&self.stats.retries_40p01),
+                other: load(&self.stats.retries_other),
+            },
             ..LogStats::default()
         }
     }

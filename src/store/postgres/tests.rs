@@ -66,6 +66,7 @@ fn the_injected_40001_runs_every_body_twice_and_writes_once() {
     b.fail_first_attempt = true;
     // Opening may have retried already (when the suite runs with the hook on).
     let before = b.stats.retries_40001.load(Ordering::Relaxed);
+    let stats_before = b.log_stats();
     let runs = AtomicU32::new(0);
     b.transact(&|tx| {
         runs.fetch_add(1, Ordering::Relaxed);
@@ -76,6 +77,16 @@ fn the_injected_40001_runs_every_body_twice_and_writes_once() {
     .unwrap();
     assert_eq!(runs.load(Ordering::Relaxed), 2);
     assert_eq!(b.stats.retries_40001.load(Ordering::Relaxed), before + 1);
+    // What operators see (the `sqlstate="40001"` metric): one more retry,
+    // one more commit, no other cause.
+    let stats = b.log_stats();
+    let r = (stats.retries, stats_before.retries);
+    assert_eq!(r.0.serialization_failure, r.1.serialization_failure + 1);
+    assert_eq!(
+        (r.0.deadlock_detected, r.0.other),
+        (r.1.deadlock_detected, r.1.other)
+    );
+    assert_eq!(stats.commits, stats_before.commits + 1);
     assert_eq!(read(&b, b"k"), Some(b"v".to_vec()));
 }
 

@@ -196,6 +196,10 @@ const APPLY_BATCH: usize = 4096;
 pub(super) enum Settle {
     /// Everything durable, waiting for another applier to finish first.
     All,
+    /// Everything durable up to this sequence number (what was durable when
+    /// a read began), waiting for another applier first: a reader does not
+    /// chase the records that writers make durable meanwhile.
+    Through(u64),
     /// One batch, and only when no other thread is applying (a committer's
     /// housekeeping: it bounds the delay one commit can pay, also while a
     /// deferred replay drains).
@@ -213,7 +217,8 @@ pub(super) fn settle(engine: &SledBackend, how: Settle) -> Result<(), Error> {
     let Some(wal) = &engine.wal else {
         return Ok(());
     };
-    let Some(guard) = wal.begin_apply(how == Settle::All) else {
+    let wait = matches!(how, Settle::All | Settle::Through(_));
+    let Some(guard) = wal.begin_apply(wait) else {
         return Ok(());
     };
     let max_writes = match how {
@@ -244,8 +249,10 @@ pub(super) fn settle(engine: &SledBackend, how: Settle) -> Result<(), Error> {
         apply_to_sled(engine, &sets, Some(last.seq))
             .map_err(storage("applying logged changes to sled"))?;
         wal.applied(&guard, &records);
-        if how != Settle::All {
-            return Ok(());
+        match how {
+            Settle::All => {}
+            Settle::Through(seq) if last.seq < seq => {}
+            _ => return Ok(()),
         }
     }
 }

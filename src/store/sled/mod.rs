@@ -246,15 +246,21 @@ impl SledBackend {
     }
 
     /// Applies every durable change still held in memory to sled, so that
-    /// sled's own iterators see it (scans, the integrity check).
+    /// sled's own iterators see it (tests; scans settle one tree through
+    /// what is durable when they begin: [`SledBackend::settle_tree`]).
+    #[cfg(test)]
     pub(crate) fn settle(&self) -> Result<(), Error> {
         commit::settle(self, commit::Settle::All)
     }
 
-    /// [`SledBackend::settle`] when `id` has changes not yet in sled.
+    /// When `id` has changes not yet in sled, applies every change durable
+    /// now (not those that become durable while it applies: a scan sees
+    /// what was durable when it began).
     fn settle_tree(&self, id: TreeId) -> Result<(), Error> {
         match &self.wal {
-            Some(wal) if !wal.overlay().is_clear(id) => self.settle(),
+            Some(wal) if !wal.overlay().is_clear(id) => {
+                commit::settle(self, commit::Settle::Through(wal.overlay().durable()))
+            }
             _ => Ok(()),
         }
     }
@@ -300,6 +306,10 @@ impl Backend for SledBackend {
 
     fn scan(&self, tree: TreeId, start: &[u8], limit: usize) -> Result<Rows, Error> {
         self.settle_tree(tree)?;
+        self.scan_applied(tree, start, limit)
+    }
+
+    fn scan_applied(&self, tree: TreeId, start: &[u8], limit: usize) -> Result<Rows, Error> {
         let mut out = Vec::new();
         for item in self.tree(tree).range(start..).take(limit) {
             let (k, v) = item.map_err(storage("scanning"))?;
@@ -350,6 +360,7 @@ impl Backend for SledBackend {
             syncs: wal.sync_count(),
             group_sizes: std::array::from_fn(|i| load(&c.group_sizes[i])),
             checkpoints: load(&c.checkpoints),
+            retries: super::health::Retries::default(),
         }
     }
 
