@@ -664,6 +664,37 @@ on_every_backend! {
 }
 }
 
+on_every_backend! {
+    fn activation_is_dated_once_when_the_account_is_first_activated(backend) {
+    let clock = ManualClock::new(Timestamp(1_700_000_000_000));
+    let store = backend.open(&secret(),
+        Config::for_tests().with_clock(Arc::new(clock.clone())),
+    );
+    let hash = "$2b$04$A8o/DQoaiuvDHQavS99ueOBOwn7p1ikJcPxbWRJvq./25vWNMu3wS";
+    import(&store, 7, "inactive@example.com", hash).unwrap();
+    let set = |update: FlagsUpdate| store.set_flags(7, update).unwrap();
+    assert_eq!(store.customer(7).unwrap().activation_date, None);
+    // Other flags, or deactivating, date nothing.
+    clock.advance(Duration::from_secs(60));
+    let c = set(FlagsUpdate { is_vip: Some(true), ..Default::default() });
+    assert_eq!(c.activation_date, None);
+    let c = set(FlagsUpdate { is_active: Some(false), ..Default::default() });
+    assert_eq!(c.activation_date, None);
+    // The first activation is dated now...
+    clock.advance(Duration::from_secs(60));
+    let activated = credstore::Clock::now(&clock);
+    let c = set(FlagsUpdate { is_active: Some(true), ..Default::default() });
+    assert_eq!(c.activation_date, Some(activated));
+    assert!(c.flags.is_active);
+    // ...and keeps that date through later activations.
+    clock.advance(Duration::from_secs(60));
+    set(FlagsUpdate { is_active: Some(false), ..Default::default() });
+    let c = set(FlagsUpdate { is_active: Some(true), ..Default::default() });
+    assert_eq!(c.activation_date, Some(activated));
+    assert_eq!(store.customer(7).unwrap().activation_date, Some(activated));
+}
+}
+
 // ---------------------------------------------------------------- concurrency and atomicity
 
 on_every_backend! {
