@@ -665,6 +665,24 @@ on_every_backend! {
 }
 
 on_every_backend! {
+    fn a_login_with_a_current_hash_rewrites_nothing(backend) {
+    let store = backend.open(&secret(), Config::for_tests());
+    let (c, _) = john(&store);
+    for _ in 0..2 {
+        let login = store.login("johndoe@email.com", &pw("pass12345")).unwrap();
+        assert_eq!(login.customer.credential_version, c.credential_version);
+        let last = store.events(0, usize::MAX).unwrap().pop().unwrap();
+        assert_eq!(last.kind, EventKind::LoginSucceeded, "{last:?}");
+        assert_eq!(last.box_id, Some(c.box_id));
+    }
+    assert_eq!(
+        store.password_hash_info(c.box_id).unwrap().scheme,
+        PasswordScheme::Argon2idPeppered
+    );
+}
+}
+
+on_every_backend! {
     fn activation_is_dated_once_when_the_account_is_first_activated(backend) {
     let clock = ManualClock::new(Timestamp(1_700_000_000_000));
     let store = backend.open(&secret(),
