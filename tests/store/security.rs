@@ -12,6 +12,7 @@ use credstore::{
     Store, Timestamp,
 };
 
+use super::backend::Backend;
 use super::{pw, secret};
 
 /// A store on disk (WAL, group commit) with argon2 costly enough that
@@ -220,6 +221,33 @@ on_every_backend! {
     assert_eq!(store.purge_login_guards().unwrap(), 0);
     assert!(store.check_integrity().unwrap().is_sound());
 }
+}
+
+/// More idle guards than one page of the purge's scan (1,024): every one
+/// goes, and none that is still remembered.
+#[test]
+fn purging_login_guards_goes_past_the_first_page() {
+    let clock = ManualClock::new(Timestamp(0));
+    let store = Backend::Wal.open(
+        &secret(),
+        Config::for_tests().with_clock(Arc::new(clock.clone())),
+    );
+    let n = 1_500;
+    for i in 0..n {
+        store
+            .login(&format!("ghost{i}@email.com"), &pw("wrong-password"))
+            .unwrap_err();
+    }
+    clock.advance(credstore::FAILURE_MEMORY);
+    // One guard failed just now: it stays.
+    store
+        .login("late@email.com", &pw("wrong-password"))
+        .unwrap_err();
+    assert_eq!(store.purge_login_guards().unwrap(), n);
+    assert_eq!(store.purge_login_guards().unwrap(), 0);
+    clock.advance(credstore::FAILURE_MEMORY);
+    assert_eq!(store.purge_login_guards().unwrap(), 1);
+    assert!(store.check_integrity().unwrap().is_sound());
 }
 
 on_every_backend! {
