@@ -224,7 +224,8 @@ on_every_backend! {
 }
 
 /// More idle guards than one page of the purge's scan (1,024): every one
-/// goes, and none that is still remembered.
+/// goes (one that locked too, once its failures are forgotten), and none
+/// that is still remembered.
 #[test]
 fn purging_login_guards_goes_past_the_first_page() {
     let clock = ManualClock::new(Timestamp(0));
@@ -238,12 +239,22 @@ fn purging_login_guards_goes_past_the_first_page() {
             .login(&format!("ghost{i}@email.com"), &pw("wrong-password"))
             .unwrap_err();
     }
+    // A guard that locked (its lock long over when the memory ends) goes too.
+    for _ in 0..5 {
+        store
+            .login("locked@email.com", &pw("wrong-password"))
+            .unwrap_err();
+    }
+    assert!(matches!(
+        store.login("locked@email.com", &pw("wrong-password")),
+        Err(Error::Locked { .. })
+    ));
     clock.advance(credstore::FAILURE_MEMORY);
     // One guard failed just now: it stays.
     store
         .login("late@email.com", &pw("wrong-password"))
         .unwrap_err();
-    assert_eq!(store.purge_login_guards().unwrap(), n);
+    assert_eq!(store.purge_login_guards().unwrap(), n + 1);
     assert_eq!(store.purge_login_guards().unwrap(), 0);
     clock.advance(credstore::FAILURE_MEMORY);
     assert_eq!(store.purge_login_guards().unwrap(), 1);
