@@ -44,8 +44,18 @@ on_every_backend! {
         !format!("{listed:?}").contains("token"),
         "listing shows no token"
     );
-    let due = store.mail_due(10).unwrap();
-    assert_eq!(due.mails.len(), 1);
+    // The largest shop key fits.
+    customer(&store, "max@example.com");
+    let max = MailRequest {
+        lang: Lang::En,
+        shop: "s".repeat(credstore::MAX_MAIL_SHOP_BYTES),
+    };
+    store
+        .request_reset_by_mail("max@example.com", ResetDetails::default(), &max)
+        .unwrap();
+    let mut due = store.mail_due(10).unwrap();
+    assert_eq!(due.mails.len(), 2);
+    due.mails.retain(|m| m.entry.reset_id == reset.id);
     // The unsealed token is the reset's: it checks out.
     let valid = store.check_reset_token(&due.mails[0].token).unwrap();
     assert_eq!(valid.email, "Jane.Roe@Example.com");
@@ -72,6 +82,13 @@ on_every_backend! {
         shop: "a\nb".into(),
     };
     let r = store.request_reset_by_mail("jane@example.com", ResetDetails::default(), &bad);
+    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    // So is a shop key one byte longer than the largest.
+    let long = MailRequest {
+        lang: Lang::En,
+        shop: "s".repeat(credstore::MAX_MAIL_SHOP_BYTES + 1),
+    };
+    let r = store.request_reset_by_mail("jane@example.com", ResetDetails::default(), &long);
     assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
     assert_eq!(events(&store).len(), before + 1);
     // Throttled: the first is queued, the second nothing.
