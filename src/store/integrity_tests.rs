@@ -289,3 +289,21 @@ fn a_due_index_entry_pointing_at_nothing() {
     // A courier passes over it: the mail is read once, under its own key.
     assert_eq!(f.store.mail_due(10).unwrap().mails.len(), 1);
 }
+
+/// The purge reads the expiry index outside its transactions and re-checks
+/// each reset inside: an entry that no longer matches its reset (here a
+/// stale one, dated long ago, beside the live reset's own) never purges a
+/// reset that is still live.
+#[test]
+fn a_stale_expiry_entry_never_purges_a_live_reset() {
+    let f = populated();
+    let e = engine(&f.store);
+    let mut stale = f.live.clone();
+    stale.expires_at = crate::Timestamp(1);
+    put(e, TreeId::ResetExpiry, &ExpiryKey::of(&stale), b"");
+    // The used reset goes; the live one stays, and its token still works.
+    assert_eq!(f.store.purge_resets().unwrap(), 1);
+    assert!(e.get(&RESETS, &f.live.id).unwrap().is_some());
+    assert!(e.get(&RESETS, &f.used.id).unwrap().is_none());
+    assert_eq!(f.store.reset(&f.live.id).unwrap().id, f.live.id);
+}
