@@ -301,6 +301,16 @@ fn wrong_digest_short_salt_and_the_verbatim_sample() {
         );
         refused(&r, 200, "Salt must be a number of at least 9 digits");
     }
+    assert_eq!(env.event_count(), before);
+    // The smallest 9-digit salt is accepted (and changes the password).
+    let r = send(
+        &env,
+        "application/json",
+        json_request(credstore::MIN_SALT, "brand-new-pass"),
+    );
+    assert_eq!(json(&r)["Success"], true, "{}", text(&r));
+    assert!(env.password_is("brand-new-pass"));
+    let before = env.event_count();
     // the verbatim samples: "sample string 2" is no app, checked first
     refused(
         &send(&env, "application/json", SEED_JSON),
