@@ -8,7 +8,9 @@
 //! cleanly, then reopened in child processes (a fresh RSS), once per cache
 //! size in `FOOTPRINT_CACHES_MIB` (default `64,32,16`). Raw bytes are what
 //! every tree's keys and values take (customers, email index, events,
-//! meta), as credstore encodes them; a customer record here is ~190 bytes. `FOOTPRINT_CUSTOMERS` changes the count.
+//! meta), as credstore encodes them; a customer record here is ~190 bytes,
+//! with a random 53-character bcrypt tail and a random sealed key: sled
+//! compresses its pages, and shared values would flatter the figure. `FOOTPRINT_CUSTOMERS` changes the count.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,8 +19,37 @@ use std::time::Instant;
 use credstore::{Config, CustomerFlags, Durability, ImportedCustomer, Store, StoreSecret};
 
 const CHILD: &str = "FOOTPRINT_CHILD_CACHE_MIB";
-/// A bcrypt hash of the length real imports carry (60 bytes).
-const HASH: &str = "$2b$04$A8o/DQoaiuvDHQavS99ueOBOwn7p1ikJcPxbWRJvq./25vWNMu3wS";
+/// bcrypt's base64 alphabet.
+const BCRYPT_B64: &[u8] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const FIRST_NAMES: [&str; 8] = [
+    "Ana", "Bruno", "Camila", "Diego", "Elena", "Felipe", "Gabriela", "Hugo",
+];
+const LAST_NAMES: [&str; 8] = [
+    "Silva",
+    "Gomez",
+    "Rodriguez",
+    "Fernandez",
+    "Lopez",
+    "Martinez",
+    "Perez",
+    "Sanchez",
+];
+
+/// A bcrypt hash of the shape real imports carry (60 bytes), its 53 salt
+/// and digest characters as random as a real one's (sled compresses its
+/// pages: a hash shared by every customer would flatter the figure).
+fn bcrypt_like(i: u64) -> String {
+    let mut bytes = [0u8; 53];
+    blake3::Hasher::new()
+        .update(&i.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut bytes);
+    let tail: String = bytes
+        .iter()
+        .map(|b| BCRYPT_B64[usize::from(b % 64)] as char)
+        .collect();
+    format!("$2b$10${tail}")
+}
 
 fn secret() -> StoreSecret {
     StoreSecret::from_bytes([0x66; 32])
@@ -35,9 +66,9 @@ fn customer(i: u64) -> ImportedCustomer {
     ImportedCustomer {
         box_id: 1 + i,
         email: format!("customer{i:07}@example.com"),
-        first_name: "Firstname".into(),
-        last_name: "Lastname".into(),
-        password_hash: HASH.into(),
+        first_name: FIRST_NAMES[(i % 8) as usize].into(),
+        last_name: LAST_NAMES[(i / 8 % 8) as usize].into(),
+        password_hash: bcrypt_like(i),
         key: None,
         flags: CustomerFlags::default(),
         enrolment_date: None,
@@ -129,7 +160,7 @@ fn main() {
         return;
     }
     let n = customers();
-    let stamp = root.join(format!("built-{n}"));
+    let stamp = root.join(format!("built-v2-{n}"));
     if !stamp.exists() {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();

@@ -46,6 +46,44 @@ fn event_count(store: &Store) -> usize {
 
 // ---------------------------------------------------------------- opening
 
+/// New stores compress sled's pages (the 1M-customer footprint); a store
+/// whose sled files were made uncompressed keeps opening (sled refuses to
+/// open its files with the other setting) and stays uncompressed.
+#[test]
+fn new_stores_compress_and_uncompressed_files_still_open() {
+    let conf =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p.join("conf")).unwrap()).into_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh");
+    drop(Store::open(&fresh, &secret(), Config::for_tests()).unwrap());
+    assert!(
+        conf(&fresh).contains("use_compression: true"),
+        "{}",
+        conf(&fresh)
+    );
+
+    let plain = dir.path().join("plain");
+    drop(
+        sled::Config::new()
+            .path(&plain)
+            .use_compression(false)
+            .open()
+            .unwrap(),
+    );
+    for round in 0..2 {
+        let store = Store::open(&plain, &secret(), Config::for_tests()).unwrap();
+        if round == 0 {
+            john(&store);
+        }
+        assert!(store.login("johndoe@email.com", &pw("pass12345")).is_ok());
+    }
+    assert!(
+        conf(&plain).contains("use_compression: false"),
+        "{}",
+        conf(&plain)
+    );
+}
+
 #[test]
 fn reopen_keeps_data_and_wrong_secret_is_refused() {
     let dir = tempfile::tempdir().unwrap();
