@@ -10,6 +10,8 @@ pub(crate) mod random;
 pub(crate) mod seal;
 pub(crate) mod slots;
 
+#[cfg(test)]
+pub(crate) use password::take_last_hash_announced;
 #[cfg(feature = "tokio")]
 pub(crate) use slots::admit as admit_hashing;
 

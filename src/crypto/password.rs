@@ -108,6 +108,8 @@ impl Hasher {
         out: &mut [u8],
     ) -> Result<(), Error> {
         assert_not_in_transaction();
+        #[cfg(test)]
+        HASHED_WITH_A_COMMIT_ANNOUNCED.with(|c| c.set(Some(crate::store::announced_here())));
         let keep = self.params.to_argon2()?.block_count();
         let mut slot = self.slots.take();
         slot.with_blocks(ctx.params().block_count(), keep, |blocks| {
@@ -257,6 +259,20 @@ fn parse_argon2(s: &str) -> Result<ParsedArgon2, InputError> {
         salt: salt.to_vec(),
         hash: hash.as_bytes().to_vec(),
     })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Whether this thread's last hash ran with a commit announced to a
+    /// write-ahead log (`None`: no hash yet); taken by [`take_last_hash_announced`].
+    static HASHED_WITH_A_COMMIT_ANNOUNCED: std::cell::Cell<Option<bool>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// See `HASHED_WITH_A_COMMIT_ANNOUNCED`.
+#[cfg(test)]
+pub(crate) fn take_last_hash_announced() -> Option<bool> {
+    HASHED_WITH_A_COMMIT_ANNOUNCED.with(std::cell::Cell::take)
 }
 
 fn check_bcrypt(s: &str) -> Result<(), InputError> {

@@ -1,6 +1,8 @@
 //! The operations layer: [`Store`] and its public methods.
 
 mod apps;
+#[cfg(test)]
+mod commit_delay_tests;
 mod config;
 pub(crate) mod counters;
 mod customers;
@@ -261,6 +263,7 @@ fn engine_options(keys: &Keys, config: &Config) -> EngineOptions {
         durability: config.durability,
         cache_capacity: config.cache_capacity,
         defer_replay_bytes: config.defer_replay_bytes,
+        commit_delay: config.commit_delay,
         fingerprint: keys.fingerprint,
         first_box_id: config.first_box_id,
         fail_point: config.fail_point.clone(),

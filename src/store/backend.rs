@@ -116,7 +116,22 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Bytes the backend's files take on disk.
     fn size_on_disk(&self) -> Result<u64, Error>;
+
+    /// Tells the backend that the calling thread will commit soon (it is
+    /// about to hash a new password), until the returned value is dropped
+    /// or the thread's next commit begins; a backend with a commit delay
+    /// lets a group commit wait for it. `None`: the backend does not wait.
+    fn expect_commit(&self) -> Option<ExpectedCommit<'_>> {
+        None
+    }
 }
+
+/// A commit announced with [`Backend::expect_commit`]; dropping it
+/// withdraws the announcement if the commit has not begun.
+pub(crate) type ExpectedCommit<'a> = Box<dyn Expected + 'a>;
+
+/// What an [`ExpectedCommit`] holds (its `Drop` withdraws it).
+pub(crate) trait Expected {}
 
 /// One run of a transaction's body: reads see the run's own writes.
 pub(crate) trait BackendTx {

@@ -46,6 +46,12 @@ impl Engine {
         &*self.backend
     }
 
+    /// See [`Backend::expect_commit`]: hold the value over a password hash
+    /// whose transaction follows it.
+    pub fn expect_commit(&self) -> Option<super::backend::ExpectedCommit<'_>> {
+        self.backend.expect_commit()
+    }
+
     /// The value of `key` in `table` (the newest durable one).
     pub fn get<K: Key + ?Sized, V: Value>(
         &self,

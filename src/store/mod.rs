@@ -33,6 +33,8 @@ mod postgres;
 pub(crate) mod records;
 pub(crate) mod schema;
 mod sled;
+#[cfg(test)]
+pub(crate) use self::sled::wal::announced_here;
 mod truncation;
 mod tx;
 
@@ -78,6 +80,9 @@ pub(crate) struct EngineOptions {
     pub durability: Durability,
     pub cache_capacity: u64,
     pub defer_replay_bytes: u64,
+    /// How long a group commit waits for expected commits (the WAL's
+    /// [`crate::Config::with_commit_delay`]).
+    pub commit_delay: std::time::Duration,
     pub fingerprint: [u8; 32],
     pub first_box_id: u64,
     pub fail_point: Option<FailPoint>,

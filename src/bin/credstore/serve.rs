@@ -88,6 +88,12 @@ pub struct ServeArgs {
     /// leaves the mail queue out of readiness.
     #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
     pub mail_stuck_after: f64,
+    /// Milliseconds a commit may wait, before the write-ahead log's sync,
+    /// for the commits of password changes whose new hash is underway, so
+    /// that one sync covers several (fewer syncs, more latency; see
+    /// `Config::with_commit_delay`). 0: never waits.
+    #[arg(long, default_value_t = 0.0, value_name = "MS")]
+    pub commit_delay_ms: f64,
     /// Log lines as text, or as one JSON object per line for log shippers.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CREDSTORE_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -277,7 +283,16 @@ pub fn run(g: &Global, args: ServeArgs) -> CliResult {
         Some(seconds("mail-stuck-after", args.mail_stuck_after)?)
     };
 
-    let store = g.open()?;
+    let commit_delay = Duration::try_from_secs_f64(args.commit_delay_ms / 1000.0)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(1))
+        .ok_or_else(|| {
+            Failure(format!(
+                "--commit-delay-ms wants 0 to 1000 milliseconds, got {}",
+                args.commit_delay_ms
+            ))
+        })?;
+    let store = g.open_with(g.config()?.with_commit_delay(commit_delay))?;
     for user_code in credstore::demo::retire_placeholder_app(&store)? {
         tracing::warn!(
             user_code,

@@ -45,6 +45,7 @@ fn opts() -> EngineOptions {
         durability: crate::store::Durability::Immediate,
         cache_capacity: 0,
         defer_replay_bytes: 0,
+        commit_delay: std::time::Duration::ZERO,
         fingerprint: [3; 32],
         first_box_id: 10,
         fail_point: None,

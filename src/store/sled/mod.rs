@@ -109,6 +109,7 @@ impl SledBackend {
     fn open_on_disk(path: &Path, opts: &EngineOptions, truncate: bool) -> Result<Self, Error> {
         let wal_opts = wal::WalOptions {
             defer_replay_bytes: opts.defer_replay_bytes,
+            commit_delay: opts.commit_delay,
             ..wal::WalOptions::new(opts.durability == Durability::Immediate)
         };
         let with = OpenWith {
@@ -368,6 +369,11 @@ impl Backend for SledBackend {
         self.db
             .size_on_disk()
             .map_err(storage("measuring the database"))
+    }
+
+    fn expect_commit(&self) -> Option<crate::store::backend::ExpectedCommit<'_>> {
+        let expected = self.wal.as_ref()?.expect_commit()?;
+        Some(Box::new(expected))
     }
 }
 

@@ -1,7 +1,15 @@
 //! Group commit: a committer waits until its record is synced; the first
 //! waiter leads, lets every committing thread append first ([`Wal::gather`]),
 //! writes and syncs what was appended holding no lock, and wakes the others.
+//!
+//! With a commit delay ([`super::WalOptions::commit_delay`]), the leader
+//! also waits, up to that delay, while threads that announced a commit
+//! ([`Wal::expect_commit`]: a password hash underway) have not begun it —
+//! PostgreSQL's `commit_delay`, but waiting only when a commit is known to
+//! be coming, so that a lone writer, and writers when no hash runs, never
+//! wait.
 
+use std::cell::Cell;
 use std::io as stdio;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
@@ -29,13 +37,82 @@ impl Drop for Committing<'_> {
     }
 }
 
+thread_local! {
+    /// The log (its address) this thread announced a commit to and has not
+    /// begun committing to yet; 0: none.
+    static EXPECTING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether the calling thread announced a commit it has not begun (tests:
+/// the operations that hash a new password announce their commit first).
+#[cfg(test)]
+pub(crate) fn announced_here() -> bool {
+    EXPECTING.with(|e| e.get() != 0)
+}
+
+/// A commit announced by [`Wal::expect_commit`]: withdrawn on drop unless
+/// the thread began committing meanwhile ([`Wal::enter`] takes it over).
+pub(crate) struct Expectation<'a>(&'a Wal);
+
+impl crate::store::backend::Expected for Expectation<'_> {}
+
+impl Drop for Expectation<'_> {
+    fn drop(&mut self) {
+        if self.0.take_expectation() {
+            self.0.nudge_leader();
+        }
+    }
+}
+
 impl Wal {
     /// Marks the calling thread as committing until the returned value is
     /// dropped: from before it enters the writer section until its record
     /// is durable. A group's leader waits for such threads to append.
     pub(super) fn enter(&self) -> Committing<'_> {
         self.in_commit.fetch_add(1, Ordering::SeqCst);
+        // Counted as committing first, so that a gathering leader never
+        // sees this thread as neither expected nor committing.
+        self.take_expectation();
         Committing(self)
+    }
+
+    /// Announces that the calling thread will commit soon: until it begins
+    /// (or drops the value), a group commit's leader waits for it, up to
+    /// the commit delay. `None` without a commit delay, or when the thread
+    /// announced one already.
+    pub(crate) fn expect_commit(&self) -> Option<Expectation<'_>> {
+        if self.opts.commit_delay.is_zero() {
+            return None;
+        }
+        let me = self as *const Wal as usize;
+        let fresh = EXPECTING.with(|e| {
+            let fresh = e.get() == 0;
+            if fresh {
+                e.set(me);
+            }
+            fresh
+        });
+        if !fresh {
+            return None;
+        }
+        self.expected.fetch_add(1, Ordering::SeqCst);
+        Some(Expectation(self))
+    }
+
+    /// Ends this thread's announcement to this log, if any; whether it did.
+    fn take_expectation(&self) -> bool {
+        let me = self as *const Wal as usize;
+        let mine = EXPECTING.with(|e| {
+            let mine = e.get() == me;
+            if mine {
+                e.set(0);
+            }
+            mine
+        });
+        if mine {
+            self.expected.fetch_sub(1, Ordering::SeqCst);
+        }
+        mine
     }
 
     /// Returns once record `seq` is durable, as the group's leader when no
@@ -93,12 +170,20 @@ impl Wal {
     /// no record waiting for a sync append first, so that one sync covers
     /// them too (they would otherwise wait for this sync and then another).
     /// Bounded by [`GATHER_LIMIT`]; returns at once when all committing
-    /// threads wait for this sync already (one writer: always).
+    /// threads wait for this sync already (one writer: always). While
+    /// commits are expected, waits up to the commit delay instead.
     fn gather(&self) {
-        let deadline = Instant::now() + GATHER_LIMIT;
+        let start = Instant::now();
+        let short = start + GATHER_LIMIT;
+        let long = start + self.opts.commit_delay.max(GATHER_LIMIT);
         let mut g = lock(&self.gathering);
         self.leader_gathering.store(true, Ordering::SeqCst);
-        while !self.gathered() {
+        loop {
+            let expecting = self.expected.load(Ordering::SeqCst) > 0;
+            if !expecting && self.gathered() {
+                break;
+            }
+            let deadline = if expecting { long } else { short };
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -124,7 +209,8 @@ impl Wal {
     }
 
     /// Wakes a gathering leader once [`Wal::gathered`] holds (after an
-    /// append, and when a thread stops committing).
+    /// append, when a thread stops committing, and when an expected commit
+    /// is withdrawn); it then checks what it waits for again.
     pub(super) fn nudge_leader(&self) {
         if self.leader_gathering.load(Ordering::SeqCst) && self.gathered() {
             let _g = lock(&self.gathering);

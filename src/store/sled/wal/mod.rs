@@ -57,6 +57,8 @@ mod corruption;
 mod failure;
 pub(crate) mod format;
 mod group;
+#[cfg(test)]
+pub(crate) use group::announced_here;
 pub(crate) mod io;
 mod options;
 mod recovery;
@@ -144,6 +146,7 @@ impl Wal {
             leader_gathering: AtomicBool::new(false),
             gathered_cv: Condvar::new(),
             in_commit: AtomicUsize::new(0),
+            expected: AtomicUsize::new(0),
             appended: AtomicU64::new(appended),
             unapplied: AtomicUsize::new(unapplied),
             overlay,
@@ -198,6 +201,8 @@ pub(crate) struct Wal {
     gathered_cv: Condvar,
     /// Threads committing ([`Wal::enter`]).
     in_commit: AtomicUsize,
+    /// Threads that announced a commit not yet begun ([`Wal::expect_commit`]).
+    expected: AtomicUsize,
     /// The last record appended (a copy readable without the writer lock).
     appended: AtomicU64,
     /// Bytes of records appended but not yet applied to sled.

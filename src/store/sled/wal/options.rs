@@ -21,6 +21,10 @@ pub(crate) struct WalOptions {
     /// replayed into sled first: its records become pending changes and
     /// reach sled in batches later ([`Recovery::resume`]).
     pub defer_replay_bytes: u64,
+    /// How long a group commit's leader waits, before it syncs, for the
+    /// commits that threads announced ([`super::Wal::expect_commit`]: a
+    /// password hash underway); zero: it never waits for them.
+    pub commit_delay: Duration,
 }
 
 impl WalOptions {
@@ -41,6 +45,7 @@ impl WalOptions {
             checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
             sync,
             defer_replay_bytes: Self::DEFAULT_DEFER_REPLAY_BYTES,
+            commit_delay: Duration::ZERO,
         }
     }
 

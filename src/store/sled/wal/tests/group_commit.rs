@@ -1,6 +1,8 @@
 //! The writer and group commit: acknowledged commits are synced, writers
 //! share a slow sync, a record too large for a segment is refused.
 
+use std::time::Instant;
+
 use super::*;
 
 #[test]
@@ -131,4 +133,99 @@ fn a_transaction_of_exactly_the_largest_payload_fits_and_one_byte_more_does_not(
     assert!(state(&e) == before);
     commit(&e, &put(n)).unwrap();
     assert_eq!(e.wal().unwrap().stats().last_seq, 1);
+}
+
+fn delayed(delay: Duration) -> WalOptions {
+    WalOptions {
+        commit_delay: delay,
+        ..wal_opts(1 << 20)
+    }
+}
+
+/// With a commit delay, a leader waits for a commit announced by a thread
+/// that is still hashing: one sync covers both. Without the wait (the
+/// expectation ignored) the leader syncs alone and the second commit
+/// needs a sync of its own: 2.
+#[test]
+fn a_commit_delay_waits_for_an_announced_commit_and_one_sync_covers_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Arc::new(open_mem(
+        &tmp.path().join("db"),
+        &MemDir::new(),
+        delayed(Duration::from_secs(20)),
+    ));
+    let before = e.wal().unwrap().stats().syncs;
+    let (announced_tx, announced) = std::sync::mpsc::channel();
+    let hashing = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            let expected = e.expect_commit();
+            assert!(expected.is_some());
+            announced_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(50)); // the hash
+            commit(&e, &[(TreeId::Customers, b"h".to_vec(), Some(vec![1]))]).unwrap();
+            drop(expected);
+        })
+    };
+    announced.recv().unwrap();
+    let t = Instant::now();
+    commit(&e, &[(TreeId::Customers, b"m".to_vec(), Some(vec![2]))]).unwrap();
+    let waited = t.elapsed();
+    hashing.join().unwrap();
+    assert_eq!(e.wal().unwrap().stats().syncs - before, 1);
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    let h = e.get_bytes(TreeId::Customers, b"h").unwrap();
+    assert_eq!(h.map(|v| v.to_vec()), Some(vec![1]));
+}
+
+/// An announcement is withdrawn when its thread drops it without
+/// committing (a refused change), and taken over when the thread commits:
+/// either way nobody waits for it afterwards. A leaked announcement would
+/// hold every later commit for the whole delay (20 s here).
+#[test]
+fn a_withdrawn_or_fulfilled_announcement_holds_no_later_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Arc::new(open_mem(
+        &tmp.path().join("db"),
+        &MemDir::new(),
+        delayed(Duration::from_secs(20)),
+    ));
+    // Fulfilled on this thread, then the guard dropped after the commit.
+    let expected = e.expect_commit();
+    assert!(expected.is_some());
+    // A second announcement on the same thread is not counted twice.
+    assert!(e.expect_commit().is_none());
+    // Its own commit takes it over: the thread does not wait for itself.
+    let t = Instant::now();
+    commit(&e, &[(TreeId::Customers, b"a".to_vec(), Some(vec![1]))]).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    drop(expected);
+    // Withdrawn on another thread while a leader waits for it.
+    let (announced_tx, announced) = std::sync::mpsc::channel();
+    let refused = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            let expected = e.expect_commit();
+            announced_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            drop(expected);
+        })
+    };
+    announced.recv().unwrap();
+    let t = Instant::now();
+    commit(&e, &[(TreeId::Customers, b"b".to_vec(), Some(vec![2]))]).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    refused.join().unwrap();
+    // Nothing announced any more: a commit does not wait at all.
+    let t = Instant::now();
+    commit(&e, &[(TreeId::Customers, b"c".to_vec(), Some(vec![3]))]).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
+
+/// Without a commit delay (the default) nothing is announced.
+#[test]
+fn without_a_commit_delay_nothing_is_announced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = open_mem(&tmp.path().join("db"), &MemDir::new(), wal_opts(1 << 20));
+    assert!(e.expect_commit().is_none());
 }

@@ -36,6 +36,7 @@ pub(super) fn engine_opts() -> EngineOptions {
         durability: Durability::Immediate,
         cache_capacity: 4 << 20,
         defer_replay_bytes: u64::MAX,
+        commit_delay: Duration::ZERO,
         fingerprint: [7; 32],
         first_box_id: 1,
         fail_point: None,
@@ -49,6 +50,7 @@ pub(super) fn wal_opts(segment_size: u64) -> WalOptions {
         checkpoint_interval: Duration::from_secs(86_400),
         sync: true,
         defer_replay_bytes: u64::MAX,
+        commit_delay: Duration::ZERO,
     }
 }
 
