@@ -135,11 +135,14 @@ fn a_transaction_of_exactly_the_largest_payload_fits_and_one_byte_more_does_not(
     assert_eq!(e.wal().unwrap().stats().last_seq, 1);
 }
 
-fn delayed(delay: Duration) -> WalOptions {
-    WalOptions {
-        commit_delay: delay,
+/// A store whose log has a 20 s commit delay (a wait that long fails the
+/// tests below).
+fn delayed(tmp: &tempfile::TempDir) -> Arc<Engine> {
+    let opts = WalOptions {
+        commit_delay: Duration::from_secs(20),
         ..wal_opts(1 << 20)
-    }
+    };
+    Arc::new(open_mem(&tmp.path().join("db"), &MemDir::new(), opts))
 }
 
 /// With a commit delay, a leader waits for a commit announced by a thread
@@ -149,11 +152,7 @@ fn delayed(delay: Duration) -> WalOptions {
 #[test]
 fn a_commit_delay_waits_for_an_announced_commit_and_one_sync_covers_both() {
     let tmp = tempfile::tempdir().unwrap();
-    let e = Arc::new(open_mem(
-        &tmp.path().join("db"),
-        &MemDir::new(),
-        delayed(Duration::from_secs(20)),
-    ));
+    let e = delayed(&tmp);
     let before = e.wal().unwrap().stats().syncs;
     let (announced_tx, announced) = std::sync::mpsc::channel();
     let hashing = {
@@ -185,11 +184,7 @@ fn a_commit_delay_waits_for_an_announced_commit_and_one_sync_covers_both() {
 #[test]
 fn a_withdrawn_or_fulfilled_announcement_holds_no_later_commit() {
     let tmp = tempfile::tempdir().unwrap();
-    let e = Arc::new(open_mem(
-        &tmp.path().join("db"),
-        &MemDir::new(),
-        delayed(Duration::from_secs(20)),
-    ));
+    let e = delayed(&tmp);
     // Fulfilled on this thread, then the guard dropped after the commit.
     let expected = e.expect_commit();
     assert!(expected.is_some());
