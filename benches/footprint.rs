@@ -6,7 +6,9 @@
 //! `target/footprint-1m/` through the public API (imports, with the
 //! unsynced durability: the bench measures size, not commits), closed
 //! cleanly, then reopened in child processes (a fresh RSS), once per cache
-//! size in `FOOTPRINT_CACHES_MIB` (default `64,32,16`). Raw bytes are what
+//! size in `FOOTPRINT_CACHES_MIB` (default `64,32,16`).
+//! `FOOTPRINT_UNCOMPRESSED=1` builds and measures the same store with
+//! sled's pages uncompressed, under `target/footprint-1m-plain/`. Raw bytes are what
 //! every tree's keys and values take (customers, email index, events,
 //! meta), as credstore encodes them; a customer record here is ~190 bytes,
 //! with a random 53-character bcrypt tail and a random sealed key: sled
@@ -148,7 +150,15 @@ fn build(data: &Path) -> u64 {
 }
 
 fn main() {
-    let root: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/footprint-1m");
+    // FOOTPRINT_UNCOMPRESSED=1: the same store with sled's pages
+    // uncompressed (as stores made before compression), for comparison.
+    let plain = std::env::var("FOOTPRINT_UNCOMPRESSED").is_ok_and(|v| v == "1");
+    let name = if plain {
+        "target/footprint-1m-plain"
+    } else {
+        "target/footprint-1m"
+    };
+    let root: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
     let data = root.join("data");
     if let Ok(cache) = std::env::var(CHILD) {
         child(&data, cache.parse().unwrap());
@@ -164,6 +174,16 @@ fn main() {
     if !stamp.exists() {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
+        if plain {
+            // A store keeps the compression its sled files were made with.
+            drop(
+                sled::Config::new()
+                    .path(&data)
+                    .use_compression(false)
+                    .open()
+                    .unwrap(),
+            );
+        }
         build(&data);
         std::fs::write(&stamp, "").unwrap();
     }
@@ -180,7 +200,14 @@ fn main() {
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
-    println!("\n{n} customers (a customer record is {sample} bytes encoded)");
+    println!(
+        "\n{n} customers (a customer record is {sample} bytes encoded), sled pages {}",
+        if plain {
+            "uncompressed"
+        } else {
+            "compressed (zstd)"
+        }
+    );
     for (tree, count, bytes) in trees.iter().filter(|t| t.1 > 0) {
         println!("  {tree}: {count} records, {bytes} bytes");
     }
