@@ -45,6 +45,7 @@ pub struct Config {
     pub(crate) fail_point: Option<FailPoint>,
     pub(crate) hashing_limit: usize,
     pub(crate) commit_delay: Duration,
+    pub(crate) compress_pages: bool,
 }
 
 impl fmt::Debug for Config {
@@ -61,6 +62,7 @@ impl fmt::Debug for Config {
             .field("defer_replay_bytes", &self.defer_replay_bytes)
             .field("hashing_limit", &self.hashing_limit)
             .field("commit_delay", &self.commit_delay)
+            .field("compress_pages", &self.compress_pages)
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +82,7 @@ impl Default for Config {
             fail_point: None,
             hashing_limit: std::thread::available_parallelism().map_or(2, |n| n.get()),
             commit_delay: Duration::ZERO,
+            compress_pages: false,
         }
     }
 }
@@ -163,6 +166,17 @@ impl Config {
     /// On-disk stores only (the PostgreSQL backend syncs in PostgreSQL).
     pub fn with_commit_delay(mut self, delay: Duration) -> Self {
         self.commit_delay = delay;
+        self
+    }
+    /// Whether a new on-disk store compresses its pages with zstd (default
+    /// no). 1M customers take 1.45x their raw bytes in sled instead of
+    /// 2.68x, but every page sled writes is compressed and every page read
+    /// from disk decompressed: over HTTP, SkyERP resets ran ~45% slower on
+    /// 2 cores, and point gets that miss the cache ~2.5x slower (README,
+    /// "Footprint"). A store keeps what it was created with: sled cannot
+    /// change it later, and this setting is ignored for an existing store.
+    pub fn with_page_compression(mut self, compress: bool) -> Self {
+        self.compress_pages = compress;
         self
     }
     /// Test hook: a predicate asked at named points inside transactions; when

@@ -83,6 +83,9 @@ pub(crate) struct EngineOptions {
     /// How long a group commit waits for expected commits (the WAL's
     /// [`crate::Config::with_commit_delay`]).
     pub commit_delay: std::time::Duration,
+    /// Whether a new store's sled pages are compressed
+    /// ([`crate::Config::with_page_compression`]).
+    pub compress_pages: bool,
     pub fingerprint: [u8; 32],
     pub first_box_id: u64,
     pub fail_point: Option<FailPoint>,

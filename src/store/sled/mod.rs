@@ -174,7 +174,7 @@ impl SledBackend {
             } else {
                 None
             };
-            let db = open_sled(path, opts.cache_capacity);
+            let db = open_sled(path, opts.cache_capacity, opts.compress_pages);
             let preloaded = loader.map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err(std::io::Error::other("reading the log panicked")))
@@ -408,9 +408,10 @@ fn check_directory(path: &Path) -> Result<(), Error> {
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// sled's files at `path`, waiting up to [`LOCK_WAIT`] for their lock.
-fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, Error> {
+/// A new store's pages are compressed when `compress_new` says so.
+fn open_sled(path: &Path, cache_capacity: u64, compress_new: bool) -> Result<sled::Db, Error> {
     let start = std::time::Instant::now();
-    let compress = stored_compression(path).unwrap_or(true);
+    let compress = stored_compression(path).unwrap_or(compress_new);
     loop {
         match sled::Config::new()
             .path(path)
@@ -428,15 +429,15 @@ fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, Error> {
     }
 }
 
-/// zstd's level for sled's pages. New stores compress them (the
-/// 1M-customer footprint, SPEC §10.5: 1.45x the raw bytes instead of
-/// 2.40x); the level is not stored and may change between releases.
+/// zstd's level for sled's pages when they are compressed
+/// ([`crate::Config::with_page_compression`]); the level is not stored and
+/// may change between releases.
 const COMPRESSION_LEVEL: i32 = 3;
 
 /// Whether the sled files at `path` were made compressed, from the `conf`
 /// file sled keeps beside them (`use_compression: true|false`): sled
 /// refuses to open them with the other setting, so a store made before
-/// compression stays uncompressed. `None` for a new store (or an
+/// compression stays uncompressed, and the other way round. `None` for a new store (or an
 /// unreadable `conf`, which sled itself then reports).
 fn stored_compression(path: &Path) -> Option<bool> {
     let conf = std::fs::read(path.join("conf")).ok()?;

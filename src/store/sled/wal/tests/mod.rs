@@ -37,6 +37,7 @@ pub(super) fn engine_opts() -> EngineOptions {
         cache_capacity: 4 << 20,
         defer_replay_bytes: u64::MAX,
         commit_delay: Duration::ZERO,
+        compress_pages: false,
         fingerprint: [7; 32],
         first_box_id: 1,
         fail_point: None,
