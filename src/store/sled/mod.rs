@@ -436,9 +436,9 @@ const COMPRESSION_LEVEL: i32 = 3;
 
 /// Whether the sled files at `path` were made compressed, from the `conf`
 /// file sled keeps beside them (`use_compression: true|false`): sled
-/// refuses to open them with the other setting, so a store made before
-/// compression stays uncompressed, and the other way round. `None` for a new store (or an
-/// unreadable `conf`, which sled itself then reports).
+/// refuses to open them with the other setting, so a store keeps the
+/// setting it was made with. `None` for a new store (or an unreadable
+/// `conf`, which sled itself then reports).
 fn stored_compression(path: &Path) -> Option<bool> {
     let conf = std::fs::read(path.join("conf")).ok()?;
     String::from_utf8_lossy(&conf)
