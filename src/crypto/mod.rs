@@ -11,7 +11,7 @@ pub(crate) mod seal;
 pub(crate) mod slots;
 
 #[cfg(test)]
-pub(crate) use password::take_last_hash_announced;
+pub(crate) use password::observe_hashes;
 #[cfg(feature = "tokio")]
 pub(crate) use slots::admit as admit_hashing;
 

@@ -109,7 +109,9 @@ impl Hasher {
     ) -> Result<(), Error> {
         assert_not_in_transaction();
         #[cfg(test)]
-        HASHED_WITH_A_COMMIT_ANNOUNCED.with(|c| c.set(Some(crate::store::announced_here())));
+        if let Some(observe) = HASH_OBSERVER.with(std::cell::Cell::get) {
+            observe();
+        }
         let keep = self.params.to_argon2()?.block_count();
         let mut slot = self.slots.take();
         slot.with_blocks(ctx.params().block_count(), keep, |blocks| {
@@ -263,16 +265,15 @@ fn parse_argon2(s: &str) -> Result<ParsedArgon2, InputError> {
 
 #[cfg(test)]
 thread_local! {
-    /// Whether this thread's last hash ran with a commit announced to a
-    /// write-ahead log (`None`: no hash yet); taken by [`take_last_hash_announced`].
-    static HASHED_WITH_A_COMMIT_ANNOUNCED: std::cell::Cell<Option<bool>> =
-        const { std::cell::Cell::new(None) };
+    /// Tests: called on this thread as each hash begins.
+    static HASH_OBSERVER: std::cell::Cell<Option<fn()>> = const { std::cell::Cell::new(None) };
 }
 
-/// See `HASHED_WITH_A_COMMIT_ANNOUNCED`.
+/// Tests: `observe` runs on the calling thread as each of its hashes
+/// begins (`None`: nothing runs).
 #[cfg(test)]
-pub(crate) fn take_last_hash_announced() -> Option<bool> {
-    HASHED_WITH_A_COMMIT_ANNOUNCED.with(std::cell::Cell::take)
+pub(crate) fn observe_hashes(observe: Option<fn()>) {
+    HASH_OBSERVER.with(|o| o.set(observe));
 }
 
 fn check_bcrypt(s: &str) -> Result<(), InputError> {

@@ -3,7 +3,9 @@
 //! commit with a commit delay waits for it; a login, which commits nothing
 //! when the password is right, does not.
 
-use crate::crypto::take_last_hash_announced;
+use std::cell::Cell;
+
+use crate::crypto::observe_hashes;
 use crate::{
     AppKey, Config, NewCustomer, Password, ResetDetails, SignedPasswordChange, Store, StoreSecret,
     change_password_digest,
@@ -13,11 +15,24 @@ fn pw(s: &str) -> Password {
     Password::new(s).unwrap()
 }
 
+thread_local! {
+    /// Whether this thread's last hash ran with a commit announced.
+    static LAST_HASH_ANNOUNCED: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+fn record_announcement() {
+    LAST_HASH_ANNOUNCED.with(|c| c.set(Some(crate::store::announced_here())));
+}
+
 /// Runs `op` and returns whether its (last) hash ran with a commit announced.
 fn announced<T>(op: impl FnOnce() -> T) -> bool {
-    take_last_hash_announced();
+    LAST_HASH_ANNOUNCED.with(Cell::take);
+    observe_hashes(Some(record_announcement));
     op();
-    take_last_hash_announced().expect("the operation hashed nothing")
+    observe_hashes(None);
+    LAST_HASH_ANNOUNCED
+        .with(Cell::take)
+        .expect("the operation hashed nothing")
 }
 
 #[test]
