@@ -13,7 +13,8 @@
 //! every tree's keys and values take (customers, email index, events,
 //! meta), as credstore encodes them; a customer record here is ~190 bytes,
 //! with a random 53-character bcrypt tail and a random sealed key: sled
-//! compresses its pages when asked, and shared values would flatter the figure. `FOOTPRINT_CUSTOMERS` changes the count.
+//! compresses its pages when asked, and shared values would flatter the
+//! figure. `FOOTPRINT_CUSTOMERS` changes the count.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

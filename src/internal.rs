@@ -289,7 +289,9 @@ pub fn prehash_password(
     store: &crate::Store,
     password: &crate::Password,
 ) -> Result<PrehashedPassword, crate::Error> {
-    store.hash_new_password(password).map(PrehashedPassword)
+    store
+        .hash_new_password(password)
+        .map(|(hash, _)| PrehashedPassword(hash))
 }
 
 #[cfg(test)]

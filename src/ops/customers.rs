@@ -18,9 +18,7 @@ impl Store {
         let email = Email::parse(&new.email)?;
         check_text("first_name", &new.first_name)?;
         check_text("last_name", &new.last_name)?;
-        // The transaction below follows the hash (a group commit may wait for it).
-        let _commit = self.engine().expect_commit();
-        let hash = self.hash_new_password(&new.password)?;
+        let (hash, _commit) = self.hash_new_password(&new.password)?;
         let key = CustomerKey::from_trusted(random::customer_key()?);
         let now = self.now();
         let record = self.engine().transact(|tx| {

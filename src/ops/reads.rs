@@ -10,6 +10,7 @@ use crate::model::{
     AppKey, BoxId, CustomerKey, Email, Password, Reset, ResetToken, Timestamp, UserCode,
     parse_reset_id,
 };
+use crate::store::backend::ExpectedCommit;
 use crate::store::records::{AppRecord, CustomerRecord, ResetRecord};
 use crate::store::schema::{APPS, CUSTOMERS, EMAILS, RESETS};
 
@@ -118,14 +119,21 @@ impl Store {
         .ok_or_else(|| APPS.corrupt(rec.user_code))
     }
 
-    /// Policy check and hash, outside any transaction.
-    pub(crate) fn hash_new_password(&self, password: &Password) -> Result<String, Error> {
+    /// Policy check and hash, outside any transaction. The hash is for a
+    /// transaction that follows: the commit is announced before hashing
+    /// (a group commit with a commit delay may wait for it); hold the
+    /// second value until that transaction returns.
+    pub(crate) fn hash_new_password(
+        &self,
+        password: &Password,
+    ) -> Result<(String, Option<ExpectedCommit<'_>>), Error> {
         let normalized = self
             .config()
             .policy
             .check(password)
             .map_err(Error::Policy)?;
-        self.hasher().hash_normalized(&normalized)
+        let commit = self.engine().expect_commit();
+        Ok((self.hasher().hash_normalized(&normalized)?, commit))
     }
 
     pub(super) fn token_digest(&self, token: &ResetToken) -> Digest {

@@ -20,9 +20,7 @@ impl Store {
         new_password: &Password,
         expected_version: u64,
     ) -> Result<Customer, Error> {
-        // The transaction below follows the hash (a group commit may wait for it).
-        let _commit = self.engine().expect_commit();
-        let hash = self.hash_new_password(new_password)?;
+        let (hash, _commit) = self.hash_new_password(new_password)?;
         self.rotate(box_id, expected_version, &hash, EventKind::PasswordChanged)
             .map(|r| r.to_public())
     }

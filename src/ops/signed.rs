@@ -127,9 +127,7 @@ impl Store {
         let max = self.config().policy.max_chars;
         let password = Password::new(req.new_password.as_str())
             .map_err(|_| Error::Policy(PolicyViolation::TooLong { max }))?;
-        // The transaction below follows the hash (a group commit may wait for it).
-        let _commit = self.engine().expect_commit();
-        let hash = self.hash_new_password(&password)?;
+        let (hash, _commit) = self.hash_new_password(&password)?;
 
         let (box_id, version) = (rec.box_id, rec.credential_version);
         let now = self.now();

@@ -60,9 +60,7 @@ impl Store {
         {
             return Err(Error::InvalidToken);
         }
-        // The transaction below follows the hash (a group commit may wait for it).
-        let _commit = self.engine().expect_commit();
-        let hash = self.hash_new_password(new_password)?;
+        let (hash, _commit) = self.hash_new_password(new_password)?;
         let no_change = CheckedUpdate::default();
         let (_, cust) =
             self.consume(&rec.id, &digest, cust.credential_version, &hash, &no_change)?;
@@ -97,9 +95,7 @@ impl Store {
         let rec = self.reset_record(id)?;
         let digest = self.token_digest(token);
         let cust = self.live_customer(&rec, &digest, self.now())?;
-        // The transaction below follows the hash (a group commit may wait for it).
-        let _commit = self.engine().expect_commit();
-        let hash = self.hash_new_password(new_password)?;
+        let (hash, _commit) = self.hash_new_password(new_password)?;
         let (rec, _) = self.consume(&rec.id, &digest, cust.credential_version, &hash, &update)?;
         reset_to_public(&rec)
     }
