@@ -104,6 +104,8 @@ pub use model::{
     RESET_THROTTLE, Reset, ResetDetails, ResetToken, ResetUpdate, ValidToken, parse_reset_id,
     parse_token,
 };
-pub use ops::{Config, FAILURE_MEMORY, LockoutPolicy, MAX_EVENTS_PER_READ, Store};
+pub use ops::{
+    Config, DEFAULT_COMMIT_DELAY, FAILURE_MEMORY, LockoutPolicy, MAX_EVENTS_PER_READ, Store,
+};
 pub use ops::{MIN_SALT, SignedPasswordChange};
 pub use store::{Durability, FailPoint, Health, IntegrityReport, LogStats, LogTruncation, Retries};

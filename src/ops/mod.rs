@@ -23,7 +23,7 @@ mod tokens;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use config::{Config, LockoutPolicy};
+pub use config::{Config, DEFAULT_COMMIT_DELAY, LockoutPolicy};
 pub use login::FAILURE_MEMORY;
 pub use signed::{MIN_SALT, SignedPasswordChange};
 

@@ -88,11 +88,12 @@ pub struct ServeArgs {
     /// leaves the mail queue out of readiness.
     #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
     pub mail_stuck_after: f64,
-    /// Milliseconds a commit may wait, before the write-ahead log's sync,
-    /// for the commits of password changes whose new hash is underway, so
-    /// that one sync covers several (fewer syncs, more latency; see
+    /// Milliseconds a password change's commit may wait, before the
+    /// write-ahead log's sync, for other password changes whose new hash is
+    /// underway, so that one sync covers several (fewer syncs, more latency
+    /// for them; writes that hash nothing never wait; see
     /// `Config::with_commit_delay`). 0: never waits.
-    #[arg(long, default_value_t = 0.0, value_name = "MS")]
+    #[arg(long, default_value_t = 25.0, value_name = "MS")]
     pub commit_delay_ms: f64,
     /// Log lines as text, or as one JSON object per line for log shippers.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CREDSTORE_LOG_FORMAT")]

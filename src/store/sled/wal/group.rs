@@ -2,12 +2,15 @@
 //! waiter leads, lets every committing thread append first ([`Wal::gather`]),
 //! writes and syncs what was appended holding no lock, and wakes the others.
 //!
-//! With a commit delay ([`super::WalOptions::commit_delay`]), the leader
-//! also waits, up to that delay, while threads that announced a commit
-//! ([`Wal::expect_commit`]: a password hash underway) have not begun it —
-//! PostgreSQL's `commit_delay`, but waiting only when a commit is known to
-//! be coming, so that a lone writer, and writers when no hash runs, never
-//! wait.
+//! With a commit delay ([`super::WalOptions::commit_delay`]), a leader
+//! whose own commit was announced ([`Wal::expect_commit`]: a password
+//! change, whose hash took milliseconds already) also waits, up to that
+//! delay, while other announced commits have not begun — PostgreSQL's
+//! `commit_delay`, but waiting only when a commit is known to be coming and
+//! only on behalf of commits that announced themselves: a lone writer never
+//! waits, and a commit that did not announce itself (a write that hashes
+//! nothing) is never held by the delay: while one is committing, the
+//! leader syncs at once.
 
 use std::cell::Cell;
 use std::io as stdio;
@@ -27,13 +30,20 @@ pub(super) struct Group {
     pub(super) leader: bool,
 }
 
-/// A committing thread; see [`Wal::enter`].
-pub(crate) struct Committing<'a>(&'a Wal);
+/// A committing thread; see [`Wal::enter`]. `patient`: it announced its
+/// commit ([`Wal::expect_commit`]), and may wait for other announced ones.
+pub(crate) struct Committing<'a> {
+    wal: &'a Wal,
+    patient: bool,
+}
 
 impl Drop for Committing<'_> {
     fn drop(&mut self) {
-        self.0.in_commit.fetch_sub(1, Ordering::SeqCst);
-        self.0.nudge_leader();
+        if !self.patient {
+            self.wal.impatient.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.wal.in_commit.fetch_sub(1, Ordering::SeqCst);
+        self.wal.nudge_leader();
     }
 }
 
@@ -72,8 +82,17 @@ impl Wal {
         self.in_commit.fetch_add(1, Ordering::SeqCst);
         // Counted as committing first, so that a gathering leader never
         // sees this thread as neither expected nor committing.
-        self.take_expectation();
-        Committing(self)
+        let patient = self.take_expectation();
+        if !patient {
+            self.impatient.fetch_add(1, Ordering::SeqCst);
+            // A leader waiting for announced commits stops: this commit
+            // is not to be held (it then gathers as without a delay).
+            if self.leader_delaying.load(Ordering::SeqCst) {
+                let _g = lock(&self.gathering);
+                self.gathered_cv.notify_one();
+            }
+        }
+        Committing { wal: self, patient }
     }
 
     /// Announces that the calling thread will commit soon: until it begins
@@ -171,15 +190,26 @@ impl Wal {
     /// them too (they would otherwise wait for this sync and then another).
     /// Bounded by [`GATHER_LIMIT`]; returns at once when all committing
     /// threads wait for this sync already (one writer: always). While
-    /// commits are expected, waits up to the commit delay instead.
+    /// commits are expected and every committing thread announced its
+    /// commit (the leader too), waits up to the commit delay instead; once
+    /// a commit that was not announced is underway, gathers as without a
+    /// delay.
     fn gather(&self) {
         let start = Instant::now();
-        let short = start + GATHER_LIMIT;
+        let mut short = start + GATHER_LIMIT;
         let long = start + self.opts.commit_delay.max(GATHER_LIMIT);
         let mut g = lock(&self.gathering);
         self.leader_gathering.store(true, Ordering::SeqCst);
+        let mut delayed = false;
         loop {
-            let expecting = self.expected.load(Ordering::SeqCst) > 0;
+            let expecting = self.expected.load(Ordering::SeqCst) > 0
+                && self.impatient.load(Ordering::SeqCst) == 0;
+            if delayed && !expecting {
+                // The delay ended early: the usual gathering from now on.
+                short = Instant::now() + GATHER_LIMIT;
+            }
+            delayed = expecting;
+            self.leader_delaying.store(expecting, Ordering::SeqCst);
             if !expecting && self.gathered() {
                 break;
             }
@@ -194,6 +224,7 @@ impl Wal {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+        self.leader_delaying.store(false, Ordering::SeqCst);
         self.leader_gathering.store(false, Ordering::SeqCst);
         drop(g);
     }

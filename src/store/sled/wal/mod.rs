@@ -16,7 +16,9 @@
 //!   in the order these rules require: the only caller of them.
 //! - **Group commit** (`group.rs`): a committer waits until its record is
 //!   synced. The first waiter becomes the leader. It first lets every thread
-//!   that is committing append (at most 200 µs), then takes the records
+//!   that is committing append (at most 200 µs; a leader whose own commit
+//!   was announced waits up to the commit delay for announced ones while
+//!   no unannounced commit is underway), then takes the records
 //!   appended so far (briefly under the writer lock), writes them with one `pwrite` per run and `fdatasync`s
 //!   the files holding no lock, publishes the highest record covered and
 //!   wakes the others; appends made during its sync are covered by the next
@@ -147,6 +149,8 @@ impl Wal {
             gathered_cv: Condvar::new(),
             in_commit: AtomicUsize::new(0),
             expected: AtomicUsize::new(0),
+            impatient: AtomicUsize::new(0),
+            leader_delaying: AtomicBool::new(false),
             appended: AtomicU64::new(appended),
             unapplied: AtomicUsize::new(unapplied),
             overlay,
@@ -203,6 +207,12 @@ pub(crate) struct Wal {
     in_commit: AtomicUsize,
     /// Threads that announced a commit not yet begun ([`Wal::expect_commit`]).
     expected: AtomicUsize,
+    /// Committing threads that did not announce their commit (a write that
+    /// hashes nothing): while there is one, no leader waits for announced
+    /// commits.
+    impatient: AtomicUsize,
+    /// A leader is waiting for announced commits (the commit delay).
+    leader_delaying: AtomicBool,
     /// The last record appended (a copy readable without the writer lock).
     appended: AtomicU64,
     /// Bytes of records appended but not yet applied to sled.

@@ -145,10 +145,11 @@ fn delayed(tmp: &tempfile::TempDir) -> Arc<Engine> {
     Arc::new(open_mem(&tmp.path().join("db"), &MemDir::new(), opts))
 }
 
-/// With a commit delay, a leader waits for a commit announced by a thread
-/// that is still hashing: one sync covers both. Without the wait (the
-/// expectation ignored) the leader syncs alone and the second commit
-/// needs a sync of its own: 2.
+/// With a commit delay, a leader whose own commit was announced (a
+/// password change) waits for a commit announced by a thread that is still
+/// hashing: one sync covers both. Without the wait (the expectation
+/// ignored) the leader syncs alone and the second commit needs a sync of
+/// its own: 2.
 #[test]
 fn a_commit_delay_waits_for_an_announced_commit_and_one_sync_covers_both() {
     let tmp = tempfile::tempdir().unwrap();
@@ -167,14 +168,76 @@ fn a_commit_delay_waits_for_an_announced_commit_and_one_sync_covers_both() {
         })
     };
     announced.recv().unwrap();
+    let mine = e.expect_commit();
+    assert!(mine.is_some());
     let t = Instant::now();
     commit(&e, &[(TreeId::Customers, b"m".to_vec(), Some(vec![2]))]).unwrap();
     let waited = t.elapsed();
+    drop(mine);
     hashing.join().unwrap();
     assert_eq!(e.wal().unwrap().stats().syncs - before, 1);
     assert!(waited < Duration::from_secs(10), "{waited:?}");
     let h = e.get_bytes(TreeId::Customers, b"h").unwrap();
     assert_eq!(h.map(|v| v.to_vec()), Some(vec![1]));
+}
+
+/// A commit that announced nothing (a write that hashes nothing: a reset
+/// request, a login's counters) is never held by the commit delay, however
+/// many password changes hash beside it: alone it syncs at once, and a
+/// leader already waiting for announced commits stops waiting when it
+/// arrives. Here the announced commit cannot happen before those commits
+/// return: had either waited for it, it would have waited the whole 20 s.
+#[test]
+fn a_commit_that_announced_nothing_is_not_held_by_the_delay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = delayed(&tmp);
+    let (announced_tx, announced) = std::sync::mpsc::channel();
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let hashing = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            let expected = e.expect_commit();
+            assert!(expected.is_some());
+            announced_tx.send(()).unwrap();
+            go.recv().unwrap(); // hashing until told
+            commit(&e, &[(TreeId::Customers, b"h".to_vec(), Some(vec![1]))]).unwrap();
+            drop(expected);
+        })
+    };
+    announced.recv().unwrap();
+    // Alone: a commit that announced nothing does not wait for "h".
+    let t = Instant::now();
+    commit(&e, &[(TreeId::Customers, b"u".to_vec(), Some(vec![2]))]).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // A password change leads and waits for "h"...
+    let t = Instant::now();
+    let patient = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            let mine = e.expect_commit();
+            assert!(mine.is_some());
+            commit(&e, &[(TreeId::Customers, b"p".to_vec(), Some(vec![3]))]).unwrap();
+            drop(mine);
+        })
+    };
+    let wal = e.wal().unwrap();
+    while !wal
+        .leader_delaying
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "no leader waits");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // ...until a commit that announced nothing arrives: both return.
+    commit(&e, &[(TreeId::Customers, b"v".to_vec(), Some(vec![4]))]).unwrap();
+    patient.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    go_tx.send(()).unwrap();
+    hashing.join().unwrap();
+    for (k, v) in [(&b"u"[..], 2), (b"p", 3), (b"v", 4), (b"h", 1)] {
+        let got = e.get_bytes(TreeId::Customers, k).unwrap();
+        assert_eq!(got.map(|v| v.to_vec()), Some(vec![v]));
+    }
 }
 
 /// An announcement is withdrawn when its thread drops it without
@@ -207,9 +270,12 @@ fn a_withdrawn_or_fulfilled_announcement_holds_no_later_commit() {
         })
     };
     announced.recv().unwrap();
+    let mine = e.expect_commit();
+    assert!(mine.is_some());
     let t = Instant::now();
     commit(&e, &[(TreeId::Customers, b"b".to_vec(), Some(vec![2]))]).unwrap();
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    drop(mine);
     refused.join().unwrap();
     // Nothing announced any more: a commit does not wait at all.
     let t = Instant::now();
@@ -217,7 +283,7 @@ fn a_withdrawn_or_fulfilled_announcement_holds_no_later_commit() {
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
 
-/// Without a commit delay (the default) nothing is announced.
+/// Without a commit delay nothing is announced.
 #[test]
 fn without_a_commit_delay_nothing_is_announced() {
     let tmp = tempfile::tempdir().unwrap();
