@@ -264,6 +264,7 @@ fn engine_options(keys: &Keys, config: &Config) -> EngineOptions {
         cache_capacity: config.cache_capacity,
         defer_replay_bytes: config.defer_replay_bytes,
         commit_delay: config.commit_delay,
+        hashing_limit: config.hashing_limit,
         compress_pages: config.compress_pages,
         fingerprint: keys.fingerprint,
         first_box_id: config.first_box_id,

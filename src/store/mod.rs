@@ -83,6 +83,9 @@ pub(crate) struct EngineOptions {
     /// How long a group commit waits for expected commits (the WAL's
     /// [`crate::Config::with_commit_delay`]).
     pub commit_delay: std::time::Duration,
+    /// How many password hashes run at once ([`crate::Config::with_hashing_limit`]):
+    /// the commit delay waits only while more are announced.
+    pub hashing_limit: usize,
     /// Whether a new store's sled pages are compressed
     /// ([`crate::Config::with_page_compression`]).
     pub compress_pages: bool,

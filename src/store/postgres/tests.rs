@@ -46,6 +46,7 @@ fn opts() -> EngineOptions {
         cache_capacity: 0,
         defer_replay_bytes: 0,
         commit_delay: std::time::Duration::ZERO,
+        hashing_limit: 2,
         compress_pages: false,
         fingerprint: [3; 32],
         first_box_id: 10,

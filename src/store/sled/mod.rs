@@ -110,6 +110,7 @@ impl SledBackend {
         let wal_opts = wal::WalOptions {
             defer_replay_bytes: opts.defer_replay_bytes,
             commit_delay: opts.commit_delay,
+            delay_beyond: opts.hashing_limit,
             ..wal::WalOptions::new(opts.durability == Durability::Immediate)
         };
         let with = OpenWith {

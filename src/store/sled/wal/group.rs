@@ -189,11 +189,13 @@ impl Wal {
     /// no record waiting for a sync append first, so that one sync covers
     /// them too (they would otherwise wait for this sync and then another).
     /// Bounded by [`GATHER_LIMIT`]; returns at once when all committing
-    /// threads wait for this sync already (one writer: always). While
-    /// commits are expected and every committing thread announced its
-    /// commit (the leader too), waits up to the commit delay instead; once
-    /// a commit that was not announced is underway, gathers as without a
-    /// delay.
+    /// threads wait for this sync already (one writer: always). While more
+    /// commits are expected than hashes can run at once (some wait for a
+    /// hashing slot: the CPU stays busy hashing meanwhile) and every
+    /// committing thread announced its commit (the leader too), waits up to
+    /// the commit delay instead; once a commit that was not announced is
+    /// underway, or the expected ones are no more than the hashes running,
+    /// gathers as without a delay.
     fn gather(&self) {
         let start = Instant::now();
         let mut short = start + GATHER_LIMIT;
@@ -202,7 +204,7 @@ impl Wal {
         self.leader_gathering.store(true, Ordering::SeqCst);
         let mut delayed = false;
         loop {
-            let expecting = self.expected.load(Ordering::SeqCst) > 0
+            let expecting = self.expected.load(Ordering::SeqCst) > self.opts.delay_beyond
                 && self.impatient.load(Ordering::SeqCst) == 0;
             if delayed && !expecting {
                 // The delay ended early: the usual gathering from now on.

@@ -25,6 +25,10 @@ pub(crate) struct WalOptions {
     /// commits that threads announced ([`super::Wal::expect_commit`]: a
     /// password hash underway); zero: it never waits for them.
     pub commit_delay: Duration,
+    /// The commit delay applies only while more commits are announced than
+    /// this (the store's hashing limit: then some of them wait for a
+    /// hashing slot, every slot is busy, and a wait leaves no CPU idle).
+    pub delay_beyond: usize,
 }
 
 impl WalOptions {
@@ -46,6 +50,7 @@ impl WalOptions {
             sync,
             defer_replay_bytes: Self::DEFAULT_DEFER_REPLAY_BYTES,
             commit_delay: Duration::ZERO,
+            delay_beyond: 0,
         }
     }
 

@@ -290,3 +290,67 @@ fn without_a_commit_delay_nothing_is_announced() {
     let e = open_mem(&tmp.path().join("db"), &MemDir::new(), wal_opts(1 << 20));
     assert!(e.expect_commit().is_none());
 }
+
+/// The delay waits only while more commits are announced than hashes run
+/// at once (`delay_beyond`, the hashing limit: then some wait for a slot,
+/// and the CPU keeps hashing for them meanwhile). With a limit of 1: one
+/// announced commit hashing beside a password change does not hold it;
+/// two do, until one of them commits.
+#[test]
+fn the_delay_waits_only_while_more_commits_are_announced_than_hashes_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = WalOptions {
+        commit_delay: Duration::from_secs(20),
+        delay_beyond: 1,
+        ..wal_opts(1 << 20)
+    };
+    let e = Arc::new(open_mem(&tmp.path().join("db"), &MemDir::new(), opts));
+    let hasher = |key: &'static [u8]| {
+        let e = e.clone();
+        let (announced_tx, announced) = std::sync::mpsc::channel();
+        let (go_tx, go) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let expected = e.expect_commit();
+            assert!(expected.is_some());
+            announced_tx.send(()).unwrap();
+            go.recv().unwrap(); // hashing until told
+            commit(&e, &[(TreeId::Customers, key.to_vec(), Some(vec![1]))]).unwrap();
+            drop(expected);
+        });
+        announced.recv().unwrap();
+        (t, go_tx)
+    };
+    let (first, go_first) = hasher(b"h1");
+    // One announced commit, not more than the limit: no wait.
+    let t = Instant::now();
+    let mine = e.expect_commit();
+    commit(&e, &[(TreeId::Customers, b"a".to_vec(), Some(vec![2]))]).unwrap();
+    drop(mine);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // Two: a password change waits for them...
+    let (second, go_second) = hasher(b"h2");
+    let t = Instant::now();
+    let patient = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            let mine = e.expect_commit();
+            commit(&e, &[(TreeId::Customers, b"b".to_vec(), Some(vec![3]))]).unwrap();
+            drop(mine);
+        })
+    };
+    let wal = e.wal().unwrap();
+    while !wal
+        .leader_delaying
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "no leader waits");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // ...until one of them commits: one left, no more than the limit.
+    go_first.send(()).unwrap();
+    first.join().unwrap();
+    patient.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    go_second.send(()).unwrap();
+    second.join().unwrap();
+}

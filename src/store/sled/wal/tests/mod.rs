@@ -37,6 +37,7 @@ pub(super) fn engine_opts() -> EngineOptions {
         cache_capacity: 4 << 20,
         defer_replay_bytes: u64::MAX,
         commit_delay: Duration::ZERO,
+        hashing_limit: 2,
         compress_pages: false,
         fingerprint: [7; 32],
         first_box_id: 1,
@@ -52,6 +53,7 @@ pub(super) fn wal_opts(segment_size: u64) -> WalOptions {
         sync: true,
         defer_replay_bytes: u64::MAX,
         commit_delay: Duration::ZERO,
+        delay_beyond: 0,
     }
 }
 
