@@ -47,6 +47,13 @@ pub struct CourierSettings {
     /// An idle courier reads the queue at least this often (default 5 s),
     /// besides waking whenever this process queues a mail.
     pub idle_poll: Duration,
+    /// On a store that several instances share (PostgreSQL), a courier
+    /// claims each mail before it sends it, for this long (default 2
+    /// minutes; an SMTP send gives up after a few 10 s timeouts): the
+    /// couriers of other instances pass it over meanwhile, so that each
+    /// mail is sent once, and if this instance stops mid-send the mail is
+    /// due again after it.
+    pub claim_for: Duration,
 }
 
 impl CourierSettings {
@@ -58,6 +65,7 @@ impl CourierSettings {
             retry_min: Duration::from_secs(5),
             retry_max: Duration::from_secs(5 * 60),
             idle_poll: Duration::from_secs(5),
+            claim_for: Duration::from_secs(2 * 60),
         }
     }
 
@@ -77,6 +85,12 @@ impl CourierSettings {
     /// Sets [`CourierSettings::idle_poll`].
     pub fn with_idle_poll(mut self, d: Duration) -> Self {
         self.idle_poll = d;
+        self
+    }
+
+    /// Sets [`CourierSettings::claim_for`].
+    pub fn with_claim_for(mut self, d: Duration) -> Self {
+        self.claim_for = d;
         self
     }
 
@@ -361,6 +375,13 @@ impl Courier {
         let store = &self.inner.store;
         let settings = &self.inner.settings;
         let DueMail { entry, token } = due;
+        // Another instance may have read the same mail as due: one of them
+        // takes it (a serializable transaction), the others pass it over.
+        if store.engine().shared()
+            && !store.claim_mail(&entry.reset_id, store.now().plus(settings.claim_for))?
+        {
+            return Ok(Outcome::Gone);
+        }
         let link = reset_link(
             &settings.reset_link_base,
             &entry.shop,

@@ -210,9 +210,12 @@ impl Store {
     /// dropped as bounced. Hand each mail to a mailer, then call
     /// [`Store::mail_delivered`] or [`Store::mail_failed`].
     ///
-    /// This is a read: nothing marks the mails as taken, so one process
-    /// delivers a queue (the [`crate::mail::Courier`] keeps the mails in
-    /// flight apart).
+    /// This is a read: nothing marks the mails as taken. A
+    /// [`crate::mail::Courier`] keeps its own mails in flight apart, and
+    /// on a store that several instances share (PostgreSQL) it claims each
+    /// mail before sending it, so that the couriers of other instances
+    /// pass it over; a host that delivers with this method on such a store
+    /// sends each mail from one instance only.
     pub fn mail_due(&self, limit: usize) -> Result<DueMails, Error> {
         self.mail_due_except(limit, |_| false)
     }
@@ -295,6 +298,28 @@ impl Store {
             Err(Error::InvalidToken) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Takes the mail of reset `reset_id`, due now, for one delivery
+    /// attempt: its next attempt moves to `until`, so that the couriers of
+    /// other instances sharing the store pass it over until then (if this
+    /// one stops mid-send, the mail is due again at `until`; delivered, it
+    /// goes; failed, [`Store::mail_failed`] sets its retry). `false` when
+    /// it is no longer due: another courier took it, or it went.
+    pub(crate) fn claim_mail(&self, reset_id: &str, until: Timestamp) -> Result<bool, Error> {
+        let now = self.now();
+        self.engine().transact(|tx| {
+            let Some(old) = tx.get(&MAIL_QUEUE, reset_id)? else {
+                return Ok(false);
+            };
+            if old.next_attempt_at > now {
+                return Ok(false);
+            }
+            let mut rec = old.clone();
+            rec.next_attempt_at = until;
+            steps::put_mail(tx, Some(&old), &rec)?;
+            Ok(true)
+        })
     }
 
     /// Records that the mail of reset `reset_id` was delivered: its entry

@@ -124,6 +124,13 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     fn expect_commit(&self) -> Option<ExpectedCommit<'_>> {
         None
     }
+
+    /// Whether other processes may use the same data at the same time
+    /// (several instances on one database): then no process can take a
+    /// read as its own, and a courier claims a mail before sending it.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A commit announced with [`Backend::expect_commit`]; dropping it

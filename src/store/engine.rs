@@ -52,6 +52,11 @@ impl Engine {
         self.backend.expect_commit()
     }
 
+    /// See [`Backend::shared`].
+    pub fn shared(&self) -> bool {
+        self.backend.shared()
+    }
+
     /// The value of `key` in `table` (the newest durable one).
     pub fn get<K: Key + ?Sized, V: Value>(
         &self,

@@ -286,3 +286,67 @@ on_every_backend! {
     assert_eq!((mailer.count(), queued(&store)), (1, 0));
 }
 }
+
+/// Two instances on one PostgreSQL database, each with its courier polling
+/// the shared queue every few milliseconds: each mail is sent once (a
+/// courier claims a mail before sending it; without the claim both read
+/// the same mails as due and send them). Queued through both instances.
+#[test]
+fn couriers_of_two_instances_on_one_database_send_each_mail_once() {
+    if !Backend::Postgres.available() {
+        return;
+    }
+    const N: usize = 40;
+    let (first, clock) = store(Backend::Postgres);
+    let second = Store::open_postgres(first.postgres_url().unwrap(), &secret(), config(&clock))
+        .expect("a second instance on the same schema");
+    for i in 0..N {
+        customer(&first, &format!("c{i}@example.com"));
+    }
+    let settings = CourierSettings::new("https://shop.example")
+        .with_concurrency(4)
+        .with_idle_poll(Duration::from_millis(5));
+    let mailers = [RecordingMailer::new(), RecordingMailer::new()];
+    let couriers: Vec<_> = [first.clone(), second.clone()]
+        .into_iter()
+        .zip(&mailers)
+        .map(|(s, m)| {
+            Courier::new(s, m.clone(), settings.clone())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ids = HashMap::new();
+    for i in 0..N {
+        let via = if i % 2 == 0 { &*first } else { &second };
+        let r = queue(via, &format!("c{i}@example.com")).unwrap();
+        ids.insert(r.id, format!("c{i}@example.com"));
+    }
+    let sent = || mailers.iter().map(RecordingMailer::count).sum::<usize>();
+    let t = std::time::Instant::now();
+    while sent() < N || queued(&first) > 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "{} of {N}", sent());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Time for a second send of any mail, had one been read twice.
+    std::thread::sleep(Duration::from_millis(300));
+    for c in couriers {
+        assert!(c.stop(Duration::from_secs(5)));
+    }
+    let mails: Vec<_> = mailers.iter().flat_map(RecordingMailer::mails).collect();
+    let mut seen = std::collections::HashSet::new();
+    for m in &mails {
+        assert!(
+            seen.insert(m.reset_id().to_owned()),
+            "{} sent twice",
+            m.reset_id()
+        );
+        assert_eq!(ids.get(m.reset_id()).map(String::as_str), Some(m.to()));
+    }
+    assert_eq!(mails.len(), N);
+    let delivered = events(&first)
+        .iter()
+        .filter(|e| e.kind == EventKind::MailDelivered)
+        .count();
+    assert_eq!(delivered, N);
+}

@@ -271,6 +271,11 @@ fn scalar(results: tx::Results) -> Option<String> {
 }
 
 impl Backend for PostgresBackend {
+    /// Several instances share one database.
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn get(
         &self,
         tree: super::schema::TreeId,
