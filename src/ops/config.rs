@@ -167,10 +167,12 @@ impl Config {
     /// operations whose hash is being computed, so that one sync covers
     /// several — fewer syncs per password change under load, for up to
     /// `delay` more latency on a request that spent tens of milliseconds
-    /// hashing already. Only password changes wait, and only while another
-    /// one hashes: a lone change never waits, and a commit that hashes
-    /// nothing (a reset request, a login) is never held: while one is
-    /// underway the sync starts at once. PostgreSQL's `commit_delay`, in
+    /// hashing already. Only password changes wait, and only while more of
+    /// them are underway than hashes may run at once
+    /// ([`Config::with_hashing_limit`]: some wait for a slot, so the CPU
+    /// keeps hashing during the wait): a lone change never waits, and a
+    /// commit that hashes nothing (a reset request, a login) is never
+    /// held: while one is underway the sync starts at once. PostgreSQL's `commit_delay`, in
     /// spirit. On-disk stores only (the PostgreSQL backend syncs in
     /// PostgreSQL).
     pub fn with_commit_delay(mut self, delay: Duration) -> Self {

@@ -5,8 +5,10 @@
 //! With a commit delay ([`super::WalOptions::commit_delay`]), a leader
 //! whose own commit was announced ([`Wal::expect_commit`]: a password
 //! change, whose hash took milliseconds already) also waits, up to that
-//! delay, while other announced commits have not begun — PostgreSQL's
-//! `commit_delay`, but waiting only when a commit is known to be coming and
+//! delay, while more announced commits have not begun than hashes can run
+//! at once ([`super::WalOptions::delay_beyond`]: some wait for a hashing
+//! slot, so the CPU keeps hashing during the wait) — PostgreSQL's
+//! `commit_delay`, but waiting only when commits are known to be coming and
 //! only on behalf of commits that announced themselves: a lone writer never
 //! waits, and a commit that did not announce itself (a write that hashes
 //! nothing) is never held by the delay: while one is committing, the
@@ -204,8 +206,14 @@ impl Wal {
         self.leader_gathering.store(true, Ordering::SeqCst);
         let mut delayed = false;
         loop {
-            let expecting = self.expected.load(Ordering::SeqCst) > self.opts.delay_beyond
-                && self.impatient.load(Ordering::SeqCst) == 0;
+            let mut expecting = self.expected.load(Ordering::SeqCst) > self.opts.delay_beyond;
+            if expecting {
+                // Raised before `impatient` is read: a commit that begins
+                // now either is counted there or sees the flag and wakes
+                // this leader (`enter`), so none is held for the delay.
+                self.leader_delaying.store(true, Ordering::SeqCst);
+                expecting = self.impatient.load(Ordering::SeqCst) == 0;
+            }
             if delayed && !expecting {
                 // The delay ended early: the usual gathering from now on.
                 short = Instant::now() + GATHER_LIMIT;
