@@ -145,6 +145,53 @@ fn delayed(tmp: &tempfile::TempDir) -> Arc<Engine> {
     Arc::new(open_mem(&tmp.path().join("db"), &MemDir::new(), opts))
 }
 
+/// A thread hashing a new password, its commit (`key` = 1) announced:
+/// returns once it is announced; the thread commits when told through the
+/// sender.
+fn hashing_until_told(
+    e: &Arc<Engine>,
+    key: &'static [u8],
+) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
+    let e = e.clone();
+    let (announced_tx, announced) = std::sync::mpsc::channel();
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let expected = e.expect_commit();
+        assert!(expected.is_some());
+        announced_tx.send(()).unwrap();
+        go.recv().unwrap(); // hashing until told
+        commit(&e, &[(TreeId::Customers, key.to_vec(), Some(vec![1]))]).unwrap();
+        drop(expected);
+    });
+    announced.recv().unwrap();
+    (thread, go_tx)
+}
+
+/// A password change on its own thread: its commit (`key` = `value`) is
+/// announced, so as a group's leader it may wait for other announced ones.
+fn password_change(e: &Arc<Engine>, key: &'static [u8], value: u8) -> std::thread::JoinHandle<()> {
+    let e = e.clone();
+    std::thread::spawn(move || {
+        let mine = e.expect_commit();
+        assert!(mine.is_some());
+        commit(&e, &[(TreeId::Customers, key.to_vec(), Some(vec![value]))]).unwrap();
+        drop(mine);
+    })
+}
+
+/// Returns once a group commit's leader waits for announced commits
+/// (fails after 10 s from `since`).
+fn until_a_leader_delays(e: &Engine, since: Instant) {
+    let wal = e.wal().unwrap();
+    while !wal
+        .leader_delaying
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        assert!(since.elapsed() < Duration::from_secs(10), "no leader waits");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// With a commit delay, a leader whose own commit was announced (a
 /// password change) waits for a commit announced by a thread that is still
 /// hashing: one sync covers both. Without the wait (the expectation
@@ -191,43 +238,15 @@ fn a_commit_delay_waits_for_an_announced_commit_and_one_sync_covers_both() {
 fn a_commit_that_announced_nothing_is_not_held_by_the_delay() {
     let tmp = tempfile::tempdir().unwrap();
     let e = delayed(&tmp);
-    let (announced_tx, announced) = std::sync::mpsc::channel();
-    let (go_tx, go) = std::sync::mpsc::channel::<()>();
-    let hashing = {
-        let e = e.clone();
-        std::thread::spawn(move || {
-            let expected = e.expect_commit();
-            assert!(expected.is_some());
-            announced_tx.send(()).unwrap();
-            go.recv().unwrap(); // hashing until told
-            commit(&e, &[(TreeId::Customers, b"h".to_vec(), Some(vec![1]))]).unwrap();
-            drop(expected);
-        })
-    };
-    announced.recv().unwrap();
+    let (hashing, go_tx) = hashing_until_told(&e, b"h");
     // Alone: a commit that announced nothing does not wait for "h".
     let t = Instant::now();
     commit(&e, &[(TreeId::Customers, b"u".to_vec(), Some(vec![2]))]).unwrap();
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     // A password change leads and waits for "h"...
     let t = Instant::now();
-    let patient = {
-        let e = e.clone();
-        std::thread::spawn(move || {
-            let mine = e.expect_commit();
-            assert!(mine.is_some());
-            commit(&e, &[(TreeId::Customers, b"p".to_vec(), Some(vec![3]))]).unwrap();
-            drop(mine);
-        })
-    };
-    let wal = e.wal().unwrap();
-    while !wal
-        .leader_delaying
-        .load(std::sync::atomic::Ordering::SeqCst)
-    {
-        assert!(t.elapsed() < Duration::from_secs(10), "no leader waits");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let patient = password_change(&e, b"p", 3);
+    until_a_leader_delays(&e, t);
     // ...until a commit that announced nothing arrives: both return.
     commit(&e, &[(TreeId::Customers, b"v".to_vec(), Some(vec![4]))]).unwrap();
     patient.join().unwrap();
@@ -305,22 +324,7 @@ fn the_delay_waits_only_while_more_commits_are_announced_than_hashes_run() {
         ..wal_opts(1 << 20)
     };
     let e = Arc::new(open_mem(&tmp.path().join("db"), &MemDir::new(), opts));
-    let hasher = |key: &'static [u8]| {
-        let e = e.clone();
-        let (announced_tx, announced) = std::sync::mpsc::channel();
-        let (go_tx, go) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || {
-            let expected = e.expect_commit();
-            assert!(expected.is_some());
-            announced_tx.send(()).unwrap();
-            go.recv().unwrap(); // hashing until told
-            commit(&e, &[(TreeId::Customers, key.to_vec(), Some(vec![1]))]).unwrap();
-            drop(expected);
-        });
-        announced.recv().unwrap();
-        (t, go_tx)
-    };
-    let (first, go_first) = hasher(b"h1");
+    let (first, go_first) = hashing_until_told(&e, b"h1");
     // One announced commit, not more than the limit: no wait.
     let t = Instant::now();
     let mine = e.expect_commit();
@@ -328,24 +332,10 @@ fn the_delay_waits_only_while_more_commits_are_announced_than_hashes_run() {
     drop(mine);
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     // Two: a password change waits for them...
-    let (second, go_second) = hasher(b"h2");
+    let (second, go_second) = hashing_until_told(&e, b"h2");
     let t = Instant::now();
-    let patient = {
-        let e = e.clone();
-        std::thread::spawn(move || {
-            let mine = e.expect_commit();
-            commit(&e, &[(TreeId::Customers, b"b".to_vec(), Some(vec![3]))]).unwrap();
-            drop(mine);
-        })
-    };
-    let wal = e.wal().unwrap();
-    while !wal
-        .leader_delaying
-        .load(std::sync::atomic::Ordering::SeqCst)
-    {
-        assert!(t.elapsed() < Duration::from_secs(10), "no leader waits");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let patient = password_change(&e, b"b", 3);
+    until_a_leader_delays(&e, t);
     // ...until one of them commits: one left, no more than the limit.
     go_first.send(()).unwrap();
     first.join().unwrap();
