@@ -35,6 +35,7 @@
 //! beside the router to deliver them.
 
 pub mod admin;
+mod durable;
 pub mod server;
 
 use std::sync::Arc;
@@ -55,6 +56,9 @@ use crate::ops::Store;
 struct AppState {
     gateway: Arc<Gateway>,
     body_timeout: Duration,
+    /// For requests answered on the worker (`None`: the store's commits
+    /// cannot be deferred; every request runs on the blocking pool).
+    syncer: Option<Arc<durable::Syncer>>,
 }
 
 /// How long a request's body may take to arrive, by default.
@@ -115,9 +119,14 @@ impl Routes {
 
     /// The router, for any host state `S` (merge it into the host's).
     pub fn build<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        let syncer = self
+            .store
+            .defers()
+            .then(|| durable::Syncer::new(self.store.clone()));
         routes(AppState {
             gateway: Arc::new(Gateway::new(self.store, self.settings)),
             body_timeout: self.body_timeout,
+            syncer,
         })
     }
 }
@@ -136,9 +145,14 @@ fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
 /// trailing slash) or with its JSON 404. Hosts use [`Routes`], which has no
 /// fallback.
 pub fn reference_router(gateway: Arc<Gateway>, body_timeout: Duration) -> Router {
+    let syncer = gateway
+        .store()
+        .defers()
+        .then(|| durable::Syncer::new(gateway.store().clone()));
     let state = AppState {
         gateway,
         body_timeout,
+        syncer,
     };
     routes(state.clone()).fallback(handle).with_state(state)
 }
@@ -209,18 +223,10 @@ async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse
     } else {
         None
     };
-    let gateway = state.gateway.clone();
-    let joined = tokio::task::spawn_blocking(move || match permit {
-        // Held until the request's first hash is done, not across its
-        // commit: a request waiting for its disk sync holds no slot.
-        Some(permit) => crate::crypto::admit_hashing(Box::new(permit), || gateway.handle(greq)),
-        None => gateway.handle(greq),
-    })
-    .await;
-    let response = joined.unwrap_or_else(|_| {
-        tracing::error!(method = %method, route = %label, "the request's handler panicked");
-        internal_error()
-    });
+    let response = match (&state.syncer, permit) {
+        (Some(syncer), None) => on_worker(&state.gateway, syncer, greq, &method, label).await,
+        (_, permit) => on_blocking_pool(&state.gateway, permit, greq, &method, label).await,
+    };
     let status = response.status;
     let latency = start.elapsed();
     tracing::info!(
@@ -232,6 +238,66 @@ async fn handle(State(state): State<AppState>, req: AxumRequest) -> AxumResponse
     );
     crate::metrics::request(label, &method, status, latency);
     into_axum(response)
+}
+
+/// Answers on the blocking pool: a request that may hash (holding its
+/// hashing slot until the first hash is done), or any request when the
+/// store's commits cannot be deferred.
+async fn on_blocking_pool(
+    gateway: &Arc<Gateway>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    greq: Request,
+    method: &str,
+    label: &str,
+) -> Response {
+    let gateway = gateway.clone();
+    let joined = tokio::task::spawn_blocking(move || match permit {
+        // Held until the request's first hash is done, not across its
+        // commit: a request waiting for its disk sync holds no slot.
+        Some(permit) => crate::crypto::admit_hashing(Box::new(permit), || gateway.handle(greq)),
+        None => gateway.handle(greq),
+    })
+    .await;
+    joined.unwrap_or_else(|_| {
+        tracing::error!(method = %method, route = %label, "the request's handler panicked");
+        internal_error()
+    })
+}
+
+/// Answers a request that hashes nothing on the worker that received it:
+/// its commits return once logged, and the answer waits until the syncer
+/// made them durable (`durable.rs`). If that sync fails, their outcome is
+/// unknown and the answer is the route's own fault: the request runs again
+/// on the blocking pool, where the store, in its failed state now, refuses
+/// its write (a plain 500 if it did not try one this time).
+async fn on_worker(
+    gateway: &Arc<Gateway>,
+    syncer: &Arc<durable::Syncer>,
+    greq: Request,
+    method: &str,
+    label: &str,
+) -> Response {
+    let again = greq.clone();
+    let (handled, deferred) = gateway.store().deferring(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gateway.handle(greq)))
+    });
+    let response = handled.unwrap_or_else(|_| {
+        tracing::error!(method = %method, route = %label, "the request's handler panicked");
+        internal_error()
+    });
+    let Some(deferred) = deferred else {
+        return response;
+    };
+    if syncer.durable(deferred).await.is_ok() {
+        return response;
+    }
+    let gateway = gateway.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let (answer, tried) = Store::tries_to_write(|| gateway.handle(again));
+        if tried { answer } else { internal_error() }
+    })
+    .await;
+    joined.unwrap_or_else(|_| internal_error())
 }
 
 fn internal_error() -> Response {

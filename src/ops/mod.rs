@@ -6,6 +6,7 @@ mod commit_delay_tests;
 mod config;
 pub(crate) mod counters;
 mod customers;
+mod deferred;
 mod dump;
 mod faults;
 mod login;
@@ -24,6 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{Config, DEFAULT_COMMIT_DELAY, LockoutPolicy};
+pub(crate) use deferred::Deferred;
 pub use login::FAILURE_MEMORY;
 pub use signed::{MIN_SALT, SignedPasswordChange};
 

@@ -204,7 +204,7 @@ impl Store {
         }
         let IssuedReset { reset, token } = self.issue_reset(email, details, true, Some(mail))?;
         drop(token);
-        self.mail_signal().notify();
+        self.mail_queued();
         Ok(reset)
     }
 

@@ -125,6 +125,51 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Whether [`Backend::deferring`] defers anything: commits that return
+    /// before their writes are durable, made durable by
+    /// [`Backend::sync_deferred`] on another thread.
+    fn defers(&self) -> bool {
+        false
+    }
+
+    /// Runs `f` with the calling thread's commits deferred: each returns
+    /// once logged, and the thread's reads see its own writes at once;
+    /// nothing is durable (or visible to other threads) until a
+    /// [`Backend::sync_deferred`] that began after `f` returned. Returns the
+    /// log position that sync must reach ([`Backend::durable_seq`]), 0 when
+    /// `f` wrote nothing (or the backend does not defer: then `f`'s commits
+    /// returned once durable).
+    fn deferring(&self, f: &mut dyn FnMut()) -> u64 {
+        f();
+        0
+    }
+
+    /// How far the log is durable (see [`Backend::deferring`]).
+    fn durable_seq(&self) -> u64 {
+        0
+    }
+
+    /// Whether something was logged that is not durable yet.
+    fn undurable(&self) -> bool {
+        false
+    }
+
+    /// Makes everything logged so far durable; returns
+    /// [`Backend::durable_seq`]. Blocks: run it on a thread that may.
+    fn sync_deferred(&self) -> Result<u64, Error> {
+        Ok(0)
+    }
+
+    /// Whether deferred commits left housekeeping to do (applying to the
+    /// backend's files, a checkpoint, preparing log space). Cheap.
+    fn housekeeping_due(&self) -> bool {
+        false
+    }
+
+    /// Does that housekeeping; its failures are logged and retried later,
+    /// never reported (the changes are durable). Blocks.
+    fn housekeep(&self) {}
+
     /// Whether other processes may use the same data at the same time
     /// (several instances on one database): then no process can take a
     /// read as its own, and a courier claims a mail before sending it.

@@ -18,6 +18,17 @@ const TRIM_BATCH: usize = 256;
 /// Rows per page of [`Engine::for_each_row`].
 const PAGE: usize = 1024;
 
+thread_local! {
+    /// [`Engine::transact`] calls made on this thread.
+    static COMMITS_BEGUN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many transactions this thread began so far (any store): a caller
+/// compares two readings to learn whether code between them tried to write.
+pub(crate) fn commits_begun() -> u64 {
+    COMMITS_BEGUN.with(std::cell::Cell::get)
+}
+
 /// A store's storage: its backend, seen through the schema.
 pub(crate) struct Engine {
     backend: Box<dyn Backend>,
@@ -55,6 +66,41 @@ impl Engine {
     /// See [`Backend::shared`].
     pub fn shared(&self) -> bool {
         self.backend.shared()
+    }
+
+    /// See [`Backend::defers`].
+    pub fn defers(&self) -> bool {
+        self.backend.defers()
+    }
+
+    /// See [`Backend::deferring`].
+    pub fn deferring(&self, f: &mut dyn FnMut()) -> u64 {
+        self.backend.deferring(f)
+    }
+
+    /// See [`Backend::durable_seq`].
+    pub fn durable_seq(&self) -> u64 {
+        self.backend.durable_seq()
+    }
+
+    /// See [`Backend::undurable`].
+    pub fn undurable(&self) -> bool {
+        self.backend.undurable()
+    }
+
+    /// See [`Backend::sync_deferred`].
+    pub fn sync_deferred(&self) -> Result<u64, Error> {
+        self.backend.sync_deferred()
+    }
+
+    /// See [`Backend::housekeeping_due`].
+    pub fn housekeeping_due(&self) -> bool {
+        self.backend.housekeeping_due()
+    }
+
+    /// See [`Backend::housekeep`].
+    pub fn housekeep(&self) {
+        self.backend.housekeep();
     }
 
     /// The value of `key` in `table` (the newest durable one).
@@ -170,6 +216,7 @@ impl Engine {
     /// must do no I/O, no hashing, and nothing with side effects outside
     /// the [`Tx`]; the value returned is its last run's.
     pub fn transact<T>(&self, f: impl Fn(&Tx<'_>) -> Result<T, TxError>) -> Result<T, Error> {
+        COMMITS_BEGUN.with(|c| c.set(c.get().wrapping_add(1)));
         let out = RefCell::new(None);
         self.backend.transact(&|raw| {
             // A hash inside a transaction would stall every writer (and

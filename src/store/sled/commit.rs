@@ -59,6 +59,15 @@ fn refused<'w>(wal: &'w Wal, context: &'static str) -> impl FnOnce(std::io::Erro
     }
 }
 
+/// A failed sync of deferred commits (`wal/deferred.rs`): whether they
+/// survive a reopen is unknown; the log is in its failed state.
+pub(super) fn sync_failed(wal: &Wal) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    refused(
+        wal,
+        "syncing the write-ahead log (whether the changes waiting for it survive a reopen is unknown)",
+    )
+}
+
 pub(super) fn run(
     engine: &SledBackend,
     body: &dyn Fn(&dyn BackendTx) -> Result<(), Error>,
@@ -85,6 +94,9 @@ pub(super) fn run(
     });
     match logged {
         Ok(None) => Ok(()),
+        // A deferred commit's thread must not block (`wal/deferred.rs`):
+        // whoever syncs for it does the housekeeping.
+        Ok(Some(_)) if wal.deferred_here().is_some() => Ok(()),
         Ok(Some(_)) => {
             housekeeping(engine, wal);
             Ok(())
@@ -97,7 +109,7 @@ pub(super) fn run(
 /// Work after a durable commit. The caller's change is safe already, so a
 /// failure here is logged and retried by a later commit, never reported as
 /// the change's failure. Nothing is done in the failed state.
-fn housekeeping(engine: &SledBackend, wal: &Wal) {
+pub(super) fn housekeeping(engine: &SledBackend, wal: &Wal) {
     if wal.is_failed() {
         return;
     }

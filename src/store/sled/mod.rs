@@ -237,10 +237,11 @@ impl SledBackend {
         &self.trees[id.index()]
     }
 
-    /// A point read outside any transaction: the newest durable value.
+    /// A point read outside any transaction: the newest durable value
+    /// (and, on a thread that defers its commits, its own).
     pub fn get_bytes(&self, id: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
         if let Some(wal) = &self.wal
-            && let overlay::Found::Logged(v) = wal.overlay().get_durable(id, key)
+            && let overlay::Found::Logged(v) = wal.overlay().get_upto(id, key, wal.visible())
         {
             return Ok(v);
         }
@@ -375,6 +376,47 @@ impl Backend for SledBackend {
     fn expect_commit(&self) -> Option<crate::store::backend::ExpectedCommit<'_>> {
         let expected = self.wal.as_ref()?.expect_commit()?;
         Some(Box::new(expected))
+    }
+
+    fn defers(&self) -> bool {
+        self.wal.as_ref().is_some_and(wal::Wal::syncing)
+    }
+
+    fn deferring(&self, f: &mut dyn FnMut()) -> u64 {
+        match &self.wal {
+            Some(wal) => wal.deferring(f).1,
+            None => {
+                f();
+                0
+            }
+        }
+    }
+
+    fn durable_seq(&self) -> u64 {
+        self.wal.as_ref().map_or(0, |w| w.overlay().durable())
+    }
+
+    fn undurable(&self) -> bool {
+        self.wal
+            .as_ref()
+            .is_some_and(|w| w.appended_seq() > w.overlay().durable())
+    }
+
+    fn sync_deferred(&self) -> Result<u64, Error> {
+        let Some(wal) = &self.wal else {
+            return Ok(0);
+        };
+        wal.sync_appended().map_err(commit::sync_failed(wal))
+    }
+
+    fn housekeeping_due(&self) -> bool {
+        self.wal.as_ref().is_some_and(wal::Wal::housekeeping_due)
+    }
+
+    fn housekeep(&self) {
+        if let Some(wal) = &self.wal {
+            commit::housekeeping(self, wal);
+        }
     }
 }
 

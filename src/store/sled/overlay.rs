@@ -99,9 +99,16 @@ impl Overlay {
         self.get(tree, key, u64::MAX)
     }
 
-    /// The newest durable version of a key (for readers).
+    /// The newest durable version of a key (for readers; the backend's
+    /// reads use [`Overlay::get_upto`] with the reader's own bound).
+    #[cfg(test)]
     pub fn get_durable(&self, tree: TreeId, key: &[u8]) -> Found {
         self.get(tree, key, self.durable())
+    }
+
+    /// The newest version of a key written by record `upto` or before.
+    pub fn get_upto(&self, tree: TreeId, key: &[u8], upto: u64) -> Found {
+        self.get(tree, key, upto)
     }
 
     fn get(&self, tree: TreeId, key: &[u8], upto: u64) -> Found {

@@ -212,7 +212,7 @@ impl Wal {
                 // now either is counted there or sees the flag and wakes
                 // this leader (`enter`), so none is held for the delay.
                 self.leader_delaying.store(true, Ordering::SeqCst);
-                expecting = self.impatient.load(Ordering::SeqCst) == 0;
+                expecting = self.impatient.load(Ordering::SeqCst) == 0 && !self.deferred_waiting();
             }
             if delayed && !expecting {
                 // The delay ended early: the usual gathering from now on.

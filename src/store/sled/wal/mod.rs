@@ -56,6 +56,7 @@
 mod apply;
 mod checkpoint;
 mod corruption;
+mod deferred;
 mod failure;
 pub(crate) mod format;
 mod group;
@@ -151,6 +152,7 @@ impl Wal {
             expected: AtomicUsize::new(0),
             impatient: AtomicUsize::new(0),
             leader_delaying: AtomicBool::new(false),
+            deferred_max: AtomicU64::new(0),
             appended: AtomicU64::new(appended),
             unapplied: AtomicUsize::new(unapplied),
             overlay,
@@ -213,6 +215,8 @@ pub(crate) struct Wal {
     impatient: AtomicUsize,
     /// A leader is waiting for announced commits (the commit delay).
     leader_delaying: AtomicBool,
+    /// The last record a deferred commit appended (`deferred.rs`).
+    deferred_max: AtomicU64,
     /// The last record appended (a copy readable without the writer lock).
     appended: AtomicU64,
     /// Bytes of records appended but not yet applied to sled.

@@ -246,7 +246,10 @@ impl Wal {
             .map_err(|e| CommitError::Log("writing the write-ahead log", e))?;
         drop(writer);
         self.nudge_leader();
-        if self.syncing() {
+        if self.deferred_here().is_some() {
+            // Deferred (`deferred.rs`): the caller waits for the sync.
+            self.note_deferred(seq);
+        } else if self.syncing() {
             // A failed sync leaves the record's fate unknown: it may or may
             // not be found when the store is reopened.
             self.wait_durable(seq).map_err(|e| {
