@@ -344,3 +344,27 @@ fn the_delay_waits_only_while_more_commits_are_announced_than_hashes_run() {
     go_second.send(()).unwrap();
     second.join().unwrap();
 }
+
+/// A deferred commit (`deferred.rs`: an HTTP request that hashes nothing,
+/// answered once another thread synced its record) is never held by the
+/// commit delay either: its record waits for a sync with no thread
+/// committing, so a password change that leads a group meanwhile syncs it
+/// at once instead of waiting for the commit still hashing. Had it
+/// waited, it would have waited the whole 20 s.
+#[test]
+fn a_deferred_record_waiting_for_a_sync_is_not_held_by_the_delay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = delayed(&tmp);
+    let wal = e.wal().unwrap();
+    let (hashing, go_tx) = hashing_until_told(&e, b"h");
+    let ((), seq) = wal.deferring(|| {
+        commit(&e, &[(TreeId::Customers, b"d".to_vec(), Some(vec![5]))]).unwrap();
+    });
+    assert!(seq > wal.overlay().durable());
+    let t = Instant::now();
+    password_change(&e, b"p", 3).join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(wal.overlay().durable() >= seq);
+    go_tx.send(()).unwrap();
+    hashing.join().unwrap();
+}

@@ -8,6 +8,7 @@
 
 mod apply;
 mod checkpoint;
+mod deferred;
 mod group_commit;
 mod recovery;
 mod reopen_1m;
