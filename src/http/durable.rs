@@ -131,3 +131,182 @@ impl Syncer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use crate::store::faults::{Faults, FaultyData, MemDir, Op};
+    use crate::{Config, NewCustomer, Password, Store, StoreSecret};
+
+    /// The router over a store whose log lives in memory with fault
+    /// injection, served on 127.0.0.1 from 2 async workers.
+    struct Served {
+        base: String,
+        store: Store,
+        faults: Faults,
+        _rt: tokio::runtime::Runtime,
+        _tmp: tempfile::TempDir,
+    }
+
+    fn serve(customers: u32) -> Served {
+        let tmp = tempfile::tempdir().unwrap();
+        let faults = Faults::default();
+        let dir = MemDir::with_faults(faults.clone());
+        let data = Arc::new(FaultyData::new(&dir));
+        let secret = StoreSecret::from_bytes([9; 32]);
+        let store = Store::open_faulty(
+            &tmp.path().join("data"),
+            &dir,
+            &data,
+            &secret,
+            Config::for_tests(),
+        )
+        .unwrap();
+        assert!(store.defers());
+        store.create_app(1, "shop", Some("s1")).unwrap();
+        for n in 0..customers {
+            let password = Password::new("deferred-password-1").unwrap();
+            let new = NewCustomer::new(email(n), "C", "D", password);
+            store.register(new).unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app: axum::Router = crate::http::Routes::new(store.clone()).build();
+        rt.spawn(async move { axum::serve(listener, app).await });
+        Served {
+            base,
+            store,
+            faults,
+            _rt: rt,
+            _tmp: tmp,
+        }
+    }
+
+    fn email(n: u32) -> String {
+        format!("deferred{n}@example.com")
+    }
+
+    /// A SkyERP reset request (a durable write that hashes nothing,
+    /// answered from the worker): its status and JSON answer.
+    fn request_reset(base: &str, email: &str) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let mut answer = agent
+            .post(&format!("{base}/api/v1/s1/customers/reset-password"))
+            .header("Content-Type", "application/json")
+            .send(format!(r#"{{"email":"{email}"}}"#))
+            .unwrap();
+        let status = answer.status().as_u16();
+        let body = answer.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
+    /// The answer waits for the sync: with a disk whose syncs take 200 ms,
+    /// the reset's mail is in the queue as every other thread reads it
+    /// (only durable changes) the moment the answer arrives. An answer sent
+    /// once the commit was logged would arrive ~200 ms before that.
+    #[test]
+    fn a_reset_answered_from_the_worker_is_durable_when_answered() {
+        let s = serve(1);
+        s.faults.slow_syncs(Duration::from_millis(200));
+        let (status, answer) = request_reset(&s.base, &email(0));
+        assert_eq!(status, 200);
+        assert_eq!(answer["success"], true, "{answer}");
+        let queued = s.store.mail_queue(10).unwrap();
+        assert_eq!(queued.len(), 1);
+    }
+
+    /// When the sync that was to make a reset durable fails, its outcome is
+    /// unknown: the answer is not the success already computed but the
+    /// route's own fault (SkyERP: `success: false`, "Fallo al enviar email
+    /// para restablecer la clave de acceso" in its default language), and
+    /// the store is in its failed state.
+    #[test]
+    fn a_failed_sync_answers_the_routes_own_fault() {
+        let s = serve(1);
+        s.faults.fail_next(Op::WalSync);
+        let (status, answer) = request_reset(&s.base, &email(0));
+        assert_eq!(s.faults.fired().map(|f| f.op), Some(Op::WalSync));
+        assert_eq!(status, 200);
+        assert_eq!(answer["success"], false, "{answer}");
+        assert_eq!(
+            answer["message"], "Fallo al enviar email para restablecer la clave de acceso",
+            "{answer}"
+        );
+        assert_eq!(answer["data"]["email"], email(0).as_str(), "{answer}");
+        assert!(!s.store.health().is_writable());
+        // Later requests are refused at once, with the same answer.
+        let (_, again) = request_reset(&s.base, &email(0));
+        assert_eq!(again["success"], false, "{again}");
+    }
+
+    /// 64 callers at once, `run` each with its caller number; their
+    /// answers.
+    fn all_at_once(s: &Served, run: impl Fn(u32) -> (u16, Value) + Sync) -> Vec<(u16, Value)> {
+        let barrier = Barrier::new(64);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..64)
+                .map(|n| {
+                    let (barrier, run) = (&barrier, &run);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        run(n)
+                    })
+                })
+                .collect();
+            let _ = s;
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    /// 64 reset requests at once for 64 customers: every one is answered
+    /// as granted, every mail is queued and durable when the last answer
+    /// arrives, and they share syncs (a disk sync of 5 ms; one sync per
+    /// request would be 64).
+    #[test]
+    fn sixty_four_reset_requests_at_once_are_each_durable_and_share_syncs() {
+        let s = serve(64);
+        s.faults.slow_syncs(Duration::from_millis(5));
+        let syncs = s.store.log_stats().syncs;
+        let answers = all_at_once(&s, |n| request_reset(&s.base, &email(n)));
+        for (status, answer) in &answers {
+            assert_eq!(*status, 200);
+            assert_eq!(answer["success"], true, "{answer}");
+        }
+        assert_eq!(s.store.mail_queue(100).unwrap().len(), 64);
+        let used = s.store.log_stats().syncs - syncs;
+        assert!(used <= 32, "{used} syncs for 64 requests");
+    }
+
+    /// The throttle (one reset per customer per minute) holds against 64
+    /// requests at once for one email on the deferred path: the rule is
+    /// checked inside the transaction, over every change logged before it,
+    /// durable or not. Exactly one mail is queued; every answer is the
+    /// same grant (nobody learns which request issued it).
+    #[test]
+    fn sixty_four_requests_at_once_for_one_email_issue_one_reset() {
+        let s = serve(1);
+        s.faults.slow_syncs(Duration::from_millis(5));
+        let answers = all_at_once(&s, |_| request_reset(&s.base, &email(0)));
+        for (status, answer) in &answers {
+            assert_eq!(*status, 200);
+            assert_eq!(answer, &answers[0].1);
+        }
+        assert_eq!(answers[0].1["success"], true);
+        assert_eq!(s.store.mail_queue(100).unwrap().len(), 1);
+    }
+}

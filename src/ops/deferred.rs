@@ -143,3 +143,76 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Lang, MailRequest, ResetDetails};
+    use crate::{Config, NewCustomer, Password, Store, StoreSecret};
+
+    /// A reset mail queued by a deferred operation wakes the delivery
+    /// workers only once it is durable ([`Store::deferred_done`]): woken
+    /// earlier, they would read the queue, find nothing durable, and sleep
+    /// until their next poll. Outside [`Store::deferring`] they are woken at
+    /// once, and a refusal (unknown email) wakes nobody.
+    #[test]
+    fn a_deferred_mail_wakes_the_couriers_once_durable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secret = StoreSecret::from_bytes([4; 32]);
+        let store = Store::open(tmp.path().join("data"), &secret, Config::for_tests()).unwrap();
+        assert!(store.defers());
+        let password = Password::new("deferred-password-1").unwrap();
+        store
+            .register(NewCustomer::new("m@example.com", "M", "D", password))
+            .unwrap();
+        let mail = MailRequest {
+            lang: Lang::En,
+            shop: "s1".into(),
+        };
+        let signal = store.mail_signal();
+        let request = |email: &str| {
+            store.deferring(|| store.request_reset_by_mail(email, ResetDetails::default(), &mail))
+        };
+
+        let seen = signal.generation();
+        let (reset, deferred) = request("m@example.com");
+        assert!(reset.is_ok());
+        let deferred = deferred.unwrap();
+        assert!(!store.is_durable(deferred));
+        assert_eq!(signal.generation(), seen);
+        assert!(store.mail_queue(10).unwrap().is_empty());
+        assert!(store.sync_deferred().unwrap() >= store.durable_seq());
+        assert!(store.is_durable(deferred));
+        assert_eq!(store.mail_queue(10).unwrap().len(), 1);
+        assert_eq!(signal.generation(), seen);
+        store.deferred_done(deferred);
+        assert_ne!(signal.generation(), seen);
+
+        // A refusal logs its event (deferred too) and queues no mail.
+        let seen = signal.generation();
+        let (refused, deferred) = request("nobody@example.com");
+        assert!(refused.is_err());
+        let deferred = deferred.unwrap();
+        store.sync_deferred().unwrap();
+        store.deferred_done(deferred);
+        assert_eq!(signal.generation(), seen);
+
+        // Outside the deferring code: woken at once.
+        let seen = signal.generation();
+        let other = MailRequest {
+            lang: Lang::En,
+            shop: "s2".into(),
+        };
+        store
+            .register(NewCustomer::new(
+                "n@example.com",
+                "N",
+                "D",
+                Password::new("deferred-password-2").unwrap(),
+            ))
+            .unwrap();
+        store
+            .request_reset_by_mail("n@example.com", ResetDetails::default(), &other)
+            .unwrap();
+        assert_ne!(signal.generation(), seen);
+    }
+}

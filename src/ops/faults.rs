@@ -46,12 +46,28 @@ impl Store {
 }
 
 #[cfg(test)]
+impl Store {
+    /// A store whose log and data files live in `dir` (in memory, with its
+    /// fault injection), sled's own files under `path` (tests).
+    pub(crate) fn open_faulty(
+        path: &Path,
+        dir: &store::faults::MemDir,
+        data: &std::sync::Arc<store::faults::FaultyData>,
+        secret: &StoreSecret,
+        config: Config,
+    ) -> Result<Self, Error> {
+        let keys = Keys::derive(secret);
+        let engine = store::faults::open(path, engine_options(&keys, &config), dir, data)?;
+        Ok(Self::from_parts(engine, keys, config))
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
-    use super::super::{Config, Store, engine_options};
-    use crate::crypto::Keys;
+    use super::super::{Config, Store};
     use crate::error::Error;
     use crate::model::StoreSecret;
     use crate::readiness::Readiness;
@@ -61,11 +77,7 @@ mod tests {
     /// A store whose log and data files live in `dir` (in memory, with its
     /// fault injection), sled's own files under `path`.
     fn open(path: &Path, dir: &MemDir, data: &Arc<FaultyData>, secret: &StoreSecret) -> Store {
-        let config = Config::for_tests();
-        let keys = Keys::derive(secret);
-        let engine =
-            crate::store::faults::open(path, engine_options(&keys, &config), dir, data).unwrap();
-        Store::from_parts(engine, keys, config)
+        Store::open_faulty(path, dir, data, secret, Config::for_tests()).unwrap()
     }
 
     fn customer(n: u32) -> NewCustomer {

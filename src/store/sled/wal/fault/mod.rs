@@ -56,6 +56,8 @@ struct FaultState {
     fired: Mutex<Option<Fired>>,
     /// Each sync of a log file takes this long (microseconds), like a disk.
     sync_micros: AtomicU64,
+    /// Fails the next operation of this kind, once.
+    next_of: Mutex<Option<Op>>,
 }
 
 /// The operation that failed, and the checkpoint file as it stood then.
@@ -76,6 +78,12 @@ impl Faults {
         self.0.armed.store(self.count() + n + 1, Ordering::SeqCst);
     }
 
+    /// Fails the next operation of kind `op`, once (what runs in the
+    /// background meanwhile does not move it, as it moves [`Faults::arm`]).
+    pub fn fail_next(&self, op: Op) {
+        *lock(&self.0.next_of) = Some(op);
+    }
+
     /// Makes every sync of a log file take `d` (a slow disk).
     pub fn slow_syncs(&self, d: std::time::Duration) {
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
@@ -91,7 +99,15 @@ impl Faults {
     /// file stands at that moment).
     fn hit(&self, op: Op, dir: &MemDir) -> bool {
         let n = self.0.ops.fetch_add(1, Ordering::SeqCst);
-        if self.0.armed.load(Ordering::SeqCst) != n + 1 {
+        let next_of = {
+            let mut next = lock(&self.0.next_of);
+            let this = *next == Some(op);
+            if this {
+                *next = None;
+            }
+            this
+        };
+        if !next_of && self.0.armed.load(Ordering::SeqCst) != n + 1 {
             return false;
         }
         *lock(&self.0.fired) = Some(Fired {
