@@ -14,14 +14,22 @@
 //! # let _ = app; }
 //! ```
 //!
-//! Every request runs on tokio's blocking pool (the store blocks: argon2,
-//! `fdatasync`). Only hashing is bounded: a request that may hash
-//! ([`Gateway::may_hash`]) first waits, asynchronously, for one of the
-//! store's hashing slots ([`crate::Config::with_hashing_limit`], shared
-//! with [`crate::AsyncStore`]), so that a flood of logins neither parks the
-//! blocking pool's threads nor delays requests that hash nothing (token
-//! checks, reset requests); the slot is given back as soon as the hash is
-//! done, so a request waiting for its disk sync holds none. One log line
+//! A request that may hash ([`Gateway::may_hash`]) runs on tokio's
+//! blocking pool (argon2 takes 10–25 ms), once it got one of the store's
+//! hashing slots ([`crate::Config::with_hashing_limit`], shared with
+//! [`crate::AsyncStore`]), waited for asynchronously, so that a flood of
+//! logins neither parks the blocking pool's threads nor delays requests
+//! that hash nothing; the slot is given back as soon as the hash is done,
+//! so a request waiting for its disk sync holds none. A request that
+//! hashes nothing (token checks, reset requests, answers to bad input)
+//! runs on the async worker that received it when the store is on disk
+//! with its write-ahead log: its commits return once logged, and the
+//! answer is held until one syncing task on the blocking pool has made
+//! them durable (`durable.rs`; the store's `deferring`). No answer is ever
+//! sent for a change that is not durable; if the sync fails, the request
+//! runs again against the store, in its failed state now, so that the
+//! answer is the route's own fault. Other backends (PostgreSQL, temporary
+//! stores) run every request on the blocking pool. One log line
 //! per request (method, route, status, latency), never a secret: the route
 //! is its template ([`route_template`]: `{shop}`, `{token}`, `{id}`, never
 //! the path's own segments). Each request is also counted for the

@@ -86,9 +86,10 @@ impl Store {
         self.engine().durable_seq()
     }
 
-    /// Whether something was logged that is not durable yet.
-    pub(crate) fn undurable(&self) -> bool {
-        self.engine().undurable()
+    /// How far the log reaches: once [`Store::durable_seq`] is here,
+    /// everything logged so far is durable.
+    pub(crate) fn logged_seq(&self) -> u64 {
+        self.engine().logged_seq()
     }
 
     /// Makes everything logged so far durable; returns

@@ -149,9 +149,10 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         0
     }
 
-    /// Whether something was logged that is not durable yet.
-    fn undurable(&self) -> bool {
-        false
+    /// How far the log reaches (what [`Backend::durable_seq`] reaches
+    /// once everything logged so far is durable).
+    fn logged_seq(&self) -> u64 {
+        0
     }
 
     /// Makes everything logged so far durable; returns

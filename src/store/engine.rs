@@ -83,9 +83,9 @@ impl Engine {
         self.backend.durable_seq()
     }
 
-    /// See [`Backend::undurable`].
-    pub fn undurable(&self) -> bool {
-        self.backend.undurable()
+    /// See [`Backend::logged_seq`].
+    pub fn logged_seq(&self) -> u64 {
+        self.backend.logged_seq()
     }
 
     /// See [`Backend::sync_deferred`].

@@ -396,10 +396,8 @@ impl Backend for SledBackend {
         self.wal.as_ref().map_or(0, |w| w.overlay().durable())
     }
 
-    fn undurable(&self) -> bool {
-        self.wal
-            .as_ref()
-            .is_some_and(|w| w.appended_seq() > w.overlay().durable())
+    fn logged_seq(&self) -> u64 {
+        self.wal.as_ref().map_or(0, wal::Wal::appended_seq)
     }
 
     fn sync_deferred(&self) -> Result<u64, Error> {

@@ -23,6 +23,12 @@
 //!   the files holding no lock, publishes the highest record covered and
 //!   wakes the others; appends made during its sync are covered by the next
 //!   leader.
+//! - **Deferred commits** (`deferred.rs`: [`Wal::deferring`],
+//!   [`Wal::sync_appended`]): code run inside `deferring` commits without
+//!   waiting for the group commit (its thread reads its own records at
+//!   once); another thread makes them durable, and the caller holds back
+//!   every effect visible outside the process until then (the HTTP layer's
+//!   answers to requests that hash nothing).
 //! - **Applying to sled** (`apply.rs`: [`Wal::applicable`] /
 //!   [`Wal::applied`]): sled receives durable records later, in batches: one sled transaction per
 //!   batch (sled 0.34.7 writes its log buffer synchronously at every
