@@ -34,11 +34,19 @@ thread_local! {
 }
 
 /// Ends a thread's deferring on drop (also when its code panics).
-struct Restore((usize, u64));
+struct Restore<'a> {
+    wal: &'a Wal,
+    before: (usize, u64),
+}
 
-impl Drop for Restore {
+impl Drop for Restore<'_> {
     fn drop(&mut self) {
-        DEFERRING.with(|d| d.set(self.0));
+        let (_, last) = DEFERRING.with(|d| d.replace(self.before));
+        if last == 0 {
+            // It appended nothing: a gathering leader waits for it no more.
+            self.wal.deferring_unlogged.fetch_sub(1, Ordering::SeqCst);
+            self.wal.nudge_leader();
+        }
     }
 }
 
@@ -52,7 +60,11 @@ impl Wal {
         if !self.syncing() || DEFERRING.with(|d| d.get().0 != 0) {
             return (f(), 0);
         }
-        let restore = Restore(DEFERRING.with(|d| d.replace((me, 0))));
+        self.deferring_unlogged.fetch_add(1, Ordering::SeqCst);
+        let restore = Restore {
+            wal: self,
+            before: DEFERRING.with(|d| d.replace((me, 0))),
+        };
         let out = f();
         let (_, last) = DEFERRING.with(Cell::get);
         drop(restore);
@@ -70,11 +82,16 @@ impl Wal {
     /// A deferred commit appended record `seq`: the thread's last, and one
     /// that a gathering leader must not hold back.
     pub(super) fn note_deferred(&self, seq: u64) {
-        DEFERRING.with(|d| {
+        let first = DEFERRING.with(|d| {
             let (wal, last) = d.get();
             d.set((wal, last.max(seq)));
+            last == 0
         });
         self.deferred_max.fetch_max(seq, Ordering::SeqCst);
+        if first {
+            self.deferring_unlogged.fetch_sub(1, Ordering::SeqCst);
+            self.nudge_leader();
+        }
     }
 
     /// Whether a deferred record waits for a sync.

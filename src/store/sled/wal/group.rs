@@ -239,14 +239,15 @@ impl Wal {
         drop(g);
     }
 
-    /// Every committing thread has a record waiting for the next sync.
-    fn gathered(&self) -> bool {
+    /// Every committing thread has a record waiting for the next sync, and
+    /// no thread runs deferring code that has not appended yet.
+    pub(super) fn gathered(&self) -> bool {
         let committing = self.in_commit.load(Ordering::SeqCst) as u64;
         let waiting = self
             .appended
             .load(Ordering::SeqCst)
             .saturating_sub(self.overlay.durable());
-        waiting >= committing
+        waiting >= committing && self.deferring_unlogged.load(Ordering::SeqCst) == 0
     }
 
     /// Wakes a gathering leader once [`Wal::gathered`] holds (after an

@@ -159,6 +159,7 @@ impl Wal {
             impatient: AtomicUsize::new(0),
             leader_delaying: AtomicBool::new(false),
             deferred_max: AtomicU64::new(0),
+            deferring_unlogged: AtomicUsize::new(0),
             appended: AtomicU64::new(appended),
             unapplied: AtomicUsize::new(unapplied),
             overlay,
@@ -223,6 +224,10 @@ pub(crate) struct Wal {
     leader_delaying: AtomicBool,
     /// The last record a deferred commit appended (`deferred.rs`).
     deferred_max: AtomicU64,
+    /// Threads running deferring code that have appended nothing yet: a
+    /// gathering leader lets them append first (they are about to, most
+    /// of the time: an async worker handling a write).
+    deferring_unlogged: AtomicUsize,
     /// The last record appended (a copy readable without the writer lock).
     appended: AtomicU64,
     /// Bytes of records appended but not yet applied to sled.

@@ -144,3 +144,29 @@ fn customer_at(e: &Engine, k: &[u8]) -> Option<Vec<u8>> {
         .unwrap()
         .map(|v| v.to_vec())
 }
+
+/// A group's leader lets a thread running deferring code append before it
+/// syncs (an async worker handling a write: its record would otherwise
+/// need a sync of its own right after this one), until it appended its
+/// first record or left without one (a read).
+#[test]
+fn a_leader_gathers_the_threads_deferring_until_they_appended() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = open_mem(&tmp.path().join("db"), &MemDir::new(), wal_opts(1 << 20));
+    let wal = e.wal().unwrap();
+    assert!(wal.gathered());
+    let ((), seq) = wal.deferring(|| {
+        assert!(!wal.gathered(), "a deferring thread is not waited for");
+        commit(&e, &put(b"a", 1)).unwrap();
+        assert!(wal.gathered(), "still waited for once it appended");
+        commit(&e, &put(b"b", 2)).unwrap();
+        assert!(wal.gathered());
+    });
+    assert!(seq > 0);
+    assert!(wal.gathered());
+    let ((), none) = wal.deferring(|| assert!(!wal.gathered()));
+    assert_eq!(none, 0);
+    assert!(wal.gathered(), "still waited for after a deferring read");
+    wal.sync_appended().unwrap();
+    assert!(wal.gathered());
+}
