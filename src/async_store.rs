@@ -3,12 +3,20 @@
 //! Every [`Store`] method blocks: argon2 (10–25 ms a hash), `fdatasync`, and
 //! with the PostgreSQL backend a client that panics when used on an async
 //! worker thread. Called from an async handler they stall the runtime's
-//! workers, so every other request of the host waits. `AsyncStore` runs each
-//! operation on tokio's blocking pool instead. Operations that may hash a
-//! password first wait, asynchronously, for one of the store's hashing slots
-//! ([`crate::Config::with_hashing_limit`], shared with the router), and give
-//! it back as soon as the hash is done, so that a flood of logins neither
-//! parks blocking threads nor delays operations that hash nothing.
+//! workers, so every other request of the host waits. `AsyncStore` runs
+//! operations that hash, scan or sweep on tokio's blocking pool instead.
+//! Those that may hash a password first wait, asynchronously, for one of the
+//! store's hashing slots ([`crate::Config::with_hashing_limit`], shared with
+//! the router), and give it back as soon as the hash is done, so that a
+//! flood of logins neither parks blocking threads nor delays operations
+//! that hash nothing. Point operations that hash nothing (reads of one
+//! customer, app or reset, token checks, reset requests, flag changes) run
+//! on the worker that polls them when the store is on disk with its
+//! write-ahead log: a few microseconds of work, whose commits return once
+//! logged; the call then awaits, without a thread, the one syncing task
+//! that makes them durable (`durable.rs`), and returns only then, as the
+//! blocking call would. Other stores (PostgreSQL, temporary) run them on
+//! the blocking pool too.
 //!
 //! Arguments are owned (they move to another thread). The last handle drops
 //! its store on the blocking pool too (a clean close makes a checkpoint).
@@ -45,11 +53,15 @@ pub struct AsyncStore {
 struct Inner {
     /// Always `Some` until dropped (on the blocking pool).
     store: Option<Store>,
+    /// Syncs for the point operations run on the worker (`None`: the
+    /// store's commits cannot be deferred).
+    syncer: Option<Arc<crate::durable::Syncer>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let store = self.store.take();
+        // The syncer holds a handle of the store too.
+        let store = (self.store.take(), self.syncer.take());
         // Dropping the last handle of a store closes it (a checkpoint):
         // blocking I/O, which must not happen on an async worker.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -70,8 +82,14 @@ impl AsyncStore {
     /// Wraps an opened store (open it with [`AsyncStore::open`] from async
     /// code: opening recovers the log, which blocks).
     pub fn new(store: Store) -> Self {
+        let syncer = store
+            .defers()
+            .then(|| crate::durable::Syncer::new(store.clone()));
         Self {
-            inner: Arc::new(Inner { store: Some(store) }),
+            inner: Arc::new(Inner {
+                store: Some(store),
+                syncer,
+            }),
         }
     }
 
@@ -121,6 +139,43 @@ impl AsyncStore {
             })
             .await
             .map_err(joined)?
+        }
+    }
+
+    /// Runs a point operation that hashes nothing: on the calling worker,
+    /// its commits deferred and awaited (see the module's doc), or on the
+    /// blocking pool when the store cannot defer them. Returns once what
+    /// it wrote is durable; if that sync failed, the store's error (it is
+    /// in its failed state: whether the change survives is unknown).
+    fn point<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> impl Future<Output = Result<T>> + Send + 'static {
+        let store = self.store().clone();
+        let syncer = self.inner.syncer.clone();
+        async move {
+            let Some(syncer) = syncer else {
+                return tokio::task::spawn_blocking(move || f(&store))
+                    .await
+                    .map_err(joined)?;
+            };
+            let (out, deferred) = store
+                .deferring(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&store))));
+            if let Some(d) = deferred
+                && syncer.durable(d).await.is_err()
+            {
+                // The failed state's error (no I/O in that state), or, if
+                // the syncing task failed otherwise, a sync of its own.
+                tokio::task::spawn_blocking(move || store.sync_deferred())
+                    .await
+                    .map_err(joined)??;
+            }
+            out.map_err(|_| {
+                Error::Internal(crate::error::InternalError::new(
+                    "running an operation",
+                    "the operation panicked",
+                ))
+            })?
         }
     }
 
@@ -204,29 +259,29 @@ impl AsyncStore {
 
     /// [`Store::import_customer`].
     pub async fn import_customer(&self, imp: ImportedCustomer) -> Result<(Customer, CustomerKey)> {
-        self.run(false, move |s| s.import_customer(imp)).await
+        self.point(move |s| s.import_customer(imp)).await
     }
 
     /// [`Store::customer`].
     pub async fn customer(&self, box_id: BoxId) -> Result<Customer> {
-        self.run(false, move |s| s.customer(box_id)).await
+        self.point(move |s| s.customer(box_id)).await
     }
 
     /// [`Store::customer_by_email`].
     pub async fn customer_by_email(&self, email: impl Into<String>) -> Result<Customer> {
         let email = email.into();
-        self.run(false, move |s| s.customer_by_email(&email)).await
+        self.point(move |s| s.customer_by_email(&email)).await
     }
 
     /// [`Store::authenticate_customer`].
     pub async fn authenticate_customer(&self, box_id: BoxId, key: CustomerKey) -> Result<Customer> {
-        self.run(false, move |s| s.authenticate_customer(box_id, &key))
+        self.point(move |s| s.authenticate_customer(box_id, &key))
             .await
     }
 
     /// [`Store::set_flags`].
     pub async fn set_flags(&self, box_id: BoxId, update: FlagsUpdate) -> Result<Customer> {
-        self.run(false, move |s| s.set_flags(box_id, update)).await
+        self.point(move |s| s.set_flags(box_id, update)).await
     }
 
     /// [`Store::change_email`].
@@ -237,7 +292,7 @@ impl AsyncStore {
         new_email: impl Into<String>,
     ) -> Result<(Customer, CustomerKey)> {
         let email = new_email.into();
-        self.run(false, move |s| s.change_email(box_id, &key, &email))
+        self.point(move |s| s.change_email(box_id, &key, &email))
             .await
     }
 
@@ -251,15 +306,13 @@ impl AsyncStore {
         shop_key: Option<String>,
     ) -> Result<(App, AppKey)> {
         let name = name.into();
-        self.run(false, move |s| {
-            s.create_app(user_code, &name, shop_key.as_deref())
-        })
-        .await
+        self.point(move |s| s.create_app(user_code, &name, shop_key.as_deref()))
+            .await
     }
 
     /// [`Store::authenticate_app`].
     pub async fn authenticate_app(&self, user_code: UserCode, key: AppKey) -> Result<App> {
-        self.run(false, move |s| s.authenticate_app(user_code, &key))
+        self.point(move |s| s.authenticate_app(user_code, &key))
             .await
     }
 
@@ -270,7 +323,7 @@ impl AsyncStore {
 
     /// [`Store::app`].
     pub async fn app(&self, user_code: UserCode) -> Result<App> {
-        self.run(false, move |s| s.app(user_code)).await
+        self.point(move |s| s.app(user_code)).await
     }
 
     /// [`Store::apps`].
@@ -280,7 +333,7 @@ impl AsyncStore {
 
     /// [`Store::set_app_enabled`].
     pub async fn set_app_enabled(&self, user_code: UserCode, enabled: bool) -> Result<App> {
-        self.run(false, move |s| s.set_app_enabled(user_code, enabled))
+        self.point(move |s| s.set_app_enabled(user_code, enabled))
             .await
     }
 
@@ -293,8 +346,7 @@ impl AsyncStore {
         details: ResetDetails,
     ) -> Result<IssuedReset> {
         let email = email.into();
-        self.run(false, move |s| s.request_reset(&email, details))
-            .await
+        self.point(move |s| s.request_reset(&email, details)).await
     }
 
     /// [`Store::request_reset_by_mail`]: the reset and its mail, queued
@@ -306,33 +358,31 @@ impl AsyncStore {
         mail: crate::MailRequest,
     ) -> Result<Reset> {
         let email = email.into();
-        self.run(false, move |s| {
-            s.request_reset_by_mail(&email, details, &mail)
-        })
-        .await
+        self.point(move |s| s.request_reset_by_mail(&email, details, &mail))
+            .await
     }
 
     /// [`Store::check_reset_token`].
     pub async fn check_reset_token(&self, token: ResetToken) -> Result<ValidToken> {
-        self.run(false, move |s| s.check_reset_token(&token)).await
+        self.point(move |s| s.check_reset_token(&token)).await
     }
 
     /// [`Store::reset`].
     pub async fn reset(&self, id: impl Into<String>) -> Result<Reset> {
         let id = id.into();
-        self.run(false, move |s| s.reset(&id)).await
+        self.point(move |s| s.reset(&id)).await
     }
 
     /// [`Store::update_reset`].
     pub async fn update_reset(&self, id: impl Into<String>, update: ResetUpdate) -> Result<Reset> {
         let id = id.into();
-        self.run(false, move |s| s.update_reset(&id, update)).await
+        self.point(move |s| s.update_reset(&id, update)).await
     }
 
     /// [`Store::revoke_reset`].
     pub async fn revoke_reset(&self, id: impl Into<String>) -> Result<()> {
         let id = id.into();
-        self.run(false, move |s| s.revoke_reset(&id)).await
+        self.point(move |s| s.revoke_reset(&id)).await
     }
 
     /// [`Store::purge_resets`].
@@ -380,4 +430,151 @@ fn closed() -> Error {
         "waiting for a hashing slot",
         "the hashing admission was closed",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::AsyncStore;
+    use crate::model::{Lang, MailRequest, ResetDetails};
+    use crate::store::faults::{Faults, FaultyData, MemDir, Op};
+    use crate::{Config, Error, NewCustomer, Password, Store, StoreSecret};
+
+    /// The façade over a store whose log lives in memory with fault
+    /// injection, `customers` customers in it, and a 2-worker runtime.
+    fn faulty(
+        customers: u32,
+    ) -> (
+        AsyncStore,
+        Faults,
+        tokio::runtime::Runtime,
+        tempfile::TempDir,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let faults = Faults::default();
+        let dir = MemDir::with_faults(faults.clone());
+        let data = Arc::new(FaultyData::new(&dir));
+        let secret = StoreSecret::from_bytes([6; 32]);
+        let store = Store::open_faulty(
+            &tmp.path().join("data"),
+            &dir,
+            &data,
+            &secret,
+            Config::for_tests(),
+        )
+        .unwrap();
+        for n in 0..customers {
+            let password = Password::new("async-password-1").unwrap();
+            store
+                .register(NewCustomer::new(email(n), "A", "S", password))
+                .unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        (AsyncStore::new(store), faults, rt, tmp)
+    }
+
+    fn email(n: u32) -> String {
+        format!("async{n}@example.com")
+    }
+
+    fn mail() -> MailRequest {
+        MailRequest {
+            lang: Lang::En,
+            shop: "s1".into(),
+        }
+    }
+
+    /// A point write returns once durable, as the blocking call does: with
+    /// syncs that take 200 ms, the reset's mail is in the queue as another
+    /// thread reads it (durable changes only) the moment the call returns.
+    #[test]
+    fn a_point_write_returns_once_its_change_is_durable() {
+        let (facade, faults, rt, _tmp) = faulty(1);
+        faults.slow_syncs(Duration::from_millis(200));
+        let reset = rt
+            .block_on(facade.request_reset_by_mail(email(0), ResetDetails::default(), mail()))
+            .unwrap();
+        assert_eq!(facade.store().mail_queue(10).unwrap().len(), 1);
+        let found = rt.block_on(facade.reset(reset.id.clone())).unwrap();
+        assert_eq!(found.id, reset.id);
+    }
+
+    /// When the sync of a point write fails, the call fails with the
+    /// store's own error (it must be reopened; whether the change survives
+    /// is unknown), never `Ok`; reads go on.
+    #[test]
+    fn a_point_write_whose_sync_fails_returns_the_stores_error() {
+        let (facade, faults, rt, _tmp) = faulty(1);
+        faults.fail_next(Op::WalSync);
+        let err = rt
+            .block_on(facade.request_reset(email(0), ResetDetails::default()))
+            .unwrap_err();
+        assert_eq!(faults.fired().map(|f| f.op), Some(Op::WalSync));
+        assert!(
+            matches!(&err, Error::Storage(s) if s.must_reopen()),
+            "{err}"
+        );
+        let customer = rt.block_on(facade.customer_by_email(email(0))).unwrap();
+        assert_eq!(customer.email.as_str(), email(0));
+    }
+
+    /// 64 point writes at once from async tasks: each returns `Ok` once
+    /// durable, they share syncs (5 ms each; one per write would be 64),
+    /// and the throttle holds for 64 requests at once for one customer.
+    #[test]
+    fn sixty_four_point_writes_at_once_share_syncs_and_keep_the_throttle() {
+        let (facade, faults, rt, _tmp) = faulty(65);
+        faults.slow_syncs(Duration::from_millis(5));
+        let syncs = facade.store().log_stats().syncs;
+        let all = (0..64).map(|n| {
+            let facade = facade.clone();
+            tokio::spawn(async move {
+                facade
+                    .request_reset_by_mail(email(n), ResetDetails::default(), mail())
+                    .await
+            })
+        });
+        let done: Vec<_> = rt.block_on(async {
+            let mut out = Vec::new();
+            for task in all.collect::<Vec<_>>() {
+                out.push(task.await.unwrap());
+            }
+            out
+        });
+        assert!(done.iter().all(Result::is_ok));
+        assert_eq!(facade.store().mail_queue(100).unwrap().len(), 64);
+        let used = facade.store().log_stats().syncs - syncs;
+        assert!(used <= 32, "{used} syncs for 64 writes");
+
+        let again = (0..64).map(|_| {
+            let facade = facade.clone();
+            tokio::spawn(async move {
+                facade
+                    .request_reset(email(64), ResetDetails::default())
+                    .await
+                    .map(|issued| issued.reset.id)
+            })
+        });
+        let issued: Vec<_> = rt.block_on(async {
+            let mut out = Vec::new();
+            for task in again.collect::<Vec<_>>() {
+                out.push(task.await.unwrap());
+            }
+            out
+        });
+        // One reset issued; the other 63 throttled.
+        assert_eq!(issued.iter().filter(|r| r.is_ok()).count(), 1);
+        assert!(
+            issued
+                .iter()
+                .all(|r| matches!(r, Ok(_) | Err(Error::Throttled))),
+            "{issued:?}"
+        );
+    }
 }

@@ -61,6 +61,8 @@ mod async_store;
 pub mod codec;
 mod crypto;
 pub mod demo;
+#[cfg(feature = "tokio")]
+mod durable;
 mod error;
 pub mod gateway;
 #[cfg(feature = "server")]

@@ -43,7 +43,6 @@
 //! beside the router to deliver them.
 
 pub mod admin;
-mod durable;
 pub mod server;
 
 use std::sync::Arc;
@@ -57,6 +56,7 @@ use axum::response::Response as AxumResponse;
 use axum::routing::any;
 
 use crate::codec::MAX_BODY_BYTES;
+use crate::durable;
 use crate::gateway::{Gateway, GatewaySettings, Request, Response};
 use crate::ops::Store;
 

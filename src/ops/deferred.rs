@@ -123,6 +123,7 @@ impl Store {
     /// Runs `f`; also whether it began a transaction (in the failed state
     /// every one is refused: the caller learns whether `f`'s answer is that
     /// refusal's).
+    #[cfg(feature = "server")]
     pub(crate) fn tries_to_write<R>(f: impl FnOnce() -> R) -> (R, bool) {
         let before = crate::store::commits_begun();
         let out = f();

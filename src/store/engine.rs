@@ -25,6 +25,7 @@ thread_local! {
 
 /// How many transactions this thread began so far (any store): a caller
 /// compares two readings to learn whether code between them tried to write.
+#[cfg(feature = "server")]
 pub(crate) fn commits_begun() -> u64 {
     COMMITS_BEGUN.with(std::cell::Cell::get)
 }

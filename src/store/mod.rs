@@ -40,7 +40,9 @@ mod tx;
 
 use std::path::Path;
 
-pub(crate) use engine::{Engine, commits_begun};
+pub(crate) use engine::Engine;
+#[cfg(feature = "server")]
+pub(crate) use engine::commits_begun;
 pub use fail_point::FailPoint;
 pub use health::{Health, LogStats, Retries};
 pub use integrity::IntegrityReport;

@@ -1,10 +1,11 @@
 //! Awaiting deferred commits: the one blocking task that syncs for every
-//! request answered from an async worker ([`crate::ops`]' deferred
-//! operations), and the wait of each request for its position.
+//! operation run on an async worker ([`crate::ops`]' deferred operations:
+//! the router's requests that hash nothing, [`crate::AsyncStore`]'s point
+//! operations), and the wait of each for its position.
 //!
-//! A request that hashes nothing runs on the worker that received it; its
-//! commits return once logged ([`Store::deferring`]), and the request
-//! awaits [`Syncer::durable`] before anything is answered. The syncer is a
+//! Such an operation runs on the worker that polls it; its commits return
+//! once logged ([`Store::deferring`]), and the caller awaits
+//! [`Syncer::durable`] before anything is answered or returned. The syncer is a
 //! task on tokio's blocking pool, started by the first request that waits
 //! and running while anything logged is not durable: it syncs (joining the
 //! store's group commit, so writes from the blocking pool share its
@@ -37,6 +38,24 @@ pub(crate) struct Syncer {
     /// A housekeeping task runs.
     housekeeping: AtomicBool,
     published: watch::Sender<Published>,
+}
+
+/// If the syncing task panics (it should not): its waiters are told their
+/// sync failed (they answer through the blocking pool instead), and the
+/// next request starts a new task, whose first publication replaces that.
+struct Unwinding<'a>(&'a Syncer);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let durable = self.0.store.durable_seq();
+            self.0.published.send_replace(Published {
+                durable,
+                failed: true,
+            });
+            self.0.running.store(false, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Clears a flag on drop.
@@ -119,6 +138,7 @@ impl Syncer {
     /// by that publication (the request is woken), even when a sync of the
     /// blocking pool's commits made it durable meanwhile.
     fn run(self: Arc<Self>) {
+        let _unwinding = Unwinding(&self);
         loop {
             let synced = self.store.sync_deferred();
             let failed = synced.is_err();
@@ -129,7 +149,7 @@ impl Syncer {
                 return;
             }
             self.housekeep();
-            #[cfg(test)]
+            #[cfg(all(test, feature = "server"))]
             tests::before_stopping();
             self.running.store(false, Ordering::SeqCst);
             let durable = self.publish(false);
@@ -151,7 +171,7 @@ impl Syncer {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "server"))]
 mod tests {
     use std::sync::{Arc, Barrier};
     use std::time::Duration;
