@@ -722,16 +722,21 @@ fn load_then_stop(signal: &str) {
     let stop = Arc::new(AtomicBool::new(false));
     let terminated = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicU64::new(0));
+    // SkyERP reset requests answered as granted: each is one durable event
+    // (issued, or refused by the throttle), committed on the async worker
+    // and answered once durable.
+    let resets_acked = Arc::new(AtomicU64::new(0));
     let acked: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; WRITERS]));
     let bad: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let base = server.base.clone();
 
     let handles: Vec<_> = (0..32)
         .map(|t| {
-            let (stop, terminated, requests, acked, bad, base, keys) = (
+            let (stop, terminated, requests, resets_acked, acked, bad, base, keys) = (
                 stop.clone(),
                 terminated.clone(),
                 requests.clone(),
+                resets_acked.clone(),
                 acked.clone(),
                 bad.clone(),
                 base.clone(),
@@ -760,7 +765,13 @@ fn load_then_stop(signal: &str) {
                         }
                         1 => send(&a, "POST", &format!("{base}{LOGIN_PATH}"), &[JSON], Some(&login_body("johndoe@email.com", "pass12345"))),
                         2 => send(&a, "GET", &format!("{base}/api/v1/acme12aa/customers/reset-password/{}", "A".repeat(63) + &(n % 10).to_string()), &[], None),
-                        _ => send(&a, "POST", &format!("{base}/api/v1/acme12aa/customers/reset-password"), &[JSON], Some(r#"{"email":"johndoe@email.com"}"#)),
+                        _ => {
+                            let r = send(&a, "POST", &format!("{base}/api/v1/acme12aa/customers/reset-password"), &[JSON], Some(r#"{"email":"johndoe@email.com"}"#));
+                            if r.status == 200 && r.json()["success"] == true {
+                                resets_acked.fetch_add(1, Ordering::SeqCst);
+                            }
+                            r
+                        }
                     };
                     if r.status == 0 && terminated.load(Ordering::Relaxed) {
                         break; // the server is going away, as asked
@@ -799,6 +810,37 @@ fn load_then_stop(signal: &str) {
 
     let (code, out, _) = cli(&data, &["check"], "");
     assert_eq!(code, 0, "{out}");
+    // Every acknowledged reset request left its event (more may have been
+    // made durable without their answer reaching the client).
+    let resets_acked = resets_acked.load(Ordering::SeqCst);
+    let mut reset_events = 0u64;
+    let mut from = 0u64;
+    loop {
+        let (code, out, err) = cli(
+            &data,
+            &["log", "--from", &from.to_string(), "--limit", "10000"],
+            "",
+        );
+        assert_eq!(code, 0, "{err}");
+        let seqs: Vec<u64> = out
+            .lines()
+            .filter_map(|l| l.split('\t').next()?.parse().ok())
+            .collect();
+        reset_events += out
+            .lines()
+            .filter(|l| l.contains("\tResetIssued\t"))
+            .count() as u64;
+        match seqs.last() {
+            Some(last) => from = last + 1,
+            None => break,
+        }
+    }
+    eprintln!("reset requests: {resets_acked} acknowledged, {reset_events} durable events");
+    assert!(resets_acked > 0);
+    assert!(
+        reset_events >= resets_acked,
+        "{resets_acked} reset requests acknowledged, {reset_events} in the log"
+    );
     // Restart: every acknowledged password is the one that logs in (or a later one).
     let server = Server::start(&data, &[]);
     let a = agent();
