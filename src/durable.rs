@@ -357,6 +357,30 @@ mod tests {
         assert_eq!(s.store.mail_queue(1000).unwrap().len(), 300);
     }
 
+    /// The housekeeping deferred commits leave is done by the syncing
+    /// side: with only answers from the worker writing (this store
+    /// checkpoints after 24 KiB of log), the log is checkpointed while they
+    /// run. Without it, nothing would ever apply their records to sled or
+    /// recycle the log.
+    #[test]
+    fn deferred_writes_alone_get_their_checkpoints() {
+        let s = serve(150);
+        let before = s.store.log_stats().checkpoints;
+        for n in 0..150 {
+            let (status, answer) = request_reset(&s.base, &email(n));
+            assert_eq!(status, 200);
+            assert_eq!(answer["success"], true, "{answer}");
+        }
+        let since = std::time::Instant::now();
+        while s.store.log_stats().checkpoints == before {
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "no checkpoint after 150 deferred writes"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// 64 callers at once, `run` each with its caller number; their
     /// answers.
     fn all_at_once(s: &Served, run: impl Fn(u32) -> (u16, Value) + Sync) -> Vec<(u16, Value)> {
