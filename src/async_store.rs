@@ -82,9 +82,7 @@ impl AsyncStore {
     /// Wraps an opened store (open it with [`AsyncStore::open`] from async
     /// code: opening recovers the log, which blocks).
     pub fn new(store: Store) -> Self {
-        let syncer = store
-            .defers()
-            .then(|| crate::durable::Syncer::new(store.clone()));
+        let syncer = crate::durable::Syncer::for_store(&store);
         Self {
             inner: Arc::new(Inner {
                 store: Some(store),
@@ -434,13 +432,12 @@ fn closed() -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::AsyncStore;
     use crate::model::{Lang, MailRequest, ResetDetails};
-    use crate::store::faults::{Faults, FaultyData, MemDir, Op};
-    use crate::{Config, Error, NewCustomer, Password, Store, StoreSecret};
+    use crate::store::faults::{Faults, Op};
+    use crate::{Error, NewCustomer, Password, Store};
 
     /// The façade over a store whose log lives in memory with fault
     /// injection, `customers` customers in it, and a 2-worker runtime.
@@ -452,19 +449,7 @@ mod tests {
         tokio::runtime::Runtime,
         tempfile::TempDir,
     ) {
-        let tmp = tempfile::tempdir().unwrap();
-        let faults = Faults::default();
-        let dir = MemDir::with_faults(faults.clone());
-        let data = Arc::new(FaultyData::new(&dir));
-        let secret = StoreSecret::from_bytes([6; 32]);
-        let store = Store::open_faulty(
-            &tmp.path().join("data"),
-            &dir,
-            &data,
-            &secret,
-            Config::for_tests(),
-        )
-        .unwrap();
+        let (store, faults, tmp) = Store::faulty_for_tests();
         for n in 0..customers {
             let password = Password::new("async-password-1").unwrap();
             store

@@ -72,17 +72,23 @@ impl Drop for Clear<'_> {
 pub(crate) struct SyncFailed;
 
 impl Syncer {
-    pub(crate) fn new(store: Store) -> Arc<Self> {
+    /// The syncer of `store`; `None` when its commits cannot be deferred
+    /// (PostgreSQL, temporary stores): then everything runs on the blocking
+    /// pool.
+    pub(crate) fn for_store(store: &Store) -> Option<Arc<Self>> {
+        if !store.defers() {
+            return None;
+        }
         let durable = store.durable_seq();
-        Arc::new(Self {
-            store,
+        Some(Arc::new(Self {
+            store: store.clone(),
             running: AtomicBool::new(false),
             housekeeping: AtomicBool::new(false),
             published: watch::Sender::new(Published {
                 durable,
                 failed: false,
             }),
-        })
+        }))
     }
 
     /// Returns once `d` is durable (then what its operation held back is
@@ -173,13 +179,13 @@ impl Syncer {
 
 #[cfg(all(test, feature = "server"))]
 mod tests {
-    use std::sync::{Arc, Barrier};
+    use std::sync::Barrier;
     use std::time::Duration;
 
     use serde_json::Value;
 
-    use crate::store::faults::{Faults, FaultyData, MemDir, Op};
-    use crate::{Config, NewCustomer, Password, Store, StoreSecret};
+    use crate::store::faults::{Faults, Op};
+    use crate::{NewCustomer, Password, Store};
 
     /// The router over a store whose log lives in memory with fault
     /// injection, served on 127.0.0.1 from 2 async workers.
@@ -205,19 +211,7 @@ mod tests {
     }
 
     fn serve(customers: u32) -> Served {
-        let tmp = tempfile::tempdir().unwrap();
-        let faults = Faults::default();
-        let dir = MemDir::with_faults(faults.clone());
-        let data = Arc::new(FaultyData::new(&dir));
-        let secret = StoreSecret::from_bytes([9; 32]);
-        let store = Store::open_faulty(
-            &tmp.path().join("data"),
-            &dir,
-            &data,
-            &secret,
-            Config::for_tests(),
-        )
-        .unwrap();
+        let (store, faults, tmp) = Store::faulty_for_tests();
         assert!(store.defers());
         store.create_app(1, "shop", Some("s1")).unwrap();
         for n in 0..customers {

@@ -127,10 +127,7 @@ impl Routes {
 
     /// The router, for any host state `S` (merge it into the host's).
     pub fn build<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
-        let syncer = self
-            .store
-            .defers()
-            .then(|| durable::Syncer::new(self.store.clone()));
+        let syncer = durable::Syncer::for_store(&self.store);
         routes(AppState {
             gateway: Arc::new(Gateway::new(self.store, self.settings)),
             body_timeout: self.body_timeout,
@@ -153,10 +150,7 @@ fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
 /// trailing slash) or with its JSON 404. Hosts use [`Routes`], which has no
 /// fallback.
 pub fn reference_router(gateway: Arc<Gateway>, body_timeout: Duration) -> Router {
-    let syncer = gateway
-        .store()
-        .defers()
-        .then(|| durable::Syncer::new(gateway.store().clone()));
+    let syncer = durable::Syncer::for_store(gateway.store());
     let state = AppState {
         gateway,
         body_timeout,

@@ -73,7 +73,7 @@ impl Store {
 
     /// Whether what `d` waits for is durable.
     pub(crate) fn is_durable(&self, d: Deferred) -> bool {
-        self.engine().durable_seq() >= d.seq
+        Self::covers(self.durable_seq(), d)
     }
 
     /// Whether a position [`Store::durable_seq`] reached covers `d`.

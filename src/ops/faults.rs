@@ -60,6 +60,25 @@ impl Store {
         let engine = store::faults::open(path, engine_options(&keys, &config), dir, data)?;
         Ok(Self::from_parts(engine, keys, config))
     }
+
+    /// A fresh [`Store::open_faulty`] with test settings in a temporary
+    /// directory (kept alive by the returned value), and its fault layer.
+    pub(crate) fn faulty_for_tests() -> (Self, store::faults::Faults, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+        let faults = store::faults::Faults::default();
+        let dir = store::faults::MemDir::with_faults(faults.clone());
+        let data = std::sync::Arc::new(store::faults::FaultyData::new(&dir));
+        let secret = StoreSecret::from_bytes([9; 32]);
+        let store = Self::open_faulty(
+            &tmp.path().join("data"),
+            &dir,
+            &data,
+            &secret,
+            Config::for_tests(),
+        )
+        .unwrap_or_else(|e| panic!("opening the faulty store: {e}"));
+        (store, faults, tmp)
+    }
 }
 
 #[cfg(test)]
