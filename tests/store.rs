@@ -40,6 +40,22 @@ fn john(store: &Store) -> (credstore::Customer, CustomerKey) {
         .unwrap()
 }
 
+/// The store's sled files opened directly (as another program or a damaged
+/// disk would change them), with the segment size they were made with.
+fn raw_sled(path: &Path) -> sled::Db {
+    let conf = String::from_utf8_lossy(&std::fs::read(path.join("conf")).unwrap()).into_owned();
+    let segment_size = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    sled::Config::new()
+        .path(path)
+        .segment_size(segment_size)
+        .open()
+        .unwrap()
+}
+
 fn event_count(store: &Store) -> usize {
     store.events(0, usize::MAX).unwrap().len()
 }
@@ -69,7 +85,45 @@ fn page_compression_is_chosen_at_creation_and_kept() {
             }
             assert!(store.login("johndoe@email.com", &pw("pass12345")).is_ok());
             assert!(conf(&path).contains(expect), "{name}: {}", conf(&path));
+            assert!(
+                conf(&path).contains("segment_size: 131072"),
+                "{name}: {}",
+                conf(&path)
+            );
         }
+    }
+}
+
+/// A new store's sled segments are 128 KiB (less disk: see the README's
+/// footprint section); a store made with sled's former 512 KiB ones keeps
+/// them — sled refuses to open its files with another size — and its data.
+#[test]
+fn a_store_made_with_512_kib_segments_keeps_them() {
+    let conf =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p.join("conf")).unwrap()).into_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    // sled's files as a release before this one made them: an empty
+    // database that the first open makes a store.
+    drop(
+        sled::Config::new()
+            .path(&path)
+            .segment_size(512 << 10)
+            .open()
+            .unwrap(),
+    );
+    for round in 0..3 {
+        let store = Store::open(&path, &secret(), Config::for_tests()).unwrap();
+        if round == 0 {
+            john(&store);
+        }
+        assert!(store.login("johndoe@email.com", &pw("pass12345")).is_ok());
+        drop(store);
+        assert!(
+            conf(&path).contains("segment_size: 524288"),
+            "{}",
+            conf(&path)
+        );
     }
 }
 
@@ -134,7 +188,7 @@ fn future_format_version_is_refused() {
     let path = dir.path().join("data");
     drop(Store::open(&path, &secret(), Config::for_tests()).unwrap());
     {
-        let db = sled::open(&path).unwrap();
+        let db = raw_sled(&path);
         let meta = db.open_tree("meta").unwrap();
         meta.insert(b"format_version", 99u32.to_be_bytes().to_vec())
             .unwrap();
@@ -163,7 +217,7 @@ fn corrupt_record_is_an_error_naming_tree_and_key() {
         john(&store).0.box_id
     };
     {
-        let db = sled::open(&path).unwrap();
+        let db = raw_sled(&path);
         let customers = db.open_tree("customers").unwrap();
         customers
             .insert(box_id.to_be_bytes(), vec![1u8, 0xff, 0xff, 0xff])

@@ -180,10 +180,12 @@ impl Config {
         self
     }
     /// Whether a new on-disk store compresses its pages with zstd (default
-    /// no). 1M customers take 1.45x their raw bytes in sled instead of
-    /// 2.68x, but every page sled writes is compressed and every page read
+    /// no). 1M customers take 2.2–2.3x their raw bytes in sled instead of
+    /// 3.4x, but every page sled writes is compressed and every page read
     /// from disk decompressed: over HTTP, SkyERP resets ran ~45% slower on
-    /// 2 cores, and point gets that miss the cache ~2.5x slower (README,
+    /// 2 cores, point gets that miss the cache ~2.5x slower, and the first
+    /// open after a long run, which reads back what sled wrote since the
+    /// last open, took 35 s after importing 1M customers (README,
     /// "Footprint"). A store keeps what it was created with: sled cannot
     /// change it later, and this setting is ignored for an existing store.
     pub fn with_page_compression(mut self, compress: bool) -> Self {

@@ -62,9 +62,10 @@ pub(crate) struct Global {
     /// Default: 19456,2,1 (RFC 9106 / OWASP).
     #[arg(long, global = true, value_name = "M,T,P", env = "CREDSTORE_ARGON2")]
     pub argon2: Option<String>,
-    /// Create a new data directory with zstd-compressed pages: about half
-    /// the disk space, slower writes (README, "Footprint"). An existing
-    /// store keeps what it was created with.
+    /// Create a new data directory with zstd-compressed pages: about 30%
+    /// less disk space, slower writes and reads, and a slow first start
+    /// after a long run (README, "Footprint"). An existing store keeps what
+    /// it was created with.
     #[arg(long, global = true, env = "CREDSTORE_COMPRESS_PAGES")]
     pub compress_pages: bool,
 }

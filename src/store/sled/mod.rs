@@ -449,17 +449,20 @@ fn check_directory(path: &Path) -> Result<(), Error> {
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// sled's files at `path`, waiting up to [`LOCK_WAIT`] for their lock.
-/// A new store's pages are compressed when `compress_new` says so.
+/// A new store's pages are compressed when `compress_new` says so, and its
+/// segments are [`NEW_SEGMENT_SIZE`]; an existing store keeps what it was
+/// made with.
 fn open_sled(path: &Path, cache_capacity: u64, compress_new: bool) -> Result<sled::Db, Error> {
     let start = std::time::Instant::now();
-    let compress = stored_compression(path).unwrap_or(compress_new);
+    let stored = StoredParameters::read(path);
     loop {
         match sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity)
             .flush_every_ms(Some(500))
-            .use_compression(compress)
+            .use_compression(stored.compression.unwrap_or(compress_new))
             .compression_factor(COMPRESSION_LEVEL)
+            .segment_size(stored.segment_size.unwrap_or(NEW_SEGMENT_SIZE))
             .open()
         {
             Err(e) if is_lock_error(&e) && start.elapsed() < LOCK_WAIT => {
@@ -475,17 +478,55 @@ fn open_sled(path: &Path, cache_capacity: u64, compress_new: bool) -> Result<sle
 /// may change between releases.
 const COMPRESSION_LEVEL: i32 = 3;
 
-/// Whether the sled files at `path` were made compressed, from the `conf`
-/// file sled keeps beside them (`use_compression: true|false`): sled
-/// refuses to open them with the other setting, so a store keeps the
-/// setting it was made with. `None` for a new store (or an unreadable
-/// `conf`, which sled itself then reports).
-fn stored_compression(path: &Path) -> Option<bool> {
-    let conf = std::fs::read(path.join("conf")).ok()?;
-    String::from_utf8_lossy(&conf)
-        .lines()
-        .find_map(|l| l.strip_prefix("use_compression: "))
-        .and_then(|v| v.trim().parse().ok())
+/// sled's segment size for a new store (sled's default: 512 KiB). sled
+/// cleans a segment only once at most half of it is live, so a store
+/// occupies up to about twice its live pages; smaller segments get there
+/// sooner. Measured with the footprint bench (1M imported customers,
+/// emails in random order): sled's files 4.23x the raw record bytes with
+/// 512 KiB segments, 3.41x with 128 KiB; imports and gets ran at the same
+/// speed. A record or node larger than a quarter of a segment (32 KiB)
+/// goes to its own file under `blobs/`, as sled does with any size.
+pub(crate) const NEW_SEGMENT_SIZE: usize = 128 << 10;
+
+/// What sled stored of a store's layout when it was made, from the `conf`
+/// file it keeps beside its files (`use_compression: true|false`,
+/// `segment_size: N`): sled refuses to open them with other settings, so a
+/// store keeps those it was made with. `None` for a new store (or an
+/// unreadable `conf`, which sled itself then reports).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct StoredParameters {
+    compression: Option<bool>,
+    segment_size: Option<usize>,
+}
+
+/// sled's configuration for the files at `path` as they were made, or for
+/// new ones as a new store makes them (tests that write sled's files
+/// directly, as a crash or another program would leave them).
+#[cfg(test)]
+pub(crate) fn raw_sled_config(path: &Path) -> sled::Config {
+    let stored = StoredParameters::read(path);
+    sled::Config::new()
+        .path(path)
+        .use_compression(stored.compression.unwrap_or(false))
+        .segment_size(stored.segment_size.unwrap_or(NEW_SEGMENT_SIZE))
+}
+
+impl StoredParameters {
+    fn read(path: &Path) -> Self {
+        let Ok(conf) = std::fs::read(path.join("conf")) else {
+            return Self::default();
+        };
+        let conf = String::from_utf8_lossy(&conf);
+        let value = |name: &str| {
+            conf.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+                .map(str::trim)
+        };
+        Self {
+            compression: value("use_compression").and_then(|v| v.parse().ok()),
+            segment_size: value("segment_size").and_then(|v| v.parse().ok()),
+        }
+    }
 }
 
 /// sled wraps the flock failure in another io::Error; its text says so.

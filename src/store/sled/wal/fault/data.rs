@@ -44,7 +44,7 @@ impl FaultyData {
     /// Writes `contents` into a new sled database at `path` (the data
     /// directory as a crash left it).
     pub fn restore(contents: &Contents, path: &Path) {
-        let db = sled::Config::new().path(path).open().unwrap();
+        let db = crate::store::sled::raw_sled_config(path).open().unwrap();
         for ((tree, key), value) in contents {
             db.open_tree(TreeId::ALL[*tree].name())
                 .unwrap()

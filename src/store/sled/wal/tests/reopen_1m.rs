@@ -93,7 +93,7 @@ fn reopen_run(
     let _ = std::fs::remove_dir_all(run);
     copy_dir(pristine, run);
     {
-        let db = sled::Config::new().path(run).open().unwrap();
+        let db = crate::store::sled::raw_sled_config(run).open().unwrap();
         let meta = db.open_tree(TreeId::Meta.name()).unwrap();
         meta.insert(WAL_SEQ, applied.to_be_bytes().to_vec())
             .unwrap();
