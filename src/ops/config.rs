@@ -46,6 +46,7 @@ pub struct Config {
     pub(crate) hashing_limit: usize,
     pub(crate) commit_delay: Duration,
     pub(crate) compress_pages: bool,
+    pub(crate) postgres_ca_file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for Config {
@@ -63,6 +64,7 @@ impl fmt::Debug for Config {
             .field("hashing_limit", &self.hashing_limit)
             .field("commit_delay", &self.commit_delay)
             .field("compress_pages", &self.compress_pages)
+            .field("postgres_ca_file", &self.postgres_ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +90,7 @@ impl Default for Config {
             hashing_limit: std::thread::available_parallelism().map_or(2, |n| n.get()),
             commit_delay: DEFAULT_COMMIT_DELAY,
             compress_pages: false,
+            postgres_ca_file: None,
         }
     }
 }
@@ -190,6 +193,16 @@ impl Config {
     /// change it later, and this setting is ignored for an existing store.
     pub fn with_page_compression(mut self, compress: bool) -> Self {
         self.compress_pages = compress;
+        self
+    }
+    /// The CA certificates (a PEM file) that a PostgreSQL server's
+    /// certificate must chain to, instead of Mozilla's roots, when the URL
+    /// asks for TLS (`sslmode=require`): a private CA, or a provider's own
+    /// (RDS, Azure and Cloud SQL publish theirs). The certificate's chain and
+    /// its host name are always checked (libpq's `verify-full`). Read when
+    /// the store opens; ignored by stores on disk.
+    pub fn with_postgres_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.postgres_ca_file = Some(path.into());
         self
     }
     /// Test hook: a predicate asked at named points inside transactions; when

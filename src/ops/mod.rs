@@ -268,6 +268,7 @@ fn engine_options(keys: &Keys, config: &Config) -> EngineOptions {
         commit_delay: config.commit_delay,
         hashing_limit: config.hashing_limit,
         compress_pages: config.compress_pages,
+        postgres_ca_file: config.postgres_ca_file.clone(),
         fingerprint: keys.fingerprint,
         first_box_id: config.first_box_id,
         fail_point: config.fail_point.clone(),

@@ -91,6 +91,10 @@ pub(crate) struct EngineOptions {
     /// Whether a new store's sled pages are compressed
     /// ([`crate::Config::with_page_compression`]).
     pub compress_pages: bool,
+    /// The CA certificates that a PostgreSQL server's certificate must
+    /// chain to ([`crate::Config::with_postgres_ca_file`]); `None`:
+    /// Mozilla's roots.
+    pub postgres_ca_file: Option<std::path::PathBuf>,
     pub fingerprint: [u8; 32],
     pub first_box_id: u64,
     pub fail_point: Option<FailPoint>,

@@ -55,6 +55,17 @@ pub(crate) struct Global {
         value_parser = |s: &str| Ok::<_, std::convert::Infallible>(PostgresUrl(s.to_owned()))
     )]
     pub postgres: Option<PostgresUrl>,
+    /// With `--postgres` and `sslmode=require` in its URL: the CA
+    /// certificates (PEM) that the server's certificate must chain to,
+    /// instead of Mozilla's roots. The chain and the host name are always
+    /// checked.
+    #[arg(
+        long,
+        global = true,
+        env = "CREDSTORE_POSTGRES_CA",
+        value_name = "FILE"
+    )]
+    pub postgres_ca: Option<PathBuf>,
     /// File holding the store secret (64 hex characters). Default: `<data dir>.secret`.
     #[arg(long, global = true, env = "CREDSTORE_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
@@ -145,6 +156,9 @@ impl Global {
                 )));
             };
             config = config.with_argon2(Argon2Params::new(m, t, p)?);
+        }
+        if let Some(ca) = &self.postgres_ca {
+            config = config.with_postgres_ca_file(ca);
         }
         Ok(config)
     }

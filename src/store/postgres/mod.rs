@@ -22,22 +22,32 @@
 //!   `synchronous_commit = on`, that is once it is in the server's WAL on
 //!   disk);
 //! - the `postgres` client runs its own small runtime: call the store off
-//!   async executors, and drop it there too.
+//!   async executors, and drop it there too;
+//! - TLS (rustls) when the URL's `sslmode` asks for it, the server's
+//!   certificate always checked, chain and host name ([`tls`]); without
+//!   `sslmode` the connection is not encrypted, as before TLS was
+//!   supported.
 //!
 //! Everything here is the only code that names the `postgres` crate.
 
 mod sql;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 mod tx;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use r2d2_postgres::PostgresConnectionManager;
-use r2d2_postgres::postgres::{Config as PgConfig, NoTls};
+use r2d2_postgres::postgres::Config as PgConfig;
+use r2d2_postgres::postgres::config::{Host, SslMode};
 use r2d2_postgres::r2d2;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::EngineOptions;
 use super::backend::{Backend, BackendTx, Rows};
@@ -46,8 +56,8 @@ use super::meta;
 use crate::error::{Error, StorageError};
 
 type PgError = r2d2_postgres::postgres::Error;
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-type Connection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
+type Connection = r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>;
 
 /// Connections per store (each instance has its own pool).
 const POOL_SIZE: u32 = 16;
@@ -109,12 +119,117 @@ fn storage(context: &'static str, detail: impl Into<String>) -> Error {
 }
 
 /// A server error in one line: its SQLSTATE and message, without the
-/// DETAIL (which may quote row values) or the connection string.
+/// DETAIL (which may quote row values) or the connection string; another
+/// error with its causes (`error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer`).
 fn describe(e: &PgError) -> String {
     match e.as_db_error() {
         Some(db) => format!("SQLSTATE {}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                text.push_str(": ");
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            text
+        }
     }
+}
+
+/// The connection settings of `url` (`postgresql://…` or key=value pairs).
+/// `sslmode` is libpq's: `disable`, `prefer`, `require`, and `verify-ca`
+/// and `verify-full`, which mean `require` here (that checks as much as
+/// `verify-full`: [`tls`]). Without `sslmode` the connection is not
+/// encrypted, as before credstore supported TLS (libpq's default,
+/// `prefer`, would turn it on against a server with a self-signed
+/// certificate, which [`tls`] refuses).
+fn pg_config(url: &str) -> Result<PgConfig, Error> {
+    let url = url
+        .replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require");
+    // The parse error is not shown: it may quote the URL's password.
+    let mut config: PgConfig = url.parse().map_err(|_| {
+        storage(
+            "reading the PostgreSQL URL",
+            "not a valid connection string (postgresql://user[:password]@host[:port]/dbname\
+             [?sslmode=require])",
+        )
+    })?;
+    if !names_sslmode(&url) {
+        config.ssl_mode(SslMode::Disable);
+    }
+    Ok(config)
+}
+
+/// Whether the connection string sets `sslmode` (in a URL's query, or as a
+/// key=value pair).
+fn names_sslmode(url: &str) -> bool {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        url.split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|kv| kv.starts_with("sslmode=")))
+    } else {
+        url.split_whitespace().any(|kv| kv.starts_with("sslmode"))
+    }
+}
+
+/// Whether every host of `config` is a Unix socket or a loopback address.
+fn on_loopback(config: &PgConfig) -> bool {
+    let addrs = config.get_hostaddrs();
+    config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .all(|(i, host)| match host {
+            Host::Unix(_) => true,
+            Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+                    || addrs.get(i).is_some_and(std::net::IpAddr::is_loopback)
+            }
+        })
+}
+
+/// The TLS connector of the pool. It is used when the URL's `sslmode`
+/// asks for TLS (`require`; with `prefer`, when the server offers it), and
+/// then the server's certificate must chain to `ca_file`'s certificates
+/// (a PEM file) or, without one, to Mozilla's roots, and name the host
+/// the URL names (libpq's `verify-full`: encryption with an unchecked
+/// certificate, libpq's `require`, would let anyone on the path read the
+/// store). rustls with ring, as for SMTP.
+fn tls(ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect, Error> {
+    let doing = "reading the PostgreSQL CA file";
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| storage(doing, format!("{}: {e}", path.display())))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| storage(doing, format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| storage(doing, format!("{}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(storage(
+                    doing,
+                    format!("{}: no PEM certificate in it", path.display()),
+                ));
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| storage("setting up TLS for PostgreSQL", e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 impl PostgresBackend {
@@ -123,14 +238,23 @@ impl PostgresBackend {
     /// the schema version and the store's identity (a new store is
     /// initialised).
     pub fn open(url: &str, opts: &EngineOptions) -> Result<Self, Error> {
-        // The parse error is not shown: it may quote the URL's password.
-        let config: PgConfig = url.parse().map_err(|_| {
-            storage(
-                "reading the PostgreSQL URL",
-                "not a valid connection string (postgresql://user[:password]@host[:port]/dbname)",
-            )
-        })?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let config = pg_config(url)?;
+        if config.get_ssl_mode() == SslMode::Disable && !on_loopback(&config) {
+            tracing::warn!(
+                "the connection to PostgreSQL is not encrypted and its host is not \
+                 loopback: add sslmode=require to the URL"
+            );
+        }
+        let tls = tls(opts.postgres_ca_file.as_deref())?;
+        // One connection first, outside the pool: the pool reports a refused
+        // connection only as a timeout, after CONNECT_TIMEOUT, without its
+        // cause (a certificate refused, a wrong password, no server).
+        drop(
+            config
+                .connect(tls.clone())
+                .map_err(|e| storage("connecting to PostgreSQL", describe(&e)))?,
+        );
+        let manager = PostgresConnectionManager::new(config, tls);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))

@@ -11,7 +11,7 @@ use super::*;
 use crate::store::schema::{Counter, TreeId};
 
 /// The server's URL; `None` outside CI without one (the test is skipped).
-fn server() -> Option<String> {
+pub(super) fn server() -> Option<String> {
     match std::env::var("CREDSTORE_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
@@ -25,7 +25,7 @@ fn server() -> Option<String> {
 }
 
 /// A fresh schema; the URL that uses it.
-fn schema(url: &str) -> String {
+pub(super) fn schema(url: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "u_{}_{}_{}",
@@ -40,7 +40,7 @@ fn schema(url: &str) -> String {
     format!("{url}?options=-c%20search_path%3D{name}")
 }
 
-fn opts() -> EngineOptions {
+pub(super) fn opts() -> EngineOptions {
     EngineOptions {
         durability: crate::store::Durability::Immediate,
         cache_capacity: 0,
@@ -48,6 +48,7 @@ fn opts() -> EngineOptions {
         commit_delay: std::time::Duration::ZERO,
         hashing_limit: 2,
         compress_pages: false,
+        postgres_ca_file: None,
         fingerprint: [3; 32],
         first_box_id: 10,
         fail_point: None,
@@ -59,7 +60,7 @@ fn open() -> Option<(PostgresBackend, String)> {
     Some((PostgresBackend::open(&url, &opts()).unwrap(), url))
 }
 
-fn read(b: &PostgresBackend, key: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn read(b: &PostgresBackend, key: &[u8]) -> Option<Vec<u8>> {
     crate::store::backend::get_owned(|f| b.get(TreeId::Customers, key, f)).unwrap()
 }
 
@@ -198,7 +199,7 @@ fn an_unreachable_server_is_not_healthy() {
     let pool = r2d2::Pool::builder()
         .min_idle(Some(0))
         .connection_timeout(Duration::from_millis(300))
-        .build(PostgresConnectionManager::new(config, NoTls))
+        .build(PostgresConnectionManager::new(config, tls(None).unwrap()))
         .unwrap();
     let gone = PostgresBackend {
         pool,

@@ -40,6 +40,7 @@ pub(super) fn engine_opts() -> EngineOptions {
         commit_delay: Duration::ZERO,
         hashing_limit: 2,
         compress_pages: false,
+        postgres_ca_file: None,
         fingerprint: [7; 32],
         first_box_id: 1,
         fail_point: None,
