@@ -502,7 +502,7 @@ struct StoredParameters {
 /// sled's configuration for the files at `path` as they were made, or for
 /// new ones as a new store makes them (tests that write sled's files
 /// directly, as a crash or another program would leave them).
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn raw_sled_config(path: &Path) -> sled::Config {
     let stored = StoredParameters::read(path);
     sled::Config::new()
