@@ -170,6 +170,41 @@ fn a_damaged_segment_header_with_records_after_it_is_refused() {
     ));
 }
 
+/// The same damage on the last slot that holds records: no later segment in
+/// the chain shows that the log goes on, and the damaged header no longer
+/// says which segment its slot is, so only the slot's own records tell.
+/// Recovery must look into it rather than take the break for the log's end
+/// and drop the acknowledged records k..n without a word. (cargo mutants:
+/// with the look into headerless slots removed, every other test passed.)
+#[test]
+fn a_damaged_header_on_the_last_slot_is_refused_not_taken_for_the_end() {
+    let n = 12;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = record_run(&tmp.path().join("db"), 2048, n, 0, 3);
+    let k = (1..n)
+        .rev()
+        .find(|&k| run.spans[k].0 != run.spans[k - 1].0)
+        .expect("the log spans several slots");
+    let (slot, _, _) = run.spans[k];
+    assert!(run.spans[k..].iter().all(|s| s.0 == slot), "the last slot");
+    let bad = run.dir.crash(Crash::KeepAll);
+    bad.flip_bit(slot, 9, 0);
+    let r = Recovery::read(Box::new(bad.clone()), wal_opts(2048), 0).unwrap();
+    let c = r.corruption().expect("damage");
+    assert_eq!((c.seq, c.last_valid), (k as u64 + 1, n as u64));
+    assert!(matches!(
+        open_mem_error(&bad, wal_opts(2048)),
+        crate::Error::CorruptLog { .. }
+    ));
+    // Truncating on purpose keeps what precedes the break, and says what
+    // it dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let e = open_mem_truncating(&dir.path().join("db"), &bad, wal_opts(2048));
+    let t = e.recovery().truncated.expect("it dropped records");
+    assert_eq!((t.first_dropped, t.last_dropped), (k as u64 + 1, n as u64));
+    assert!(state(&e) == run.states[k], "the records before the break");
+}
+
 #[test]
 fn a_new_generation_ignores_the_old_ones_bytes() {
     // A slot reused by generation 2 right after a crash of generation 1:
