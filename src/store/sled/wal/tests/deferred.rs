@@ -170,3 +170,33 @@ fn a_leader_gathers_the_threads_deferring_until_they_appended() {
     wal.sync_appended().unwrap();
     assert!(wal.gathered());
 }
+
+/// After a reopen, a sync with nothing appended yet covers nothing: the
+/// first commit after it still waits for a sync of its own, and survives a
+/// crash that drops what was not synced. (cargo mutants: a log that started
+/// with its last appended sequence number one ahead passed every other
+/// test; such a sync then counted the next record as durable before it
+/// existed, and its commit returned without one.)
+#[test]
+fn a_sync_before_the_first_commit_after_a_reopen_covers_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db");
+    let dir = MemDir::new();
+    {
+        let e = open_mem(&path, &dir, wal_opts(1 << 20));
+        commit(&e, &put(b"j", 1)).unwrap();
+    }
+    let e = open_mem(&path, &dir, wal_opts(1 << 20));
+    let wal = e.wal().unwrap();
+    let (last, syncs) = (wal.stats().last_seq, wal.stats().syncs);
+    assert_eq!(wal.sync_appended().unwrap(), last);
+    assert_eq!(wal.stats().syncs, syncs, "nothing was there to sync");
+    commit(&e, &put(b"k", 7)).unwrap();
+    assert_eq!(wal.stats().last_seq, last + 1);
+    assert_eq!(wal.stats().syncs, syncs + 1, "the commit synced its record");
+    let (kept, _) = recover_fresh(&dir.crash(Crash::DropUnsynced), 1 << 20);
+    assert_eq!(
+        kept.get(&(TreeId::Customers as usize, b"k".to_vec())),
+        Some(&vec![7])
+    );
+}
