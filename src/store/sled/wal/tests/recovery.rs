@@ -427,3 +427,29 @@ fn after_truncating_at_damage_the_dropped_records_never_come_back() {
     };
     assert!(customers(state(&e)) == customers(expected));
 }
+
+/// A restart reuses the slots of the configured size and removes any other
+/// (an earlier configuration's, or one too short to hold a header), then
+/// goes on writing. (cargo mutants: with the two kinds swapped, every other
+/// test passed: the log deleted its slots and wrote into the odd one.)
+#[test]
+fn a_restart_reuses_the_slots_of_its_size_and_removes_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db");
+    let run = record_run(&path, 2048, 12, 0, 5);
+    let dir = run.dir.crash(Crash::KeepAll);
+    let before = dir.list_slots().unwrap();
+    assert!(before.len() > 1, "{before:?}");
+    dir.create_slot(99, 1000).unwrap();
+    let e = open_mem(&path, &dir, wal_opts(2048));
+    let after = dir.list_slots().unwrap();
+    assert!(!after.contains(&99), "{after:?}");
+    assert_eq!(after, before, "the same slots, reused");
+    // The log goes on in them.
+    let mut rng = Rng(11);
+    for _ in 0..12 {
+        commit(&e, &random_tx(&mut rng)).unwrap();
+    }
+    assert_eq!(e.wal().unwrap().stats().last_seq, 24);
+    assert!(!dir.list_slots().unwrap().contains(&99));
+}
