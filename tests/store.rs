@@ -40,11 +40,15 @@ fn john(store: &Store) -> (credstore::Customer, CustomerKey) {
         .unwrap()
 }
 
+/// The `conf` file sled keeps beside its files (its layout parameters).
+fn conf(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path.join("conf")).unwrap()).into_owned()
+}
+
 /// The store's sled files opened directly (as another program or a damaged
 /// disk would change them), with the segment size they were made with.
 fn raw_sled(path: &Path) -> sled::Db {
-    let conf = String::from_utf8_lossy(&std::fs::read(path.join("conf")).unwrap()).into_owned();
-    let segment_size = conf
+    let segment_size = conf(path)
         .lines()
         .find_map(|l| l.strip_prefix("segment_size: "))
         .and_then(|v| v.trim().parse().ok())
@@ -69,8 +73,6 @@ fn event_count(store: &Store) -> usize {
 /// its data and its setting.
 #[test]
 fn page_compression_is_chosen_at_creation_and_kept() {
-    let conf =
-        |p: &Path| String::from_utf8_lossy(&std::fs::read(p.join("conf")).unwrap()).into_owned();
     let dir = tempfile::tempdir().unwrap();
     for (name, at_creation, later, expect) in [
         ("plain", false, true, "use_compression: false"),
@@ -99,8 +101,6 @@ fn page_compression_is_chosen_at_creation_and_kept() {
 /// them — sled refuses to open its files with another size — and its data.
 #[test]
 fn a_store_made_with_512_kib_segments_keeps_them() {
-    let conf =
-        |p: &Path| String::from_utf8_lossy(&std::fs::read(p.join("conf")).unwrap()).into_owned();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data");
     // sled's files as a release before this one made them: an empty

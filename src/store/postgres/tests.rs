@@ -10,18 +10,24 @@ use super::tx::{self, Attempt};
 use super::*;
 use crate::store::schema::{Counter, TreeId};
 
-/// The server's URL; `None` outside CI without one (the test is skipped).
-pub(super) fn server() -> Option<String> {
-    match std::env::var("CREDSTORE_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
+/// The value of `.ci/postgres.sh`'s variable `name`; `None` outside CI
+/// without it (the test is skipped), a panic in CI.
+pub(super) fn from_ci(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Some(value),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but CREDSTORE_POSTGRES_URL is not set")
+            panic!("CI=true but {name} is not set")
         }
         _ => {
-            eprintln!("skipped: CREDSTORE_POSTGRES_URL is not set");
+            eprintln!("skipped: {name} is not set");
             None
         }
     }
+}
+
+/// The server's URL; `None` outside CI without one (the test is skipped).
+pub(super) fn server() -> Option<String> {
+    from_ci("CREDSTORE_POSTGRES_URL")
 }
 
 /// A fresh schema; the URL that uses it.

@@ -7,22 +7,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use r2d2_postgres::postgres::{Client, NoTls};
 
-use super::tests::{opts, read, schema, server};
+use super::tests::{from_ci, opts, read, schema, server};
 use super::*;
 use crate::store::schema::TreeId;
 
 /// The test server's CA; `None` outside CI without one (the test is skipped).
 fn test_ca() -> Option<PathBuf> {
-    match std::env::var("CREDSTORE_TEST_POSTGRES_CA") {
-        Ok(path) if !path.is_empty() => Some(PathBuf::from(path)),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but CREDSTORE_TEST_POSTGRES_CA is not set")
-        }
-        _ => {
-            eprintln!("skipped: CREDSTORE_TEST_POSTGRES_CA is not set");
-            None
-        }
-    }
+    from_ci("CREDSTORE_TEST_POSTGRES_CA").map(PathBuf::from)
 }
 
 fn with_ca(ca: Option<PathBuf>) -> EngineOptions {

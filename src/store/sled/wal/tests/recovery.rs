@@ -158,6 +158,14 @@ fn a_damaged_segment_header_with_records_after_it_is_refused() {
     let k = (1..n)
         .find(|&k| run.spans[k].0 != run.spans[k - 1].0)
         .expect("the log spans several slots");
+    damage_header_and_expect_refusal(&run, k, n);
+}
+
+/// Damages the segment header of the slot where record `k` (0-based)
+/// begins, and checks that the break at `k + 1` is reported as corruption
+/// with valid records up to `n` after it, and that opening is refused.
+/// Returns the damaged log.
+fn damage_header_and_expect_refusal(run: &Recorded, k: usize, n: usize) -> MemDir {
     let (slot, _, _) = run.spans[k];
     let bad = run.dir.crash(Crash::KeepAll);
     bad.flip_bit(slot, 9, 0);
@@ -168,6 +176,7 @@ fn a_damaged_segment_header_with_records_after_it_is_refused() {
         open_mem_error(&bad, wal_opts(2048)),
         crate::Error::CorruptLog { .. }
     ));
+    bad
 }
 
 /// The same damage on the last slot that holds records: no later segment in
@@ -185,17 +194,9 @@ fn a_damaged_header_on_the_last_slot_is_refused_not_taken_for_the_end() {
         .rev()
         .find(|&k| run.spans[k].0 != run.spans[k - 1].0)
         .expect("the log spans several slots");
-    let (slot, _, _) = run.spans[k];
+    let slot = run.spans[k].0;
     assert!(run.spans[k..].iter().all(|s| s.0 == slot), "the last slot");
-    let bad = run.dir.crash(Crash::KeepAll);
-    bad.flip_bit(slot, 9, 0);
-    let r = Recovery::read(Box::new(bad.clone()), wal_opts(2048), 0).unwrap();
-    let c = r.corruption().expect("damage");
-    assert_eq!((c.seq, c.last_valid), (k as u64 + 1, n as u64));
-    assert!(matches!(
-        open_mem_error(&bad, wal_opts(2048)),
-        crate::Error::CorruptLog { .. }
-    ));
+    let bad = damage_header_and_expect_refusal(&run, k, n);
     // Truncating on purpose keeps what precedes the break, and says what
     // it dropped.
     let dir = tempfile::tempdir().unwrap();
