@@ -110,4 +110,7 @@ pub use ops::{
     Config, DEFAULT_COMMIT_DELAY, FAILURE_MEMORY, LockoutPolicy, MAX_EVENTS_PER_READ, Store,
 };
 pub use ops::{MIN_SALT, SignedPasswordChange};
-pub use store::{Durability, FailPoint, Health, IntegrityReport, LogStats, LogTruncation, Retries};
+pub use store::{
+    CompactPages, Compaction, Durability, FailPoint, Health, IntegrityReport, LogStats,
+    LogTruncation, Retries,
+};

@@ -1095,5 +1095,20 @@ fn a_running_server_locks_the_directory_and_the_cli_says_so() {
     let (code, _, err) = cli(&data, &["check"], "");
     assert_ne!(code, 0);
     assert!(err.contains("locked by another process"), "{err}");
+    // Compaction too, leaving nothing behind.
+    let (code, _, err) = cli(&data, &["compact", "--pages", "on"], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("locked by another process"), "{err}");
+    assert!(!data.join("compact.tmp").exists());
     drop(server);
+
+    // Stopped, the store compacts (and its pages can be compressed).
+    let (code, out, err) = cli(&data, &["compact", "--pages", "on"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("compressed pages"), "{out}");
+    let (code, out, err) = cli(&data, &["check"], "");
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = cli(&data, &["compact", "--pages", "sideways"], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("possible values"), "{err}");
 }

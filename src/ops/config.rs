@@ -189,8 +189,9 @@ impl Config {
     /// 2 cores, point gets that miss the cache ~2.5x slower, and the first
     /// open after a long run, which reads back what sled wrote since the
     /// last open, took 35 s after importing 1M customers (README,
-    /// "Footprint"). A store keeps what it was created with: sled cannot
-    /// change it later, and this setting is ignored for an existing store.
+    /// "Footprint"). A store keeps what it was created with, and this
+    /// setting is ignored for an existing store: [`crate::Store::compact`]
+    /// with [`crate::CompactPages`] changes it.
     pub fn with_page_compression(mut self, compress: bool) -> Self {
         self.compress_pages = compress;
         self

@@ -7,7 +7,7 @@ use super::{Config, Store, engine_options};
 use crate::crypto::Keys;
 use crate::error::Error;
 use crate::model::StoreSecret;
-use crate::store::{self, Health, LogStats, LogTruncation};
+use crate::store::{self, CompactPages, Compaction, Health, LogStats, LogTruncation};
 
 impl Store {
     /// Whether the store accepts writes. [`Health::Failed`] after a write or
@@ -42,6 +42,32 @@ impl Store {
         let (engine, truncated) =
             store::open_truncating_log(path.as_ref(), engine_options(&keys, &config))?;
         Ok((Self::from_parts(engine, keys, config), truncated))
+    }
+
+    /// Rewrites the store at `path` with every record in key order, which
+    /// gives back the space a store grown by random inserts wastes (sled
+    /// never does; see the README's performance table), and, with `pages`,
+    /// turns page compression on or off. The `credstore compact` command.
+    ///
+    /// Offline: fails, changing nothing, while the store is open anywhere
+    /// (and [`Store::open`] is refused while it runs). Needs free space for
+    /// a copy of sled's files; the copy is compared record by record with
+    /// the store before it replaces it, and a crash at any point leaves
+    /// either the old files or the new ones for the next open (which
+    /// finishes an interrupted swap). The write-ahead log is kept as it is,
+    /// so no secret is needed.
+    pub fn compact(path: impl AsRef<Path>, pages: CompactPages) -> Result<Compaction, Error> {
+        store::compact(path.as_ref(), pages, None)
+    }
+
+    /// [`Store::compact`] with a fail point (tests).
+    #[doc(hidden)]
+    pub fn compact_with_fail_point(
+        path: impl AsRef<Path>,
+        pages: CompactPages,
+        fail: &crate::FailPoint,
+    ) -> Result<Compaction, Error> {
+        store::compact(path.as_ref(), pages, Some(fail))
     }
 }
 

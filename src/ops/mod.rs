@@ -110,8 +110,10 @@ impl Store {
     }
 
     /// Opens the store in the PostgreSQL database at `url`
-    /// (`postgresql://user[:password]@host[:port]/dbname`; TLS is not
-    /// supported: use a loopback or private network), creating its tables
+    /// (`postgresql://user[:password]@host[:port]/dbname`; with
+    /// `?sslmode=require` (or `verify-ca`, `verify-full`) over TLS, the
+    /// server's certificate and host name checked against Mozilla's roots or
+    /// [`Config::with_postgres_ca_file`]), creating its tables
     /// when they are missing. Any number of processes may open the same
     /// database at once: every guarantee holds across them (SPEC §13).
     /// Fails like [`Store::open`] on another secret or a newer schema, and

@@ -40,6 +40,7 @@ mod tx;
 
 use std::path::Path;
 
+pub use self::sled::compact::{CompactPages, Compaction};
 pub(crate) use engine::Engine;
 #[cfg(feature = "server")]
 pub(crate) use engine::commits_begun;
@@ -105,6 +106,15 @@ pub(crate) struct EngineOptions {
 pub(crate) fn open_on_disk(path: &Path, opts: EngineOptions) -> Result<Engine, Error> {
     let backend = sled::SledBackend::open(path, &opts)?;
     Ok(Engine::new(Box::new(backend), opts.fail_point))
+}
+
+/// Rewrites the store at `path` in key order ([`crate::Store::compact`]).
+pub(crate) fn compact(
+    path: &Path,
+    pages: CompactPages,
+    fail: Option<&FailPoint>,
+) -> Result<Compaction, Error> {
+    self::sled::compact::compact(path, pages, fail)
 }
 
 /// [`open_on_disk`] that accepts losing the records after a damaged one in

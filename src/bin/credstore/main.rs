@@ -76,7 +76,7 @@ pub(crate) struct Global {
     /// Create a new data directory with zstd-compressed pages: about 30%
     /// less disk space, slower writes and reads, and a slow first start
     /// after a long run (README, "Footprint"). An existing store keeps what
-    /// it was created with.
+    /// it was created with; `compact --pages on|off` changes it.
     #[arg(long, global = true, env = "CREDSTORE_COMPRESS_PAGES")]
     pub compress_pages: bool,
 }
@@ -105,6 +105,11 @@ enum Command {
     /// `--truncate-at-corruption`, accept losing the write-ahead log's
     /// records after a damaged one.
     Recover(admin::RecoverArgs),
+    /// Rewrite the store's files in key order, giving back the space sled
+    /// wastes as a store grows (run it with no server on the store; it
+    /// needs room for a copy). `--pages on|off` turns page compression
+    /// on or off.
+    Compact(admin::CompactArgs),
     /// Print the event log.
     Log(admin::LogArgs),
     /// Print counts and sizes.
@@ -247,6 +252,7 @@ fn main() -> ExitCode {
         Command::Purge => admin::purge(&cli.global),
         Command::Check => admin::check(&cli.global),
         Command::Recover(args) => admin::recover(&cli.global, args),
+        Command::Compact(args) => admin::compact(&cli.global, args),
         Command::Log(args) => admin::log(&cli.global, args),
         Command::Stats => admin::stats(&cli.global),
         Command::Dump(args) => dump::dump(&cli.global, args),

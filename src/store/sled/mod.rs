@@ -13,6 +13,7 @@
 
 mod checkpoint;
 mod commit;
+pub(crate) mod compact;
 mod overlay;
 mod perms;
 mod tx;
@@ -95,6 +96,10 @@ impl SledBackend {
         path: &Path,
         opts: &EngineOptions,
     ) -> Result<(Self, Option<LogTruncation>), Error> {
+        if path.is_dir() {
+            let _lock = compact::DirLock::acquire(path)?;
+            compact::finish_interrupted(path)?;
+        }
         if !path.join("conf").is_file() {
             return Err(Error::Storage(StorageError::new(
                 "recovering the store",
@@ -156,8 +161,22 @@ impl SledBackend {
             data_files,
             truncate_at_corruption,
         } = with;
+        // The directory's lock, held while sled opens: a compaction swaps
+        // sled's files under it, and one a crash interrupted is finished
+        // (or undone) here first.
+        let lock = if path.is_dir() {
+            let lock = compact::DirLock::acquire(path)?;
+            compact::finish_interrupted(path)?;
+            Some(lock)
+        } else {
+            None
+        };
         check_directory(path)?;
         perms::create_private_dir(path)?;
+        let _lock = match lock {
+            Some(lock) => lock,
+            None => compact::DirLock::acquire(path)?,
+        };
         if let Some(warning) = perms::exposure(path) {
             tracing::warn!("{warning}");
         }
