@@ -307,3 +307,53 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A disk that fills during the copy: `credstore compact` runs with a file
+/// size limit (`ulimit -f`, SIGXFSZ ignored), so that its writes past the
+/// limit fail as on a full disk. The command fails with the I/O error and
+/// without a panic, the copy is removed, and the store is unchanged.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_disk_that_fills_during_the_copy_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("data");
+    grow(&path, 20_000, false);
+    // The limit must let sled open the store (it writes into its file when
+    // it opens it) and stop the copy: a compacted compressed store, copied
+    // uncompressed, grows ~1.6x.
+    Store::compact(&path, CompactPages::Compressed).unwrap();
+    let before = dump(&path);
+    let db = std::fs::metadata(path.join("db")).unwrap().len();
+    let limit_kib = db * 5 / 4 / 1024;
+
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            r#"ulimit -f {limit_kib} && trap "" XFSZ && exec "$0" "$@""#
+        ))
+        .arg(env!("CARGO_BIN_EXE_credstore"))
+        .arg("--data")
+        .arg(&path)
+        .args(["compact", "--pages", "off"])
+        .env_remove("CREDSTORE_POSTGRES_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("writing the compacted copy"), "{err}");
+    assert!(
+        err.contains("File too large"),
+        "the I/O error is told: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(leftovers(&path).is_empty(), "{:?}", leftovers(&path));
+    assert!(conf(&path).contains("use_compression: true"));
+    assert_eq!(dump(&path), before);
+    // Without the limit it compacts.
+    assert!(
+        !Store::compact(&path, CompactPages::Uncompressed)
+            .unwrap()
+            .compressed
+    );
+    assert_eq!(dump(&path), before);
+}
