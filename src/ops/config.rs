@@ -184,7 +184,8 @@ impl Config {
     }
     /// Whether a new on-disk store compresses its pages with zstd (default
     /// no). 1M customers take 2.2–2.3x their raw bytes in sled instead of
-    /// 3.4x, but every page sled writes is compressed and every page read
+    /// 3.4x (1.5x instead of 2.5x once compacted: [`crate::Store::compact`]),
+    /// but every page sled writes is compressed and every page read
     /// from disk decompressed: over HTTP, SkyERP resets ran ~45% slower on
     /// 2 cores, point gets that miss the cache ~2.5x slower, and the first
     /// open after a long run, which reads back what sled wrote since the

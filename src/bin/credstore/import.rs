@@ -102,6 +102,11 @@ fn import_line(store: &Store, text: &str) -> Result<u64, String> {
     Ok(box_id)
 }
 
+/// Imports at least this large end with a hint to compact the store: 1M
+/// customers left sled's files 2.3x their raw bytes (1.5x compacted) and
+/// the next open reading back the import for 37 s (with compressed pages).
+const COMPACT_HINT: u64 = 100_000;
+
 pub fn run(g: &Global, args: ImportArgs) -> CliResult {
     // A bulk import commits without a sync per line and flushes once at the
     // end: a crash mid-import loses the tail, and re-running reports the lines
@@ -151,6 +156,12 @@ pub fn run(g: &Global, args: ImportArgs) -> CliResult {
     }
     store.flush()?;
     println!("imported {ok} customers, {failed} lines failed");
+    if ok >= COMPACT_HINT && !g.on_postgres() {
+        eprintln!(
+            "hint: `credstore compact` (with no server running) now gives back the space \
+             the import left unused and makes the next start fast (README, \"Footprint\")"
+        );
+    }
     if failed > 0 {
         Ok(ExitCode::FAILURE)
     } else {
