@@ -95,6 +95,21 @@ fn compaction_keeps_every_record_and_gives_back_space() {
     assert!(!done.compressed);
     assert!(conf(&path).contains("use_compression: false"));
     assert!(leftovers(&path).is_empty(), "{:?}", leftovers(&path));
+    #[cfg(unix)]
+    {
+        // The copy was made private before it was swapped in.
+        use std::os::unix::fs::PermissionsExt;
+        for e in std::fs::read_dir(&path).unwrap() {
+            let e = e.unwrap();
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            let want = if e.file_type().unwrap().is_dir() {
+                0o700
+            } else {
+                0o600
+            };
+            assert_eq!(mode, want, "{:?}", e.file_name());
+        }
+    }
 
     assert_eq!(dump(&path), before, "the same records after compaction");
     let store = Store::open(&path, &secret(), config()).unwrap();
