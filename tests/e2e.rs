@@ -1112,3 +1112,52 @@ fn a_running_server_locks_the_directory_and_the_cli_says_so() {
     assert_ne!(code, 0);
     assert!(err.contains("possible values"), "{err}");
 }
+
+/// An admin command whose standard output is closed (`credstore log | head`)
+/// ends quietly with status 141, as a shell reports SIGPIPE, instead of
+/// panicking on the broken pipe; a full disk behind it is an error line.
+#[test]
+fn admin_output_to_a_closed_pipe_or_a_full_disk_ends_without_a_panic() {
+    let (_dir, data) = data_dir();
+    let (code, _, err) = cli(
+        &data,
+        &["customer", "add", "--email", "a@example.com"],
+        "pass12345word\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut child = Command::new(BIN)
+        .env_remove("CREDSTORE_POSTGRES_URL")
+        .arg("--data")
+        .arg(&data)
+        .arg("stats")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the command has opened the store, let alone printed.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    if Path::new("/dev/full").exists() {
+        let out = Command::new(BIN)
+            .env_remove("CREDSTORE_POSTGRES_URL")
+            .arg("--data")
+            .arg(&data)
+            .arg("stats")
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            )
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("cannot write to standard output"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

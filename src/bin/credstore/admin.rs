@@ -176,7 +176,7 @@ fn read_line(what: &str) -> Result<String, Failure> {
 }
 
 fn print_app(a: &credstore::App) {
-    println!(
+    outln!(
         "{}\t{}\t{}\t{}\tcreated {}",
         a.user_code,
         a.shop_key.as_deref().unwrap_or("-"),
@@ -192,7 +192,7 @@ pub fn app(g: &Global, cmd: AppCommand) -> CliResult {
         AppCommand::Add(a) => {
             let (app, key) = store.create_app(a.user_code, &a.name, a.shop.as_deref())?;
             print_app(&app);
-            println!("app_key: {}", key.expose_secret());
+            outln!("app_key: {}", key.expose_secret());
             eprintln!("(the key is shown only now; the store keeps it sealed)");
         }
         AppCommand::Import(a) => {
@@ -215,24 +215,28 @@ pub fn app(g: &Global, cmd: AppCommand) -> CliResult {
 
 fn print_customer(c: &credstore::Customer) {
     let f = c.flags;
-    println!("box_id: {}", c.box_id);
-    println!("email: {}", c.email);
-    println!("name: {} {}", c.first_name, c.last_name);
-    println!(
+    outln!("box_id: {}", c.box_id);
+    outln!("email: {}", c.email);
+    outln!("name: {} {}", c.first_name, c.last_name);
+    outln!(
         "flags: is_active={} is_enable={} is_business={} is_vip={} must_change_password={}",
-        f.is_active, f.is_enable, f.is_business, f.is_vip, f.must_change_password
+        f.is_active,
+        f.is_enable,
+        f.is_business,
+        f.is_vip,
+        f.must_change_password
     );
-    println!("enrolment_date: {}", c.enrolment_date);
-    println!(
+    outln!("enrolment_date: {}", c.enrolment_date);
+    outln!(
         "activation_date: {}",
         c.activation_date
             .map(|t| t.to_string())
             .unwrap_or_else(|| "-".into())
     );
-    println!("credential_version: {}", c.credential_version);
-    println!("failed_logins: {}", c.failed_logins);
+    outln!("credential_version: {}", c.credential_version);
+    outln!("failed_logins: {}", c.failed_logins);
     if let Some(u) = c.locked_until {
-        println!("locked_until: {u}");
+        outln!("locked_until: {u}");
     }
 }
 
@@ -251,7 +255,7 @@ pub fn customer(g: &Global, cmd: CustomerCommand) -> CliResult {
             };
             let (c, key) = store.register(new)?;
             print_customer(&c);
-            println!("customer_key: {}", key.expose_secret());
+            outln!("customer_key: {}", key.expose_secret());
         }
         CustomerCommand::Show { who } => {
             let c = match who.parse::<u64>() {
@@ -260,7 +264,7 @@ pub fn customer(g: &Global, cmd: CustomerCommand) -> CliResult {
             };
             print_customer(&c);
             let info = store.password_hash_info(c.box_id)?;
-            println!("password_scheme: {:?} {:?}", info.scheme, info.params);
+            outln!("password_scheme: {:?} {:?}", info.scheme, info.params);
         }
         CustomerCommand::SetFlags(a) => {
             let update = FlagsUpdate {
@@ -295,9 +299,9 @@ pub fn reset(g: &Global, cmd: ResetCommand) -> CliResult {
                     )),
                     e => Failure(e.to_string()),
                 })?;
-            println!("reset_id: {}", issued.reset.id);
-            println!("token: {}", issued.token.expose_secret());
-            println!("expires_at: {}", issued.reset.expires_at);
+            outln!("reset_id: {}", issued.reset.id);
+            outln!("token: {}", issued.token.expose_secret());
+            outln!("expires_at: {}", issued.reset.expires_at);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -308,12 +312,14 @@ pub fn mail(g: &Global, cmd: MailCommand) -> CliResult {
     match cmd {
         MailCommand::List { limit } => {
             let s = store.mail_queue_summary()?;
-            println!(
+            outln!(
                 "queued: {} (due now: {}, retrying: {})",
-                s.queued, s.due, s.retrying
+                s.queued,
+                s.due,
+                s.retrying
             );
             for m in store.mail_queue(limit)? {
-                println!(
+                outln!(
                     "{}	box_id={}	{}	{}	shop={}	queued {}	attempts {}	next {}	expires {}	{}",
                     m.reset_id,
                     m.box_id,
@@ -336,23 +342,25 @@ pub fn purge(g: &Global) -> CliResult {
     let store = g.open()?;
     let resets = store.purge_resets()?;
     let guards = store.purge_login_guards()?;
-    println!("purged {resets} expired or used resets and {guards} idle login guards");
+    outln!("purged {resets} expired or used resets and {guards} idle login guards");
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn check(g: &Global) -> CliResult {
     let store = g.open()?;
     let r = store.check_integrity()?;
-    println!(
+    outln!(
         "{} customers, {} apps, {} events checked",
-        r.customers, r.apps, r.events
+        r.customers,
+        r.apps,
+        r.events
     );
     if r.is_sound() {
-        println!("sound");
+        outln!("sound");
         Ok(ExitCode::SUCCESS)
     } else {
         for p in &r.problems {
-            println!("problem: {p}");
+            outln!("problem: {p}");
         }
         Err(Failure(format!(
             "{} integrity problems found",
@@ -398,7 +406,7 @@ pub fn compact(g: &Global, a: CompactArgs) -> CliResult {
         ))
     })?;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    println!(
+    outln!(
         "compacted {}: {} records, {:.1} MiB -> {:.1} MiB of data files ({}), in {:.1?}",
         g.data.display(),
         done.records,
@@ -429,7 +437,7 @@ pub fn recover(g: &Global, a: RecoverArgs) -> CliResult {
     if g.on_postgres() {
         // The server keeps its own log; opening checks the schema and secret.
         drop(g.open()?);
-        println!("nothing to recover: a store on PostgreSQL has no write-ahead log of its own");
+        outln!("nothing to recover: a store on PostgreSQL has no write-ahead log of its own");
         return Ok(ExitCode::SUCCESS);
     }
     if !g.data.join("conf").is_file() {
@@ -441,7 +449,7 @@ pub fn recover(g: &Global, a: RecoverArgs) -> CliResult {
     if !a.truncate_at_corruption {
         // Opening recovers; a damaged log is refused, saying where.
         drop(g.open()?);
-        println!("recovered; the write-ahead log has no damage");
+        outln!("recovered; the write-ahead log has no damage");
         return Ok(ExitCode::SUCCESS);
     }
     let secret = crate::secret_file::load_or_create(&g.secret_path(), &g.data)?;
@@ -455,7 +463,7 @@ pub fn recover(g: &Global, a: RecoverArgs) -> CliResult {
     // Closing makes the recovered state a checkpoint.
     store.flush()?;
     match truncated {
-        Some(t) => println!(
+        Some(t) => outln!(
             "dropped {} records of the write-ahead log (records {} to {}, from {} offset {}): \
              the changes they held are lost",
             t.dropped_records(),
@@ -464,7 +472,7 @@ pub fn recover(g: &Global, a: RecoverArgs) -> CliResult {
             t.file,
             t.offset
         ),
-        None => println!("dropped 0 records: the write-ahead log has no damage"),
+        None => outln!("dropped 0 records: the write-ahead log has no damage"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -481,7 +489,7 @@ pub fn log(g: &Global, a: LogArgs) -> CliResult {
             (None, Some(u)) => format!("user_code={u}"),
             _ => String::new(),
         };
-        println!("{}\t{}\t{:?}\t{:?}\t{who}", e.seq, e.at, e.kind, e.outcome);
+        outln!("{}\t{}\t{:?}\t{:?}\t{who}", e.seq, e.at, e.kind, e.outcome);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -490,21 +498,21 @@ pub fn stats(g: &Global) -> CliResult {
     let store = g.open()?;
     let r = store.check_integrity()?;
     let last = store.last_events(1)?.pop().map(|e| (e.seq, e.at));
-    println!("customers: {}", r.customers);
-    println!("apps: {}", r.apps);
-    println!("events: {}", r.events);
+    outln!("customers: {}", r.customers);
+    outln!("apps: {}", r.apps);
+    outln!("events: {}", r.events);
     let mail = store.mail_queue_summary()?;
-    println!("mail_queued: {}", mail.queued);
-    println!("mail_due: {}", mail.due);
-    println!("mail_retrying: {}", mail.retrying);
+    outln!("mail_queued: {}", mail.queued);
+    outln!("mail_due: {}", mail.due);
+    outln!("mail_retrying: {}", mail.retrying);
     if let Some(t) = mail.oldest {
-        println!("mail_oldest_queued: {t}");
+        outln!("mail_oldest_queued: {t}");
     }
     if let Some((seq, at)) = last {
-        println!("last_event: #{seq} at {at}");
+        outln!("last_event: #{seq} at {at}");
     }
-    println!("size_on_disk_bytes: {}", store.size_on_disk()?);
-    println!("now: {}", Timestamp(time_now_ms()));
+    outln!("size_on_disk_bytes: {}", store.size_on_disk()?);
+    outln!("now: {}", Timestamp(time_now_ms()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -537,6 +545,6 @@ pub fn digest(a: DigestArgs) -> CliResult {
         &new_password,
     );
     new_password.zeroize();
-    println!("{d}");
+    outln!("{d}");
     Ok(ExitCode::SUCCESS)
 }

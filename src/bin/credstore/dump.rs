@@ -32,7 +32,7 @@ pub fn dump(g: &Global, a: DumpArgs) -> CliResult {
     out.into_inner()
         .map_err(|e| Failure(format!("cannot write {}: {e}", a.file.display())))?
         .sync_all()?;
-    println!("dumped {rows} records to {}", a.file.display());
+    outln!("dumped {rows} records to {}", a.file.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -52,13 +52,15 @@ pub fn restore(g: &Global, a: DumpArgs) -> CliResult {
     let store = g.open()?;
     let rows = store.restore(&a.file)?;
     let report = store.check_integrity()?;
-    println!(
+    outln!(
         "restored {rows} records: {} customers, {} apps, {} events",
-        report.customers, report.apps, report.events
+        report.customers,
+        report.apps,
+        report.events
     );
     if !report.is_sound() {
         for p in &report.problems {
-            println!("problem: {p}");
+            outln!("problem: {p}");
         }
         return Ok(ExitCode::FAILURE);
     }

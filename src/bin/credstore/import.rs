@@ -155,7 +155,7 @@ pub fn run(g: &Global, args: ImportArgs) -> CliResult {
         }
     }
     store.flush()?;
-    println!("imported {ok} customers, {failed} lines failed");
+    outln!("imported {ok} customers, {failed} lines failed");
     if ok >= COMPACT_HINT && !g.on_postgres() {
         eprintln!(
             "hint: `credstore compact` (with no server running) now gives back the space \

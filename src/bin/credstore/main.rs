@@ -2,6 +2,19 @@
 //! commands, on one data directory or (`--postgres URL`) on a PostgreSQL
 //! database that any number of servers and admin commands share.
 
+/// `println!` that ends the command quietly, with exit status 141 (what a
+/// shell reports for SIGPIPE), once standard output is closed, as in
+/// `credstore log | head`: Rust ignores SIGPIPE, and `println!` panics on
+/// the broken pipe instead.
+macro_rules! outln {
+    () => {
+        $crate::print_line(format_args!(""))
+    };
+    ($($t:tt)*) => {
+        $crate::print_line(format_args!($($t)*))
+    };
+}
+
 mod admin;
 mod dump;
 mod import;
@@ -222,6 +235,20 @@ impl Global {
     /// Whether the store is on PostgreSQL.
     pub fn on_postgres(&self) -> bool {
         self.postgres.is_some()
+    }
+}
+
+/// One line to standard output; see [`outln`].
+pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{args}") {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+        Err(e) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
     }
 }
 
