@@ -1018,6 +1018,18 @@ fn admin_commands_success_and_bad_input() {
         out.contains("customers: 3") && out.contains("apps: 2"),
         "{out}"
     );
+    let number = |name: &str| -> f64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {out}"))
+    };
+    let (on_disk, records) = (number("size_on_disk_bytes"), number("record_bytes"));
+    // Three customers, two apps, their indexes and events: a few KB.
+    assert!((1_000.0..100_000.0).contains(&records), "{out}");
+    assert!(on_disk > records, "{out}");
+    let ratio = number("size_on_disk_per_record_byte");
+    assert!((ratio - on_disk / records).abs() < 0.01, "{out}");
 
     // digest
     let (code, out, _) = cli(

@@ -260,6 +260,22 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, Error> {
         self.engine().size_on_disk()
     }
+
+    /// Bytes of every record's key and value as stored: what
+    /// [`Store::size_on_disk`] holds, without the storage's overhead. Their
+    /// ratio tells when [`Store::compact`] would give space back (README,
+    /// "Footprint"). Reads every record.
+    pub fn record_bytes(&self) -> Result<u64, Error> {
+        let engine = self.engine();
+        let mut bytes = 0u64;
+        for id in crate::store::schema::TreeId::ALL {
+            engine.for_each_row(id, |k, v| {
+                bytes += (k.len() + v.len()) as u64;
+                Ok(())
+            })?;
+        }
+        Ok(bytes)
+    }
 }
 
 fn engine_options(keys: &Keys, config: &Config) -> EngineOptions {

@@ -511,7 +511,18 @@ pub fn stats(g: &Global) -> CliResult {
     if let Some((seq, at)) = last {
         outln!("last_event: #{seq} at {at}");
     }
-    outln!("size_on_disk_bytes: {}", store.size_on_disk()?);
+    let on_disk = store.size_on_disk()?;
+    let records = store.record_bytes()?;
+    outln!("size_on_disk_bytes: {on_disk}");
+    outln!("record_bytes: {records}");
+    if records > 0 {
+        // How much of the disk the records themselves take: `compact` brings
+        // a store grown by random inserts back down (README, "Footprint").
+        outln!(
+            "size_on_disk_per_record_byte: {:.2}",
+            on_disk as f64 / records as f64
+        );
+    }
     outln!("now: {}", Timestamp(time_now_ms()));
     Ok(ExitCode::SUCCESS)
 }
