@@ -399,3 +399,30 @@ pub(crate) fn sled_bytes(path: &Path) -> u64 {
         .map(|n| size(&path.join(n)))
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directory_lock_waits_for_a_short_holder_and_refuses_a_long_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::acquire(dir.path()).unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        let start = Instant::now();
+        let second = DirLock::acquire(dir.path()).expect("it waits for a short holder");
+        assert!(start.elapsed() >= Duration::from_millis(150));
+        releaser.join().unwrap();
+
+        // Held beyond the wait (by `second`): refused, after the wait.
+        let start = Instant::now();
+        let err = DirLock::acquire(dir.path()).unwrap_err();
+        assert!(start.elapsed() >= LOCK_WAIT);
+        assert!(err.to_string().contains("locked by another process"), "{err}");
+        drop(second);
+        DirLock::acquire(dir.path()).expect("free again");
+    }
+}
