@@ -218,6 +218,20 @@ fn compaction_refuses_what_is_not_a_store() {
     assert!(leftovers(&other).is_empty());
     let names = sled::open(&other).unwrap().tree_names();
     assert!(!names.iter().any(|n| n == b"meta"), "it was only looked at");
+
+    // A meta tree whose magic value is another program's.
+    let lookalike = tmp.path().join("lookalike");
+    {
+        let db = sled::open(&lookalike).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("magic", "another database")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::compact(&lookalike, CompactPages::Keep).unwrap_err();
+    assert!(matches!(err, Error::UnknownFormat { .. }), "{err:?}");
+    assert!(leftovers(&lookalike).is_empty());
 }
 
 #[test]

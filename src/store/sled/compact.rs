@@ -421,7 +421,10 @@ mod tests {
         let start = Instant::now();
         let err = DirLock::acquire(dir.path()).unwrap_err();
         assert!(start.elapsed() >= LOCK_WAIT);
-        assert!(err.to_string().contains("locked by another process"), "{err}");
+        assert!(
+            err.to_string().contains("locked by another process"),
+            "{err}"
+        );
         drop(second);
         DirLock::acquire(dir.path()).expect("free again");
     }
