@@ -404,6 +404,65 @@ pub(crate) fn sled_bytes(path: &Path) -> u64 {
 mod tests {
     use super::*;
 
+    /// Trees by name, each with its (key, value) rows.
+    type Trees<'a> = &'a [(&'a str, &'a [(&'a str, &'a str)])];
+
+    fn db(trees: Trees<'_>) -> sled::Db {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        for (name, rows) in trees {
+            let t = db.open_tree(name).unwrap();
+            for (k, v) in *rows {
+                t.insert(k, *v).unwrap();
+            }
+        }
+        db
+    }
+
+    /// The check that stands between a copy and the commit point: any
+    /// difference refuses the copy.
+    #[test]
+    fn verify_refuses_a_copy_that_differs_in_any_way() {
+        let original: Trees<'_> = &[
+            ("meta", &[("magic", "m"), ("seq", "1")]),
+            ("emails", &[("a@x", "1"), ("b@x", "2")]),
+        ];
+        let old = db(original);
+        let names = old.tree_names();
+        assert!(verify(&old, &db(original), &names).is_ok());
+        let copies: [Trees<'_>; 5] = [
+            // a value differs
+            &[
+                ("meta", &[("magic", "m"), ("seq", "2")]),
+                ("emails", &[("a@x", "1"), ("b@x", "2")]),
+            ],
+            // a record is missing
+            &[
+                ("meta", &[("magic", "m"), ("seq", "1")]),
+                ("emails", &[("a@x", "1")]),
+            ],
+            // a record too many
+            &[
+                ("meta", &[("magic", "m"), ("seq", "1")]),
+                ("emails", &[("a@x", "1"), ("b@x", "2"), ("c@x", "3")]),
+            ],
+            // a key differs
+            &[
+                ("meta", &[("magic", "m"), ("seq", "1")]),
+                ("emails", &[("a@x", "1"), ("B@x", "2")]),
+            ],
+            // a tree too many
+            &[
+                ("meta", &[("magic", "m"), ("seq", "1")]),
+                ("emails", &[("a@x", "1"), ("b@x", "2")]),
+                ("events", &[]),
+            ],
+        ];
+        for (i, copy) in copies.iter().enumerate() {
+            let err = verify(&old, &db(copy), &names).expect_err(&format!("copy {i}"));
+            assert!(err.to_string().contains("differs from the store"), "{err}");
+        }
+    }
+
     #[test]
     fn the_directory_lock_waits_for_a_short_holder_and_refuses_a_long_one() {
         let dir = tempfile::tempdir().unwrap();
