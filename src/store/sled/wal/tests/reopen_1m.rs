@@ -27,13 +27,22 @@ use crate::store::sled::WAL_SEQ;
 #[ignore = "a measurement: 1M customers, run by hand in release mode"]
 fn reopen_with_1m_customers_and_a_full_wal() {
     use std::time::Instant;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/wal-reopen-1m");
+    // REOPEN_1M_COMPRESSED=1: the same on a store with compressed pages
+    // (its records are mostly one repeated byte: they compress far better
+    // than real ones).
+    let compressed = std::env::var("REOPEN_1M_COMPRESSED").is_ok_and(|v| v == "1");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(if compressed {
+        "target/wal-reopen-1m-compressed"
+    } else {
+        "target/wal-reopen-1m"
+    });
     let pristine = root.join("pristine");
     let run = root.join("run");
     let opts = WalOptions::new(false);
     let open_with = |path: &Path, opts: WalOptions| {
         let eopts = EngineOptions {
             cache_capacity: 64 << 20,
+            compress_pages: compressed,
             ..engine_opts()
         };
         Engine::open_with_wal(path, &eopts, opts, |p| {
