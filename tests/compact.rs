@@ -2,6 +2,10 @@
 //! the space given back, refused while the store is open, and a failure or
 //! a crash at any step leaves the old store or the new one, never neither.
 
+#[path = "support/fs.rs"]
+mod fs;
+use fs::copy_dir;
+
 use std::path::Path;
 use std::sync::mpsc;
 
@@ -331,19 +335,6 @@ fn a_crash_at_any_step_leaves_the_old_store_or_the_new_one() {
         // Compacting again works from either.
         Store::compact(&path, CompactPages::Keep).unwrap();
         assert_eq!(dump(&path), before, "{step}");
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
     }
 }
 

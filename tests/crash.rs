@@ -26,6 +26,10 @@
 
 #![cfg(unix)]
 
+#[path = "support/fs.rs"]
+mod fs;
+use fs::copy_dir;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -358,19 +362,6 @@ fn verify(dir: &Path, acked: &Acked, round: usize, defer: bool, clock_ms: i64) {
         report.customers,
         acked.version.len()
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]

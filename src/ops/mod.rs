@@ -266,15 +266,8 @@ impl Store {
     /// ratio tells when [`Store::compact`] would give space back (README,
     /// "Footprint"). Reads every record.
     pub fn record_bytes(&self) -> Result<u64, Error> {
-        let engine = self.engine();
-        let mut bytes = 0u64;
-        for id in crate::store::schema::TreeId::ALL {
-            engine.for_each_row(id, |k, v| {
-                bytes += (k.len() + v.len()) as u64;
-                Ok(())
-            })?;
-        }
-        Ok(bytes)
+        let trees = crate::internal::stored_bytes(self)?;
+        Ok(trees.iter().map(|(_, _, bytes)| bytes).sum())
     }
 }
 
