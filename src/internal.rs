@@ -195,18 +195,7 @@ fn check_response(r: &crate::Response) {
 /// Keys and values stored, by tree, in bytes: what the records themselves
 /// take, to compare the footprint on disk with.
 pub fn stored_bytes(store: &crate::Store) -> Result<Vec<(&'static str, u64, u64)>, crate::Error> {
-    let engine = store.engine();
-    let mut out = Vec::new();
-    for id in crate::store::schema::TreeId::ALL {
-        let (mut n, mut bytes) = (0u64, 0u64);
-        engine.for_each_row(id, |k, v| {
-            n += 1;
-            bytes += (k.len() + v.len()) as u64;
-            Ok(())
-        })?;
-        out.push((id.name(), n, bytes));
-    }
-    Ok(out)
+    store.record_bytes_by_tree()
 }
 
 /// The model check of the whole store (see `ops/model_check/`): `data`

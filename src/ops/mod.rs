@@ -266,8 +266,24 @@ impl Store {
     /// ratio tells when [`Store::compact`] would give space back (README,
     /// "Footprint"). Reads every record.
     pub fn record_bytes(&self) -> Result<u64, Error> {
-        let trees = crate::internal::stored_bytes(self)?;
+        let trees = self.record_bytes_by_tree()?;
         Ok(trees.iter().map(|(_, _, bytes)| bytes).sum())
+    }
+
+    /// [`Store::record_bytes`] by tree: (name, records, bytes).
+    pub(crate) fn record_bytes_by_tree(&self) -> Result<Vec<(&'static str, u64, u64)>, Error> {
+        let engine = self.engine();
+        let mut out = Vec::new();
+        for id in crate::store::schema::TreeId::ALL {
+            let (mut n, mut bytes) = (0u64, 0u64);
+            engine.for_each_row(id, |k, v| {
+                n += 1;
+                bytes += (k.len() + v.len()) as u64;
+                Ok(())
+            })?;
+            out.push((id.name(), n, bytes));
+        }
+        Ok(out)
     }
 }
 
