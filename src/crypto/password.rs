@@ -14,9 +14,10 @@ use std::fmt;
 use argon2::{Algorithm, Argon2, PasswordHash, Version};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::policy::normalize;
+use super::slots::with_blocks;
 use crate::error::{Error, InputError, InternalError};
 use crate::model::Password;
 pub(crate) use no_hashing::NoHashing;
@@ -100,9 +101,16 @@ impl Hasher {
         }
     }
 
+    /// argon2 over `pwd` and `salt` into `out`, on one of the store's
+    /// hashing threads (`slots.rs`): the inputs go over as copies that are
+    /// zeroised after, and so does the output on its way back.
+    #[allow(clippy::too_many_arguments)]
     fn compute(
         &self,
-        ctx: &Argon2<'_>,
+        algorithm: Algorithm,
+        version: Version,
+        params: argon2::Params,
+        peppered: bool,
         pwd: &[u8],
         salt: &[u8],
         out: &mut [u8],
@@ -112,12 +120,31 @@ impl Hasher {
         if let Some(observe) = HASH_OBSERVER.with(std::cell::Cell::get) {
             observe();
         }
+        // Refused parameters are the caller's error, before any queueing.
+        self.context(algorithm, version, params.clone(), peppered)?;
         let keep = self.params.to_argon2()?.block_count();
-        let mut slot = self.slots.take();
-        slot.with_blocks(ctx.params().block_count(), keep, |blocks| {
-            ctx.hash_password_into_with_memory(pwd, salt, out, blocks)
-        })
-        .map_err(|e| Error::Internal(InternalError::new("computing argon2", e.to_string())))
+        let count = params.block_count();
+        let pepper = peppered.then(|| Zeroizing::new(self.pepper));
+        let pwd = Zeroizing::new(pwd.to_vec());
+        let salt = salt.to_vec();
+        let len = out.len();
+        let hashed = self
+            .slots
+            .run(move |kept| {
+                let ctx = match &pepper {
+                    Some(p) => Argon2::new_with_secret(&p[..], algorithm, version, params)?,
+                    None => Argon2::new(algorithm, version, params),
+                };
+                let mut out = Zeroizing::new(vec![0u8; len]);
+                with_blocks(kept, count, keep, |blocks| {
+                    ctx.hash_password_into_with_memory(&pwd[..], &salt, &mut out[..], blocks)
+                })?;
+                Ok::<_, argon2::Error>(out)
+            })
+            .map_err(|_| hashing_panicked("computing argon2"))?
+            .map_err(|e| Error::Internal(InternalError::new("computing argon2", e.to_string())))?;
+        out.copy_from_slice(&hashed);
+        Ok(())
     }
 
     /// A new hash of an already policy-checked, normalised password.
@@ -126,8 +153,15 @@ impl Hasher {
         super::random::fill(&mut salt)?;
         let mut out = [0u8; OUTPUT_LEN];
         let p = self.params;
-        let ctx = self.context(Algorithm::Argon2id, Version::V0x13, p.to_argon2()?, true)?;
-        self.compute(&ctx, normalized.as_bytes(), &salt, &mut out)?;
+        self.compute(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            p.to_argon2()?,
+            true,
+            normalized.as_bytes(),
+            &salt,
+            &mut out,
+        )?;
         let phc = format!(
             "$argon2id$v=19$m={},t={},p={}${}${}",
             p.m_cost(),
@@ -145,13 +179,12 @@ impl Hasher {
     pub fn dummy_verify(&self, password: &Password) {
         let normalized = normalize(password);
         let mut out = [0u8; OUTPUT_LEN];
-        if let Ok(ctx) = self
-            .params
-            .to_argon2()
-            .and_then(|p| self.context(Algorithm::Argon2id, Version::V0x13, p, true))
-        {
+        if let Ok(p) = self.params.to_argon2() {
             let _ = self.compute(
-                &ctx,
+                Algorithm::Argon2id,
+                Version::V0x13,
+                p,
+                true,
                 normalized.as_bytes(),
                 b"credstore-dummy-salt",
                 &mut out,
@@ -179,13 +212,15 @@ impl Hasher {
                 };
                 let expected = parsed.hash.as_slice();
                 let mut out = vec![0u8; expected.len()];
-                let ctx = self.context(
+                self.compute(
                     parsed.algorithm,
                     parsed.version,
                     parsed.params.clone(),
                     peppered,
+                    pwd,
+                    &parsed.salt,
+                    &mut out,
                 )?;
-                self.compute(&ctx, pwd, &parsed.salt, &mut out)?;
                 let matched = super::ct_eq(&out, expected);
                 out.zeroize();
                 let current = peppered
@@ -203,10 +238,14 @@ impl Hasher {
             HashScheme::LegacyBcrypt => {
                 check_bcrypt(stored).map_err(Error::InvalidInput)?;
                 assert_not_in_transaction();
-                let _slot = self.slots.take();
+                let pwd = Zeroizing::new(password.expose_secret().as_bytes().to_vec());
+                let stored = stored.to_owned();
                 // bcrypt::verify reads the first 72 bytes, like PHP and the C libraries.
-                let matched = bcrypt::verify(password.expose_secret().as_bytes(), stored)
-                    .map_err(|_| Error::InvalidInput(InputError::MalformedHash("bcrypt")))?;
+                let matched = self
+                    .slots
+                    .run(move |_| bcrypt::verify(&pwd[..], &stored).ok())
+                    .map_err(|_| hashing_panicked("verifying bcrypt"))?
+                    .ok_or(Error::InvalidInput(InputError::MalformedHash("bcrypt")))?;
                 Ok(Verification {
                     matched,
                     needs_rehash: true,
@@ -214,6 +253,10 @@ impl Hasher {
             }
         }
     }
+}
+
+fn hashing_panicked(what: &'static str) -> Error {
+    Error::Internal(InternalError::new(what, "the hashing thread panicked"))
 }
 
 struct ParsedArgon2 {
