@@ -53,7 +53,9 @@ pub(crate) struct Verification {
 /// Hashes and verifies; holds the pepper, so its `Debug` shows nothing of it.
 pub(crate) struct Hasher {
     params: Argon2Params,
-    pepper: [u8; 32],
+    /// Shared with the hashing threads' jobs (not copied), zeroized with
+    /// its last holder.
+    pepper: std::sync::Arc<Zeroizing<[u8; 32]>>,
     slots: super::slots::HashSlots,
 }
 
@@ -65,18 +67,12 @@ impl fmt::Debug for Hasher {
     }
 }
 
-impl Drop for Hasher {
-    fn drop(&mut self) {
-        self.pepper.zeroize();
-    }
-}
-
 impl Hasher {
     /// A hasher running at most `limit` hashes at once.
     pub fn new(params: Argon2Params, pepper: [u8; 32], limit: usize) -> Self {
         Self {
             params,
-            pepper,
+            pepper: std::sync::Arc::new(Zeroizing::new(pepper)),
             slots: super::slots::HashSlots::new(limit),
         }
     }
@@ -94,7 +90,7 @@ impl Hasher {
         peppered: bool,
     ) -> Result<Argon2<'_>, Error> {
         if peppered {
-            Argon2::new_with_secret(&self.pepper, algorithm, version, params)
+            Argon2::new_with_secret(&self.pepper[..], algorithm, version, params)
                 .map_err(|_| Error::InvalidInput(InputError::InvalidParams("pepper")))
         } else {
             Ok(Argon2::new(algorithm, version, params))
@@ -124,7 +120,7 @@ impl Hasher {
         self.context(algorithm, version, params.clone(), peppered)?;
         let keep = self.params.to_argon2()?.block_count();
         let count = params.block_count();
-        let pepper = peppered.then(|| Zeroizing::new(self.pepper));
+        let pepper = peppered.then(|| self.pepper.clone());
         let pwd = Zeroizing::new(pwd.to_vec());
         let salt = salt.to_vec();
         let len = out.len();
