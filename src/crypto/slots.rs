@@ -56,6 +56,9 @@ pub(crate) struct HashSlots {
     admission: std::sync::Arc<tokio::sync::Semaphore>,
     shared: Arc<Shared>,
     waits: AtomicU64,
+    /// Tests: starting a hashing thread fails.
+    #[cfg(test)]
+    refuse_threads: std::sync::atomic::AtomicBool,
 }
 
 struct Shared {
@@ -90,6 +93,8 @@ impl HashSlots {
                 queued: Condvar::new(),
             }),
             waits: AtomicU64::new(0),
+            #[cfg(test)]
+            refuse_threads: std::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "tokio")]
             admission: std::sync::Arc::new(tokio::sync::Semaphore::new(2 * limit)),
         }
@@ -118,7 +123,8 @@ impl HashSlots {
         });
         let inline = {
             let mut q = self.shared.lock();
-            if q.idle == 0 && q.threads == self.limit {
+            // Every slot is taken by a hash running or queued before this one.
+            if q.running + q.jobs.len() >= self.limit {
                 self.waits.fetch_add(1, Ordering::Relaxed);
             }
             q.jobs.push_back(job);
@@ -152,6 +158,10 @@ impl HashSlots {
     }
 
     fn spawn(&self, n: usize) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.refuse_threads.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("no thread (test)"));
+        }
         let shared = self.shared.clone();
         std::thread::Builder::new()
             .name(format!("credstore-hash-{n}"))
@@ -291,6 +301,68 @@ mod tests {
         let q = slots.shared.lock();
         assert_eq!((q.threads, q.running), (2, 0));
         assert_eq!(q.kept, [4, 4]);
+    }
+
+    #[test]
+    fn a_hash_waits_only_when_every_hashing_thread_is_busy() {
+        let slots = HashSlots::new(1);
+        // The first hash starts the thread; the next finds it idle.
+        assert_eq!(slots.run(|_| 1).unwrap(), 1);
+        assert_eq!(slots.run(|_| 2).unwrap(), 2);
+        assert_eq!(slots.waits(), 0);
+        let (release, held) = mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let first = s.spawn(|| slots.run(move |_| held.recv().is_ok()));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while slots.shared.lock().running == 0 {
+                assert!(Instant::now() < deadline, "the first hash never started");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let second = s.spawn(|| slots.run(|_| 3));
+            while slots.waits() == 0 {
+                assert!(Instant::now() < deadline, "the second hash did not wait");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            release.send(()).unwrap();
+            assert!(first.join().unwrap().unwrap());
+            assert_eq!(second.join().unwrap().unwrap(), 3);
+        });
+        assert_eq!(slots.waits(), 1);
+        assert_eq!(slots.shared.lock().threads, 1);
+    }
+
+    #[test]
+    fn without_a_hashing_thread_the_caller_hashes_and_with_one_it_waits_for_it() {
+        let name = || std::thread::current().name().map(str::to_owned);
+        let slots = HashSlots::new(2);
+        slots.refuse_threads.store(true, Ordering::SeqCst);
+        // No thread could start and none runs: the caller's thread hashes.
+        let here = name();
+        assert_eq!(slots.run(move |_| name()).unwrap(), here);
+        assert_eq!(slots.shared.lock().threads, 0);
+        // One thread runs: a hash that finds it busy and cannot start a
+        // second one waits for it, not on the caller's thread.
+        slots.refuse_threads.store(false, Ordering::SeqCst);
+        let (release, held) = mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let first = s.spawn(|| slots.run(move |_| (held.recv().is_ok(), name())));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while slots.shared.lock().running == 0 {
+                assert!(Instant::now() < deadline, "the first hash never started");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            slots.refuse_threads.store(true, Ordering::SeqCst);
+            let second = s.spawn(|| slots.run(move |_| name()));
+            while slots.shared.lock().jobs.is_empty() {
+                assert!(Instant::now() < deadline, "the second hash was not queued");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            release.send(()).unwrap();
+            let thread = Some("credstore-hash-0".to_owned());
+            assert_eq!(first.join().unwrap().unwrap(), (true, thread.clone()));
+            assert_eq!(second.join().unwrap().unwrap(), thread);
+        });
+        assert_eq!(slots.shared.lock().threads, 1);
     }
 
     #[test]
