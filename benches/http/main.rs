@@ -37,6 +37,10 @@
 //! (`--admin-listen off`: no admin port, no metrics recorder), and
 //! `CREDSTORE_HTTP_BENCH_SCRAPE_SECS=N` scrapes the admin port's `/metrics`
 //! every N seconds while the bench runs, as Prometheus would.
+//!
+//! `CREDSTORE_HTTP_BENCH_PAGES=compressed` prepares the store with
+//! compressed pages, `=compressed-compacted` also compacts it before the
+//! server starts: the configuration that meets SPEC §10.5's footprint.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -141,6 +145,17 @@ fn main() {
     let t = Instant::now();
     let prepared = prepare(&root, &plan);
     eprintln!("prepared the store in {:.1?}", t.elapsed());
+    match pages() {
+        Pages::Default => {}
+        Pages::Compressed => eprintln!("store with compressed pages, not compacted"),
+        Pages::CompressedCompacted => {
+            let done = Store::compact(root.join("data"), credstore::CompactPages::Keep).unwrap();
+            eprintln!(
+                "store with compressed pages, compacted in {:.1?}: {} → {} bytes",
+                done.took, done.bytes_before, done.bytes_after
+            );
+        }
+    }
     let server = Server::start(&root);
     eprintln!("server pid {} on {}", server.pid(), server.addr);
 
@@ -409,7 +424,9 @@ fn prepare(root: &Path, plan: &Plan) -> Prepared {
         format!("{}\n", hex(secret.expose_secret())),
     )
     .unwrap();
-    let config = Config::default().with_durability(Durability::PeriodicFlushLosesRecentChanges);
+    let config = Config::default()
+        .with_durability(Durability::PeriodicFlushLosesRecentChanges)
+        .with_page_compression(pages() != Pages::Default);
     let store = Store::open(root.join("data"), &secret, config).unwrap();
     store
         .import_app(
@@ -527,6 +544,28 @@ struct Server {
     addr: String,
 }
 
+/// The bench store's pages (`CREDSTORE_HTTP_BENCH_PAGES`): unset, sled's
+/// plain pages (the default for new stores); `compressed`, zstd pages;
+/// `compressed-compacted`, zstd pages and `Store::compact` after the
+/// store is prepared (SPEC §10.5's footprint is met that way).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pages {
+    Default,
+    Compressed,
+    CompressedCompacted,
+}
+
+fn pages() -> Pages {
+    match std::env::var("CREDSTORE_HTTP_BENCH_PAGES").as_deref() {
+        Err(_) | Ok("") => Pages::Default,
+        Ok("compressed") => Pages::Compressed,
+        Ok("compressed-compacted") => Pages::CompressedCompacted,
+        Ok(other) => panic!(
+            "CREDSTORE_HTTP_BENCH_PAGES={other:?}: expected compressed or compressed-compacted"
+        ),
+    }
+}
+
 /// Extra `credstore serve` arguments (`CREDSTORE_HTTP_BENCH_SERVE_ARGS`).
 fn serve_args() -> Vec<String> {
     std::env::var("CREDSTORE_HTTP_BENCH_SERVE_ARGS")
@@ -552,6 +591,11 @@ fn serve_note() -> String {
     };
     if let Some(s) = scrape_secs() {
         let _ = write!(note, "; /metrics scraped every {s} s");
+    }
+    match pages() {
+        Pages::Default => {}
+        Pages::Compressed => note.push_str("; store with compressed pages"),
+        Pages::CompressedCompacted => note.push_str("; store with compressed pages, compacted"),
     }
     note
 }
