@@ -154,11 +154,13 @@ impl Config {
         self.defer_replay_bytes = bytes;
         self
     }
-    /// At most this many password hashes (argon2 or bcrypt) run at once;
-    /// more wait for a slot (default: the number of cores). Each slot keeps
-    /// one hash's argon2 memory for reuse, so hashing memory is bounded by
-    /// `limit` × the argon2 memory cost (19 MiB by default) however many
-    /// logins arrive.
+    /// At most this many password hashes (argon2 or bcrypt) run at once,
+    /// each on one of as many threads of the store's own, started with the
+    /// first hashes and ended with the store; more wait, queued, and the
+    /// caller's thread sleeps until its hash is done (default: the number
+    /// of cores). Each hashing thread keeps one hash's argon2 memory for
+    /// reuse, so hashing memory is bounded by `limit` × the argon2 memory
+    /// cost (19 MiB by default) however many logins arrive.
     pub fn with_hashing_limit(mut self, limit: usize) -> Self {
         self.hashing_limit = limit.max(1);
         self

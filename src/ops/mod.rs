@@ -50,7 +50,8 @@ use crate::store::{self, Engine, EngineOptions, FailPoint, IntegrityReport};
 ///   [`Store::change_password_signed`], [`Store::reset_password`],
 ///   [`Store::reset_password_by_id`],
 ///   [`Store::reset_password_by_id_and_update`]. At most
-///   [`Config::with_hashing_limit`] hashes run at once; the rest wait;
+///   [`Config::with_hashing_limit`] hashes run at once, on the store's
+///   hashing threads, while the caller's thread waits; the rest queue;
 /// - every method that changes something waits for its write-ahead log
 ///   record to reach the disk (`fdatasync`, shared by concurrent writers),
 ///   and [`Store::open`] recovers the log;
