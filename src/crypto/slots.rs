@@ -72,8 +72,12 @@ struct Queue {
     jobs: VecDeque<Job>,
     /// Hashing threads started (at most `limit`).
     threads: usize,
-    /// Hashing threads waiting for a job.
+    /// Hashing threads waiting for a job (or woken, not yet running).
     idle: usize,
+    /// Of those, how many a caller has woken already: a caller that finds
+    /// every idle thread woken starts another thread (up to `limit`)
+    /// rather than count on one of them.
+    woken: usize,
     /// Jobs being hashed now (a test's view of the bound).
     running: usize,
     /// The store is gone: the threads end.
@@ -128,7 +132,8 @@ impl HashSlots {
                 self.waits.fetch_add(1, Ordering::Relaxed);
             }
             q.jobs.push_back(job);
-            if q.idle > 0 {
+            if q.idle > q.woken {
+                q.woken += 1;
                 self.shared.queued.notify_one();
                 None
             } else if q.threads < self.limit {
@@ -223,6 +228,9 @@ impl Shared {
             q.idle += 1;
             q = self.queued.wait(q).unwrap_or_else(PoisonError::into_inner);
             q.idle -= 1;
+            // (A spurious wake-up takes one too: at worst a later caller
+            // wakes a thread more than needed.)
+            q.woken = q.woken.saturating_sub(1);
         }
     }
 }
@@ -269,7 +277,9 @@ mod tests {
 
     #[test]
     fn at_most_limit_hashes_run_at_once_each_thread_keeping_its_memory() {
+        assert_eq!(HashSlots::new(0).limit(), 1, "at least one slot");
         let slots = Arc::new(HashSlots::new(2));
+        assert_eq!(slots.limit(), 2);
         let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let callers: Vec<_> = (0..8)
             .map(|_| {
@@ -422,7 +432,11 @@ mod tests {
     #[test]
     fn the_hashing_threads_end_with_the_slots() {
         let slots = HashSlots::new(3);
-        // Three hashes that can only end together: on three threads.
+        // One thread started, then idle, then woken for a second hash...
+        assert_eq!(slots.run(|_| 1).unwrap(), 1);
+        assert_eq!(slots.run(|_| 2).unwrap(), 2);
+        // ...and three hashes that can only end together: on three threads,
+        // though the first one's thread may be woken and not yet running.
         let all = Arc::new(std::sync::Barrier::new(3));
         std::thread::scope(|s| {
             let callers: Vec<_> = (0..3)
