@@ -22,6 +22,7 @@ use crate::codec::skypostal::{self, SkypostalSettings};
 use crate::codec::wcf_date::WcfOffset;
 use crate::ops::Store;
 use routing::{Format, Route, preflight, route};
+#[cfg_attr(not(feature = "server"), allow(unused_imports))]
 pub(crate) use routing::{OTHER_ROUTE, route_template};
 
 pub use crate::codec::Response;

@@ -64,6 +64,7 @@ pub(super) fn route(path: &str) -> Option<Route<'_>> {
 /// for the path's own segments), or [`OTHER_ROUTE`] for a path no route
 /// serves. Logs and metrics name requests by it: a fixed set, with no token,
 /// shop or reset id in it.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) fn route_template(path: &str) -> &'static str {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     match route(path) {
@@ -92,6 +93,7 @@ pub(crate) fn route_template(path: &str) -> &'static str {
 }
 
 /// The label of a path that no route serves.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) const OTHER_ROUTE: &str = "other";
 
 /// What the gateway checks before a route's codec runs, always in this

@@ -10,6 +10,9 @@
 //! hash nothing and scan nothing belong here: the calling thread must not
 //! block.
 
+// Used by the async transports only (features `tokio` and `server`).
+#![cfg_attr(not(feature = "tokio"), allow(dead_code))]
+
 use std::cell::Cell;
 
 use super::Store;

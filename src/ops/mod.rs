@@ -25,6 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{Config, DEFAULT_COMMIT_DELAY, LockoutPolicy};
+#[cfg_attr(not(feature = "tokio"), allow(unused_imports))]
 pub(crate) use deferred::Deferred;
 pub use login::FAILURE_MEMORY;
 pub use signed::{MIN_SALT, SignedPasswordChange};

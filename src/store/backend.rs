@@ -61,6 +61,7 @@ impl Writes {
     }
 
     /// The writes so far, in order.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub fn borrow(&self) -> std::cell::Ref<'_, Vec<Write>> {
         self.0.borrow()
     }

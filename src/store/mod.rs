@@ -95,6 +95,7 @@ pub(crate) struct EngineOptions {
     /// The CA certificates that a PostgreSQL server's certificate must
     /// chain to ([`crate::Config::with_postgres_ca_file`]); `None`:
     /// Mozilla's roots.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub postgres_ca_file: Option<std::path::PathBuf>,
     pub fingerprint: [u8; 32],
     pub first_box_id: u64,

@@ -61,6 +61,7 @@ fn refused<'w>(wal: &'w Wal, context: &'static str) -> impl FnOnce(std::io::Erro
 
 /// A failed sync of deferred commits (`wal/deferred.rs`): whether they
 /// survive a reopen is unknown; the log is in its failed state.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(super) fn sync_failed(wal: &Wal) -> impl FnOnce(std::io::Error) -> Error + '_ {
     refused(
         wal,

@@ -21,6 +21,9 @@
 //! - a deferred record that waits for a sync is never held by the commit
 //!   delay ([`Wal::gather`] treats it as a commit that announced nothing).
 
+// Used by the async transports only (features `tokio` and `server`).
+#![cfg_attr(not(feature = "tokio"), allow(dead_code))]
+
 use std::cell::Cell;
 use std::io as stdio;
 use std::sync::atomic::Ordering;
