@@ -99,7 +99,7 @@ impl Hasher {
 
     /// argon2 over `pwd` and `salt` into `out`, on one of the store's
     /// hashing threads (`slots.rs`): the inputs go over as copies that are
-    /// zeroised after, and so does the output on its way back.
+    /// zeroized after, and so does the output on its way back.
     #[allow(clippy::too_many_arguments)]
     fn compute(
         &self,

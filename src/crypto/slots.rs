@@ -17,7 +17,7 @@
 //! both slots were always held (0.91x the rate of 2 hashes at once). A
 //! hashing thread takes the next queued hash without sleeping, so the
 //! scheduler keeps the busy hashing threads apart. The caller hands its
-//! inputs over (copies, zeroised after) and sleeps until the output
+//! inputs over (copies, zeroized after) and sleeps until the output
 //! comes back: two thread switches, microseconds against a hash's ~13 ms.
 //! The threads start with the first hashes and end with the store.
 //!
