@@ -82,21 +82,6 @@ impl Hasher {
         &self.slots
     }
 
-    fn context(
-        &self,
-        algorithm: Algorithm,
-        version: Version,
-        params: argon2::Params,
-        peppered: bool,
-    ) -> Result<Argon2<'_>, Error> {
-        if peppered {
-            Argon2::new_with_secret(&self.pepper[..], algorithm, version, params)
-                .map_err(|_| Error::InvalidInput(InputError::InvalidParams("pepper")))
-        } else {
-            Ok(Argon2::new(algorithm, version, params))
-        }
-    }
-
     /// argon2 over `pwd` and `salt` into `out`, on one of the store's
     /// hashing threads (`slots.rs`): the inputs go over as copies that are
     /// zeroized after, and so does the output on its way back.
@@ -116,8 +101,6 @@ impl Hasher {
         if let Some(observe) = HASH_OBSERVER.with(std::cell::Cell::get) {
             observe();
         }
-        // Refused parameters are the caller's error, before any queueing.
-        self.context(algorithm, version, params.clone(), peppered)?;
         let keep = self.params.to_argon2()?.block_count();
         let count = params.block_count();
         let pepper = peppered.then(|| self.pepper.clone());
@@ -128,6 +111,7 @@ impl Hasher {
             .slots
             .run(move |kept| {
                 let ctx = match &pepper {
+                    // (A 32-byte secret is always accepted.)
                     Some(p) => Argon2::new_with_secret(&p[..], algorithm, version, params)?,
                     None => Argon2::new(algorithm, version, params),
                 };
