@@ -195,7 +195,7 @@ fn main() {
         return;
     }
     let n = customers();
-    let stamp = root.join(format!("built-v3-{n}"));
+    let stamp = root.join(format!("built-v4-{n}"));
     let built_now = !stamp.exists();
     if built_now {
         let _ = std::fs::remove_dir_all(&root);

@@ -200,7 +200,7 @@ fn future_format_version_is_refused() {
             err,
             Error::UnsupportedVersion {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"

@@ -105,6 +105,14 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// run more than once) and returns once its writes are durable.
     fn transact(&self, body: &dyn Fn(&dyn BackendTx) -> Result<(), Error>) -> Result<(), Error>;
 
+    /// The format version this backend reads and writes for this store
+    /// ([`super::meta`] checks the stored one against it): the typed rows'
+    /// version, unless the backend lays them out its own way (sled's packed
+    /// trees).
+    fn format_version(&self) -> u32 {
+        super::meta::FORMAT_VERSION
+    }
+
     /// Makes everything written so far durable in the backend's own files
     /// (the sled backend: a checkpoint). Also run when the store closes.
     fn flush(&self) -> Result<(), Error>;

@@ -9,7 +9,9 @@ use crate::error::Error;
 pub(crate) const MAGIC_KEY: &[u8] = b"magic";
 pub(crate) const MAGIC: &[u8] = b"credstore database\0";
 pub(crate) const FORMAT_KEY: &[u8] = b"format_version";
-/// The on-disk format this build reads and writes.
+/// The format of the typed rows this build reads and writes: dumps carry
+/// it, and backends store it unless they lay the rows out their own way
+/// ([`Backend::format_version`]: sled's packed trees are version 2).
 pub(crate) const FORMAT_VERSION: u32 = 1;
 pub(crate) const FINGERPRINT_KEY: &[u8] = b"secret_fingerprint";
 
@@ -40,11 +42,11 @@ pub(crate) fn check_or_init(
     let version =
         read(FORMAT_KEY)?.and_then(|v| v.as_slice().try_into().ok().map(u32::from_be_bytes));
     match version {
-        Some(FORMAT_VERSION) => {}
+        Some(v) if v == backend.format_version() => {}
         Some(found) => {
             return Err(Error::UnsupportedVersion {
                 found,
-                supported: FORMAT_VERSION,
+                supported: backend.format_version(),
             });
         }
         None => {
@@ -64,7 +66,7 @@ fn init(backend: &dyn Backend, fingerprint: &[u8; 32], first_box_id: u64) -> Res
         tx.put(
             TreeId::Meta,
             FORMAT_KEY,
-            FORMAT_VERSION.to_be_bytes().to_vec(),
+            backend.format_version().to_be_bytes().to_vec(),
         )?;
         tx.put(TreeId::Meta, FINGERPRINT_KEY, fingerprint.to_vec())?;
         tx.raise(Counter::BoxId, first_box_id)?;

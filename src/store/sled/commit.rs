@@ -27,7 +27,7 @@
 //! checkpoint and the WAL's end gives the WAL's end state.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -35,7 +35,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::checkpoint::{checkpoint, sync};
 use super::tx::{Redo, SledTx};
 use super::wal::{CommitError, Loaded, Wal, redo};
-use super::{SledBackend, WAL_SEQ, storage};
+use super::{SledBackend, WAL_SEQ, packed, storage};
 use crate::error::{Error, StorageError};
 use crate::store::LogTruncation;
 use crate::store::backend::BackendTx;
@@ -159,7 +159,7 @@ fn run_without_wal(
     body(&tx)?;
     let redo = tx.redo.take();
     if !redo.is_empty() {
-        apply_to_sled(engine, &[&redo], None).map_err(storage("committing a transaction"))?;
+        apply_to_sled(engine, &[&redo], None)?;
     }
     Ok(())
 }
@@ -172,19 +172,49 @@ fn too_large() -> Error {
 }
 
 /// Applies redo sets to sled in one sled transaction, in order, with
-/// `wal_seq` as the applied sequence number.
+/// `wal_seq` as the applied sequence number. The writes to packed trees
+/// become the blocks that replace those they change (`packed.rs`), planned
+/// before the transaction: this is the only writer of sled.
 fn apply_to_sled(
     engine: &SledBackend,
     sets: &[&[Redo]],
     wal_seq: Option<u64>,
-) -> Result<(), sled::Error> {
+) -> Result<(), Error> {
+    let mut changes: BTreeMap<TreeId, BTreeMap<&[u8], Option<&[u8]>>> = BTreeMap::new();
+    for w in sets.iter().flat_map(|set| set.iter()) {
+        if engine.packs(w.tree) {
+            changes
+                .entry(w.tree)
+                .or_default()
+                .insert(&w.key, w.value.as_deref());
+        }
+    }
+    let _blocks = (!changes.is_empty()).then(|| {
+        engine
+            .packed_lock
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    });
+    let mut blocks = Vec::with_capacity(changes.len());
+    for (tree, changes) in &changes {
+        blocks.push((*tree, packed::plan(engine.tree(*tree), *tree, changes)?));
+    }
     let result = engine.trees[..].transaction(|trees| {
         for writes in sets {
-            for w in *writes {
+            for w in writes.iter().filter(|w| !engine.packs(w.tree)) {
                 let tree = &trees[w.tree.index()];
                 match &w.value {
                     Some(v) => tree.insert(w.key.as_slice(), v.as_slice())?,
                     None => tree.remove(w.key.as_slice())?,
+                };
+            }
+        }
+        for (id, writes) in &blocks {
+            let tree = &trees[id.index()];
+            for (fence, block) in writes {
+                match block {
+                    Some(b) => tree.insert(fence.as_slice(), b.as_slice())?,
+                    None => tree.remove(fence.as_slice())?,
                 };
             }
         }
@@ -195,7 +225,7 @@ fn apply_to_sled(
     });
     match result {
         Ok(()) => Ok(()),
-        Err(TransactionError::Storage(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(storage("applying changes to sled")(e)),
         // The closure never aborts.
         Err(TransactionError::Abort(())) => Ok(()),
     }
@@ -259,8 +289,7 @@ pub(super) fn settle(engine: &SledBackend, how: Settle) -> Result<(), Error> {
             })
             .collect::<Result<_, _>>()?;
         let sets: Vec<&[Redo]> = sets.iter().map(AsRef::as_ref).collect();
-        apply_to_sled(engine, &sets, Some(last.seq))
-            .map_err(storage("applying logged changes to sled"))?;
+        apply_to_sled(engine, &sets, Some(last.seq))?;
         wal.applied(&guard, &records);
         match how {
             Settle::All => {}
@@ -419,10 +448,25 @@ pub(super) fn replay<'a>(
     }
     let mut batches: Vec<sled::Batch> =
         TreeId::ALL.iter().map(|_| sled::Batch::default()).collect();
+    let mut packed_changes: BTreeMap<TreeId, BTreeMap<&[u8], Option<&[u8]>>> = BTreeMap::new();
     for ((tree, key), value) in latest {
+        if engine.packs(tree) {
+            packed_changes.entry(tree).or_default().insert(key, value);
+            continue;
+        }
         match value {
             Some(v) => batches[tree.index()].insert(key, v),
             None => batches[tree.index()].remove(key),
+        }
+    }
+    // Each packed tree's new blocks in one batch: a crash leaves the
+    // tree's old blocks or its new ones.
+    for (tree, changes) in &packed_changes {
+        for (fence, block) in packed::plan(engine.tree(*tree), *tree, changes)? {
+            match block {
+                Some(b) => batches[tree.index()].insert(fence, b),
+                None => batches[tree.index()].remove(fence),
+            }
         }
     }
     batches[TreeId::Meta.index()].insert(WAL_SEQ, last.to_be_bytes().to_vec());

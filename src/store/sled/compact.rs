@@ -29,8 +29,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::packed::{self, Packer};
 use super::wal::io::sync_dir;
-use super::{LOCK_WAIT, StoredParameters, open_sled, perms, storage};
+use super::{FORMAT_PACKED, LOCK_WAIT, StoredParameters, open_sled, perms, storage, stored_format};
 use crate::error::{Error, StorageError};
 use crate::store::FailPoint;
 use crate::store::meta;
@@ -239,6 +240,7 @@ fn copy(
     }
     perms::create_private_dir(tmp)?;
     let names = old.tree_names();
+    let format = old_format(old)?;
     let mut records = 0;
     {
         let new = open_sled(tmp, COPY_CACHE, compressed)?;
@@ -249,16 +251,44 @@ fn copy(
                 .map_err(storage("writing the compacted copy"))?;
             let mut batch = sled::Batch::default();
             let mut in_batch = 0;
-            for kv in from.iter() {
-                let (k, v) = kv.map_err(storage("reading"))?;
+            let mut write = |k: &[u8], v: &[u8]| -> Result<(), Error> {
                 batch.insert(k, v);
                 in_batch += 1;
-                records += 1;
                 if in_batch == BATCH {
                     to.apply_batch(std::mem::take(&mut batch))
                         .map_err(storage("writing the compacted copy"))?;
                     in_batch = 0;
                     FailPoint::check(fail, "writing the compacted copy", "compact.copy")?;
+                }
+                Ok(())
+            };
+            match packed_tree(name) {
+                // Rows of a packed tree are packed again, in full blocks
+                // (and a version 1 store's rows packed for the first time).
+                Some(id) => {
+                    let mut packer = Packer::default();
+                    for_each_row(&from, id, format, &mut |k, v| {
+                        records += 1;
+                        match packer.push(k, v) {
+                            Some((fence, block)) => write(&fence, &block),
+                            None => Ok(()),
+                        }
+                    })?;
+                    if let Some((fence, block)) = packer.finish() {
+                        write(&fence, &block)?;
+                    }
+                }
+                None => {
+                    let meta = name.as_ref() == TreeId::Meta.name().as_bytes();
+                    for kv in from.iter() {
+                        let (k, v) = kv.map_err(storage("reading"))?;
+                        records += 1;
+                        if meta && k.as_ref() == meta::FORMAT_KEY {
+                            write(&k, &FORMAT_PACKED.to_be_bytes())?;
+                        } else {
+                            write(&k, &v)?;
+                        }
+                    }
                 }
             }
             to.apply_batch(batch)
@@ -274,7 +304,7 @@ fn copy(
     // customers, 0.27 s for 200k): one more open here takes that too, and
     // the store's next open is as fast as any (0.03 s for 200k).
     let new = open_sled(tmp, COPY_CACHE, compressed)?;
-    verify(old, &new, &names)?;
+    verify(old, format, &new, &names)?;
     drop(new);
     drop(open_sled(tmp, COPY_CACHE, compressed)?);
     perms::restrict_files(tmp);
@@ -282,8 +312,57 @@ fn copy(
     Ok(records)
 }
 
-/// Fails unless `new` holds exactly the trees and records of `old`.
-fn verify(old: &sled::Db, new: &sled::Db, names: &[sled::IVec]) -> Result<(), Error> {
+/// The format version of the store `db` holds.
+fn old_format(db: &sled::Db) -> Result<u32, Error> {
+    stored_format(
+        &db.open_tree(TreeId::Meta.name())
+            .map_err(storage("reading"))?,
+    )
+}
+
+/// The packed tree named `name`.
+fn packed_tree(name: &[u8]) -> Option<TreeId> {
+    TreeId::ALL
+        .into_iter()
+        .find(|t| packed::is_packed(*t) && t.name().as_bytes() == name)
+}
+
+/// Every row of the tree `id` of a store of `format`, in key order.
+fn for_each_row(
+    tree: &sled::Tree,
+    id: TreeId,
+    format: u32,
+    f: &mut dyn FnMut(Vec<u8>, Vec<u8>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    if format == FORMAT_PACKED {
+        return packed::for_each(tree, id, f);
+    }
+    for kv in tree.iter() {
+        let (k, v) = kv.map_err(storage("reading"))?;
+        f(k.to_vec(), v.to_vec())?;
+    }
+    Ok(())
+}
+
+/// The rows of a packed tree, as one digest and a count.
+fn rows_digest(tree: &sled::Tree, id: TreeId, format: u32) -> Result<(blake3::Hash, u64), Error> {
+    let mut hasher = blake3::Hasher::new();
+    let mut n = 0u64;
+    for_each_row(tree, id, format, &mut |k, v| {
+        n += 1;
+        hasher.update(&(k.len() as u64).to_le_bytes());
+        hasher.update(&k);
+        hasher.update(&(v.len() as u64).to_le_bytes());
+        hasher.update(&v);
+        Ok(())
+    })?;
+    Ok((hasher.finalize(), n))
+}
+
+/// Fails unless `new` holds exactly the trees and records of `old` (the
+/// packed trees: the same rows, in blocks; the format version:
+/// [`FORMAT_PACKED`]).
+fn verify(old: &sled::Db, format: u32, new: &sled::Db, names: &[sled::IVec]) -> Result<(), Error> {
     let differs = |what: String| {
         Err(Error::Storage(StorageError::new(
             "checking the compacted copy",
@@ -302,9 +381,19 @@ fn verify(old: &sled::Db, new: &sled::Db, names: &[sled::IVec]) -> Result<(), Er
         let b = new
             .open_tree(name)
             .map_err(storage("reading the compacted copy"))?;
+        if let Some(id) = packed_tree(name) {
+            if rows_digest(&a, id, format)? != rows_digest(&b, id, FORMAT_PACKED)? {
+                return differs(format!("tree {}", String::from_utf8_lossy(name)));
+            }
+            continue;
+        }
+        let meta = name.as_ref() == TreeId::Meta.name().as_bytes();
         let mut bi = b.iter();
         for kv in a.iter() {
-            let kv = kv.map_err(storage("reading"))?;
+            let mut kv = kv.map_err(storage("reading"))?;
+            if meta && kv.0.as_ref() == meta::FORMAT_KEY {
+                kv.1 = FORMAT_PACKED.to_be_bytes().as_slice().into();
+            }
             match bi.next() {
                 Some(Ok(got)) if got == kv => {}
                 Some(Err(e)) => return Err(storage("reading the compacted copy")(e)),
@@ -407,12 +496,36 @@ mod tests {
     /// Trees by name, each with its (key, value) rows.
     type Trees<'a> = &'a [(&'a str, &'a [(&'a str, &'a str)])];
 
+    /// A database of `trees`, the packed ones as a version 1 store keeps
+    /// them (a row each).
     fn db(trees: Trees<'_>) -> sled::Db {
         let db = sled::Config::new().temporary(true).open().unwrap();
         for (name, rows) in trees {
             let t = db.open_tree(name).unwrap();
             for (k, v) in *rows {
                 t.insert(k, *v).unwrap();
+            }
+        }
+        db
+    }
+
+    /// `trees` as a compacted copy holds them: the packed ones in blocks.
+    fn packed_db(trees: Trees<'_>) -> sled::Db {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        for (name, rows) in trees {
+            let t = db.open_tree(name).unwrap();
+            let mut rows = rows.to_vec();
+            rows.sort();
+            let mut packer = Packer::default();
+            for (k, v) in rows {
+                if packed_tree(name.as_bytes()).is_none() {
+                    t.insert(k, v).unwrap();
+                } else if let Some((fence, block)) = packer.push(k.into(), v.into()) {
+                    t.insert(fence, block).unwrap();
+                }
+            }
+            if let Some((fence, block)) = packer.finish() {
+                t.insert(fence, block).unwrap();
             }
         }
         db
@@ -428,7 +541,9 @@ mod tests {
         ];
         let old = db(original);
         let names = old.tree_names();
-        assert!(verify(&old, &db(original), &names).is_ok());
+        assert!(verify(&old, 1, &packed_db(original), &names).is_ok());
+        // Rows of a packed tree copied as they are, not in blocks: refused.
+        assert!(verify(&old, 1, &db(original), &names).is_err());
         let copies: [Trees<'_>; 5] = [
             // a value differs
             &[
@@ -458,7 +573,7 @@ mod tests {
             ],
         ];
         for (i, copy) in copies.iter().enumerate() {
-            let err = verify(&old, &db(copy), &names).expect_err(&format!("copy {i}"));
+            let err = verify(&old, 1, &packed_db(copy), &names).expect_err(&format!("copy {i}"));
             assert!(err.to_string().contains("differs from the store"), "{err}");
         }
     }

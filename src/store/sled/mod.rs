@@ -7,6 +7,8 @@
 //! - `commit.rs`: a commit, applying logged changes to sled, and the
 //!   recovery at open;
 //! - `overlay.rs`: the changes logged but not yet in sled, for reads;
+//! - `packed.rs`: the trees of many small rows, kept in blocks (format
+//!   version 2);
 //! - `checkpoint.rs`: sled made durable and the log recycled behind it;
 //! - `wal/`: the write-ahead log itself (its own table of contents);
 //! - `perms.rs`: the data directory's permissions.
@@ -14,13 +16,16 @@
 mod checkpoint;
 mod commit;
 pub(crate) mod compact;
+#[cfg(test)]
+mod format_tests;
 mod overlay;
+mod packed;
 mod perms;
 mod tx;
 pub(crate) mod wal;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use crate::error::{Error, StorageError};
 use crate::store::backend::{Backend, BackendTx, Rows};
@@ -60,7 +65,19 @@ pub(crate) struct SledBackend {
     recovery: commit::RecoveryReport,
     /// How a checkpoint makes sled's files durable.
     data_files: Arc<dyn DataFiles>,
+    /// The store's format version ([`FORMAT_PACKED`] or
+    /// [`meta::FORMAT_VERSION`]).
+    format: u32,
+    /// Held for writing while the applier replaces blocks of the packed
+    /// trees, for reading while a scan reads several of them.
+    packed_lock: std::sync::RwLock<()>,
 }
+
+/// The format version of stores whose email index and event log are
+/// packed in blocks (`packed.rs`); the stores made before it (version 1,
+/// [`meta::FORMAT_VERSION`]) keep one sled row per row until `credstore
+/// compact` rewrites them. Older builds refuse a version 2 store.
+pub(crate) const FORMAT_PACKED: u32 = 2;
 
 impl std::fmt::Debug for SledBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -235,6 +252,7 @@ impl SledBackend {
         for id in TreeId::ALL {
             trees.push(db.open_tree(id.name()).map_err(storage("opening a tree"))?);
         }
+        let format = stored_format(&trees[TreeId::Meta.index()])?;
         let engine = Self {
             db,
             trees,
@@ -245,6 +263,8 @@ impl SledBackend {
             unlogged_writer: std::sync::Mutex::new(()),
             recovery: commit::RecoveryReport::default(),
             data_files: Arc::new(FsDataFiles),
+            format,
+            packed_lock: std::sync::RwLock::new(()),
         };
         meta::check_or_init(&engine, &opts.fingerprint, opts.first_box_id, || {
             engine.holds_nothing()
@@ -256,6 +276,41 @@ impl SledBackend {
         &self.trees[id.index()]
     }
 
+    /// Whether `id` is kept in blocks in this store (`packed.rs`).
+    pub(crate) fn packs(&self, id: TreeId) -> bool {
+        self.format == FORMAT_PACKED && packed::is_packed(id)
+    }
+
+    /// A point read of sled alone (no overlay).
+    pub(crate) fn sled_get(&self, id: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
+        if self.packs(id) {
+            packed::get(self.tree(id), id, key)
+        } else {
+            self.tree(id).get(key).map_err(storage("reading"))
+        }
+    }
+
+    /// Calls `f` with every row of `id` that sled holds, in key order.
+    #[cfg(test)]
+    pub(crate) fn sled_for_each(
+        &self,
+        id: TreeId,
+        f: &mut dyn FnMut(Vec<u8>, Vec<u8>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        if self.packs(id) {
+            let _blocks = self
+                .packed_lock
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            return packed::for_each(self.tree(id), id, f);
+        }
+        for item in self.tree(id).iter() {
+            let (k, v) = item.map_err(storage("reading"))?;
+            f(k.to_vec(), v.to_vec())?;
+        }
+        Ok(())
+    }
+
     /// A point read outside any transaction: the newest durable value
     /// (and, on a thread that defers its commits, its own).
     pub fn get_bytes(&self, id: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
@@ -264,7 +319,7 @@ impl SledBackend {
         {
             return Ok(v);
         }
-        self.tree(id).get(key).map_err(storage("reading"))
+        self.sled_get(id, key)
     }
 
     /// Applies every durable change still held in memory to sled, so that
@@ -332,6 +387,13 @@ impl Backend for SledBackend {
     }
 
     fn scan_applied(&self, tree: TreeId, start: &[u8], limit: usize) -> Result<Rows, Error> {
+        if self.packs(tree) {
+            let _blocks = self
+                .packed_lock
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            return packed::scan(self.tree(tree), tree, start, limit);
+        }
         let mut out = Vec::new();
         for item in self.tree(tree).range(start..).take(limit) {
             let (k, v) = item.map_err(storage("scanning"))?;
@@ -342,6 +404,13 @@ impl Backend for SledBackend {
 
     fn scan_last(&self, tree: TreeId, limit: usize) -> Result<Rows, Error> {
         self.settle_tree(tree)?;
+        if self.packs(tree) {
+            let _blocks = self
+                .packed_lock
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            return packed::scan_last(self.tree(tree), tree, limit);
+        }
         let mut out = Vec::new();
         for item in self.tree(tree).iter().rev().take(limit) {
             let (k, v) = item.map_err(storage("scanning"))?;
@@ -353,6 +422,10 @@ impl Backend for SledBackend {
 
     fn transact(&self, body: &dyn Fn(&dyn BackendTx) -> Result<(), Error>) -> Result<(), Error> {
         commit::run(self, body)
+    }
+
+    fn format_version(&self) -> u32 {
+        self.format
     }
 
     /// Makes everything written so far durable in sled's own files and
@@ -438,6 +511,19 @@ impl Backend for SledBackend {
 }
 
 /// Refuses a path that holds something other than a (possibly empty) store.
+/// The layout of the store whose meta tree is `meta_tree`: version 1 when
+/// it says so, else [`FORMAT_PACKED`] (a new store; and any other version,
+/// which [`meta::check_or_init`] then refuses).
+pub(super) fn stored_format(meta_tree: &sled::Tree) -> Result<u32, Error> {
+    let stored = meta_tree
+        .get(meta::FORMAT_KEY)
+        .map_err(storage("reading the format version"))?;
+    Ok(match stored.as_deref() {
+        Some(v) if v == meta::FORMAT_VERSION.to_be_bytes() => meta::FORMAT_VERSION,
+        _ => FORMAT_PACKED,
+    })
+}
+
 fn check_directory(path: &Path) -> Result<(), Error> {
     if !path.exists() {
         return Ok(());

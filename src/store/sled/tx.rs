@@ -11,8 +11,8 @@
 
 use std::cell::RefCell;
 
+use super::SledBackend;
 use super::overlay::{Found, Overlay};
-use super::{SledBackend, storage};
 use crate::error::Error;
 use crate::store::backend::BackendTx;
 use crate::store::schema::{self, Counter, TreeId};
@@ -97,11 +97,7 @@ impl BackendTx for SledTx<'_> {
             found(v.as_deref());
             return Ok(());
         }
-        let v = self
-            .backend
-            .tree(tree)
-            .get(key)
-            .map_err(storage("reading in a transaction"))?;
+        let v = self.backend.sled_get(tree, key)?;
         found(v.as_deref());
         Ok(())
     }

@@ -80,7 +80,7 @@ pub(crate) mod fault;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io as stdio;

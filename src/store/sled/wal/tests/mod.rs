@@ -32,7 +32,7 @@ use crate::store::{Durability, EngineOptions};
 pub(super) type State = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
 pub(super) type Write = (TreeId, Vec<u8>, Option<Vec<u8>>);
 
-pub(super) fn engine_opts() -> EngineOptions {
+pub(crate) fn engine_opts() -> EngineOptions {
     EngineOptions {
         durability: Durability::Immediate,
         cache_capacity: 4 << 20,
@@ -126,10 +126,11 @@ pub(super) fn state(e: &Engine) -> State {
     e.settle().unwrap();
     let mut out = State::new();
     for id in TreeId::ALL {
-        for item in e.tree(id).iter() {
-            let (k, v) = item.unwrap();
-            out.insert((id as usize, k.to_vec()), v.to_vec());
-        }
+        e.sled_for_each(id, &mut |k, v| {
+            out.insert((id as usize, k), v);
+            Ok(())
+        })
+        .unwrap();
     }
     out
 }
