@@ -38,9 +38,10 @@
 //! `CREDSTORE_HTTP_BENCH_SCRAPE_SECS=N` scrapes the admin port's `/metrics`
 //! every N seconds while the bench runs, as Prometheus would.
 //!
-//! `CREDSTORE_HTTP_BENCH_PAGES=compressed` prepares the store with
-//! compressed pages, `=compressed-compacted` also compacts it before the
-//! server starts: the configuration that meets SPEC §10.5's footprint.
+//! `CREDSTORE_HTTP_BENCH_PAGES=compacted` compacts the store (what
+//! `credstore compact` does) before the server starts: the configuration
+//! that meets SPEC §10.5's footprint. `=compressed` prepares it with
+//! compressed pages, `=compressed-compacted` also compacts it.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -148,10 +149,10 @@ fn main() {
     match pages() {
         Pages::Default => {}
         Pages::Compressed => eprintln!("store with compressed pages, not compacted"),
-        Pages::CompressedCompacted => {
+        Pages::Compacted | Pages::CompressedCompacted => {
             let done = Store::compact(root.join("data"), credstore::CompactPages::Keep).unwrap();
             eprintln!(
-                "store with compressed pages, compacted in {:.1?}: {} → {} bytes",
+                "store compacted in {:.1?}: {} → {} bytes of sled's files",
                 done.took, done.bytes_before, done.bytes_after
             );
         }
@@ -426,7 +427,10 @@ fn prepare(root: &Path, plan: &Plan) -> Prepared {
     .unwrap();
     let config = Config::default()
         .with_durability(Durability::PeriodicFlushLosesRecentChanges)
-        .with_page_compression(pages() != Pages::Default);
+        .with_page_compression(matches!(
+            pages(),
+            Pages::Compressed | Pages::CompressedCompacted
+        ));
     let store = Store::open(root.join("data"), &secret, config).unwrap();
     store
         .import_app(
@@ -545,12 +549,13 @@ struct Server {
 }
 
 /// The bench store's pages (`CREDSTORE_HTTP_BENCH_PAGES`): unset, sled's
-/// plain pages (the default for new stores); `compressed`, zstd pages;
-/// `compressed-compacted`, zstd pages and `Store::compact` after the
-/// store is prepared (SPEC §10.5's footprint is met that way).
+/// plain pages (the default for new stores); `compacted`, plain pages and
+/// `Store::compact` after the store is prepared (SPEC §10.5's footprint is
+/// met that way); `compressed`, zstd pages; `compressed-compacted`, both.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pages {
     Default,
+    Compacted,
     Compressed,
     CompressedCompacted,
 }
@@ -558,10 +563,11 @@ enum Pages {
 fn pages() -> Pages {
     match std::env::var("CREDSTORE_HTTP_BENCH_PAGES").as_deref() {
         Err(_) | Ok("") => Pages::Default,
+        Ok("compacted") => Pages::Compacted,
         Ok("compressed") => Pages::Compressed,
         Ok("compressed-compacted") => Pages::CompressedCompacted,
         Ok(other) => panic!(
-            "CREDSTORE_HTTP_BENCH_PAGES={other:?}: expected compressed or compressed-compacted"
+            "CREDSTORE_HTTP_BENCH_PAGES={other:?}: expected compacted, compressed or compressed-compacted"
         ),
     }
 }
@@ -594,6 +600,7 @@ fn serve_note() -> String {
     }
     match pages() {
         Pages::Default => {}
+        Pages::Compacted => note.push_str("; store compacted"),
         Pages::Compressed => note.push_str("; store with compressed pages"),
         Pages::CompressedCompacted => note.push_str("; store with compressed pages, compacted"),
     }
