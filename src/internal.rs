@@ -206,6 +206,15 @@ pub fn store_model(data: &[u8]) {
     crate::ops::model_check::run(data);
 }
 
+/// Reads arbitrary bytes as a block of the sled backend's packed trees
+/// (`src/store/sled/packed.rs`): never a panic, and a block that decodes
+/// keeps its rows through encoding and cutting. Needs the `fuzzing`
+/// feature.
+#[cfg(feature = "fuzzing")]
+pub fn packed_block(data: &[u8]) {
+    crate::store::check_packed_block(data);
+}
+
 /// One answered request's metrics, as the router records them (`route`:
 /// from [`crate::http::route_template`], which the router computes for its
 /// log line either way; the metrics-cost bench).

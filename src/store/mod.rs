@@ -33,6 +33,8 @@ mod postgres;
 pub(crate) mod records;
 pub(crate) mod schema;
 mod sled;
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::sled::packed::check_block as check_packed_block;
 #[cfg(test)]
 pub(crate) use self::sled::wal::announced_here;
 mod truncation;

@@ -19,7 +19,7 @@ pub(crate) mod compact;
 #[cfg(test)]
 mod format_tests;
 mod overlay;
-mod packed;
+pub(crate) mod packed;
 mod perms;
 mod tx;
 pub(crate) mod wal;

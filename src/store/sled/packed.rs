@@ -352,6 +352,37 @@ fn cut(block: &Block, appended: bool) -> Vec<Vec<(&Vec<u8>, &Vec<u8>)>> {
     pieces
 }
 
+/// Reads arbitrary bytes as a block (the first byte: the fence's length,
+/// then the fence, then the block), as reads and the applier do: never a
+/// panic; a block that decodes keeps its rows through encoding, and cuts
+/// into blocks within bounds that hold the same rows (fuzzing).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn check_block(data: &[u8]) {
+    let Some((&len, rest)) = data.split_first() else {
+        return;
+    };
+    let (fence, block) = rest.split_at(usize::from(len).min(rest.len()));
+    let walked: Result<Vec<_>, ()> = rows(block).collect();
+    let Ok(decoded) = decode(TreeId::Events, fence, block) else {
+        return;
+    };
+    assert_eq!(walked.map(|w| w.len()), Ok(decoded.len()));
+    let encoded = encode(decoded.iter());
+    assert_eq!(
+        decode(TreeId::Events, fence, &encoded).ok().as_ref(),
+        Some(&decoded)
+    );
+    for appended in [false, true] {
+        let pieces = cut(&decoded, appended);
+        let rows: Vec<_> = pieces.iter().flatten().map(|(k, v)| (*k, *v)).collect();
+        assert!(rows.iter().map(|(k, v)| (*k, *v)).eq(decoded.iter()));
+        for piece in &pieces {
+            let bytes: usize = piece.iter().map(|(k, v)| row_bytes(k, v)).sum();
+            assert!(bytes <= BLOCK_BYTES || piece.len() == 1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,6 +496,19 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// What the fuzz target `packed_block` runs, on arbitrary bytes and
+        /// on real blocks.
+        #[test]
+        fn any_bytes_as_a_block(
+            data in prop::collection::vec(any::<u8>(), 0..300),
+            rows in prop::collection::btree_map(prop::collection::vec(any::<u8>(), 0..40), prop::collection::vec(any::<u8>(), 0..200), 0..40),
+        ) {
+            check_block(&data);
+            let mut real = vec![0];
+            real.extend(encode(rows.iter()));
+            check_block(&real);
+        }
 
         /// Random puts and deletes in random batches read back exactly as a
         /// map holds them, with every block within its bounds.
