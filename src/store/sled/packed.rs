@@ -77,10 +77,11 @@ fn row_bytes(key: &[u8], value: &[u8]) -> usize {
     len_of_len(key.len()) + key.len() + len_of_len(value.len()) + value.len()
 }
 
-/// Reads a LEB128 length (at most 4 bytes: blocks are far smaller).
+/// Reads a LEB128 length of at most 5 bytes (35 bits: a row is at most a
+/// write-ahead log segment, 16 MiB).
 fn take_len(data: &mut &[u8]) -> Option<usize> {
     let mut n = 0usize;
-    for i in 0..4 {
+    for i in 0..5 {
         let (&byte, rest) = data.split_first()?;
         *data = rest;
         n |= usize::from(byte & 0x7f) << (7 * i);
@@ -209,7 +210,7 @@ pub(crate) fn scan_last(tree: &sled::Tree, id: TreeId, limit: usize) -> Result<R
     Ok(out)
 }
 
-/// Every row, in key order, in pieces of about `batch` rows (compaction).
+/// Every row, in key order (compaction, tests).
 pub(crate) fn for_each(
     tree: &sled::Tree,
     id: TreeId,
