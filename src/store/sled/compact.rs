@@ -351,19 +351,18 @@ fn for_each_row(
     Ok(())
 }
 
-/// The rows of a packed tree, as one digest and a count.
-fn rows_digest(tree: &sled::Tree, id: TreeId, format: u32) -> Result<(blake3::Hash, u64), Error> {
+/// The rows of a packed tree, as one digest (each key and value framed by
+/// its length).
+fn rows_digest(tree: &sled::Tree, id: TreeId, format: u32) -> Result<blake3::Hash, Error> {
     let mut hasher = blake3::Hasher::new();
-    let mut n = 0u64;
     for_each_row(tree, id, format, &mut |k, v| {
-        n += 1;
         hasher.update(&(k.len() as u64).to_le_bytes());
         hasher.update(&k);
         hasher.update(&(v.len() as u64).to_le_bytes());
         hasher.update(&v);
         Ok(())
     })?;
-    Ok((hasher.finalize(), n))
+    Ok(hasher.finalize())
 }
 
 /// Fails unless `new` holds exactly the trees and records of `old` (the

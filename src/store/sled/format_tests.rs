@@ -126,7 +126,22 @@ fn version_1_stores_work_as_before_and_compaction_packs_them() {
         get(&b, TreeId::Emails, &email(2_550)),
         Some(2_550u64.to_be_bytes().to_vec())
     );
-    assert_eq!(all(&b, TreeId::Events).len(), 2_600);
+    let emails = all(&b, TreeId::Emails);
+    let events = all(&b, TreeId::Events);
+    assert_eq!(events.len(), 2_600);
+    b.flush().unwrap();
+    drop(b);
+
+    // A version 2 store compacted: its blocks read as blocks, packed again.
+    compact(&path, CompactPages::Keep, None).unwrap();
+    let b = SledBackend::open(&path, &opts()).unwrap();
+    assert_eq!(b.format_version(), FORMAT_PACKED);
+    assert_eq!(all(&b, TreeId::Emails), emails);
+    assert_eq!(all(&b, TreeId::Events), events);
+    assert_eq!(
+        get(&b, TreeId::Emails, &email(2_550)),
+        Some(2_550u64.to_be_bytes().to_vec())
+    );
 }
 
 #[test]
