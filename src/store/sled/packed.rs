@@ -378,7 +378,7 @@ pub(crate) fn check_block(data: &[u8]) {
         let rows: Vec<_> = pieces.iter().flatten().map(|(k, v)| (*k, *v)).collect();
         assert!(rows.iter().map(|(k, v)| (*k, *v)).eq(decoded.iter()));
         for piece in &pieces {
-            let bytes: usize = piece.iter().map(|(k, v)| row_bytes(k, v)).sum();
+            let bytes = encode(piece.iter().map(|(k, v)| (*k, *v))).len();
             assert!(bytes <= BLOCK_BYTES || piece.len() == 1);
         }
     }
