@@ -459,6 +459,48 @@ mod tests {
         assert_eq!(tree.len(), 1850usize.div_ceil(BLOCK_BYTES / 34));
     }
 
+    /// Compaction's packer: full blocks of the rows in order, each keyed
+    /// by its first row, none over the size, every one but the last too
+    /// full for the next row.
+    #[test]
+    fn the_packer_fills_its_blocks() {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = (0..3_000u32)
+            .map(|i| (i.to_be_bytes().to_vec(), vec![7; (i % 90) as usize]))
+            .collect();
+        let mut packer = Packer::default();
+        let mut blocks = Vec::new();
+        for (k, v) in rows.clone() {
+            blocks.extend(packer.push(k, v));
+        }
+        blocks.extend(packer.finish());
+        assert!(packer.finish().is_none());
+        let mut read = Vec::new();
+        for (i, (fence, bytes)) in blocks.iter().enumerate() {
+            let block = decode(TreeId::Events, fence, bytes).unwrap();
+            assert_eq!(block.keys().next(), Some(fence));
+            assert!(bytes.len() <= BLOCK_BYTES);
+            if let Some((k, v)) = blocks
+                .get(i + 1)
+                .and_then(|(f, b)| decode(TreeId::Events, f, b).unwrap().into_iter().next())
+            {
+                assert!(
+                    bytes.len() + row_bytes(&k, &v) > BLOCK_BYTES,
+                    "block {i} not full"
+                );
+            }
+            read.extend(block);
+        }
+        assert_eq!(read, rows);
+
+        // Rows of 64 bytes: 12 fill a block to the byte.
+        let mut packer = Packer::default();
+        let full: Vec<_> = (0..24u32)
+            .filter_map(|i| packer.push(i.to_be_bytes().to_vec(), vec![1; 58]))
+            .collect();
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].1.len(), BLOCK_BYTES);
+    }
+
     #[test]
     fn a_row_larger_than_a_block_is_a_block_of_its_own() {
         let tree = temporary();
