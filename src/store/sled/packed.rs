@@ -501,6 +501,23 @@ mod tests {
         assert_eq!(full[0].1.len(), BLOCK_BYTES);
     }
 
+    /// A block that overflows is cut evenly, unless the new rows all came
+    /// after its last one: then into full blocks (appends).
+    #[test]
+    fn overflowing_blocks_are_cut_evenly_and_appends_into_full_blocks() {
+        // 30 rows of 34 bytes: 1,020 bytes.
+        let block: Block = (0..30u64)
+            .map(|i| (i.to_be_bytes().to_vec(), vec![0; 24]))
+            .collect();
+        let sizes =
+            |appended| -> Vec<usize> { cut(&block, appended).iter().map(Vec::len).collect() };
+        assert_eq!(sizes(false), [15, 15]);
+        assert_eq!(sizes(true), [22, 8]);
+        let small: Block = block.clone().into_iter().take(22).collect();
+        assert_eq!(cut(&small, false).len(), 1);
+        assert!(cut(&Block::new(), true).is_empty());
+    }
+
     #[test]
     fn a_row_larger_than_a_block_is_a_block_of_its_own() {
         let tree = temporary();
