@@ -189,12 +189,7 @@ fn apply_to_sled(
                 .insert(&w.key, w.value.as_deref());
         }
     }
-    let _blocks = (!changes.is_empty()).then(|| {
-        engine
-            .packed_lock
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    });
+    let _blocks = (!changes.is_empty()).then(|| engine.writing_blocks());
     let mut blocks = Vec::with_capacity(changes.len());
     for (tree, changes) in &changes {
         blocks.push((*tree, packed::plan(engine.tree(*tree), *tree, changes)?));

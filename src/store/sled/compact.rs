@@ -273,7 +273,7 @@ fn copy(
                 // (and a version 1 store's rows packed for the first time).
                 Some(id) => {
                     let mut packer = Packer::default();
-                    for_each_row(&from, id, format, &mut |k, v| {
+                    packed::for_each(&from, id, format == FORMAT_PACKED, &mut |k, v| {
                         records += 1;
                         match packer.push(k, v) {
                             Some((fence, block)) => write(&fence, &block),
@@ -334,28 +334,11 @@ fn packed_tree(name: &[u8]) -> Option<TreeId> {
         .find(|t| packed::is_packed(*t) && t.name().as_bytes() == name)
 }
 
-/// Every row of the tree `id` of a store of `format`, in key order.
-fn for_each_row(
-    tree: &sled::Tree,
-    id: TreeId,
-    format: u32,
-    f: &mut dyn FnMut(Vec<u8>, Vec<u8>) -> Result<(), Error>,
-) -> Result<(), Error> {
-    if format == FORMAT_PACKED {
-        return packed::for_each(tree, id, f);
-    }
-    for kv in tree.iter() {
-        let (k, v) = kv.map_err(storage("reading"))?;
-        f(k.to_vec(), v.to_vec())?;
-    }
-    Ok(())
-}
-
 /// The rows of a packed tree, as one digest (each key and value framed by
 /// its length).
 fn rows_digest(tree: &sled::Tree, id: TreeId, format: u32) -> Result<blake3::Hash, Error> {
     let mut hasher = blake3::Hasher::new();
-    for_each_row(tree, id, format, &mut |k, v| {
+    packed::for_each(tree, id, format == FORMAT_PACKED, &mut |k, v| {
         hasher.update(&(k.len() as u64).to_le_bytes());
         hasher.update(&k);
         hasher.update(&(v.len() as u64).to_le_bytes());

@@ -55,7 +55,7 @@ fn make_version_1(path: &Path) {
     for id in [TreeId::Emails, TreeId::Events] {
         let t = db.open_tree(id.name()).unwrap();
         let mut rows = Vec::new();
-        packed::for_each(&t, id, &mut |k, v| {
+        packed::for_each(&t, id, true, &mut |k, v| {
             rows.push((k, v));
             Ok(())
         })

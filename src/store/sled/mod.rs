@@ -25,7 +25,7 @@ mod tx;
 pub(crate) mod wal;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, StorageError};
 use crate::store::backend::{Backend, BackendTx, Rows};
@@ -297,18 +297,22 @@ impl SledBackend {
         id: TreeId,
         f: &mut dyn FnMut(Vec<u8>, Vec<u8>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        if self.packs(id) {
-            let _blocks = self
-                .packed_lock
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            return packed::for_each(self.tree(id), id, f);
-        }
-        for item in self.tree(id).iter() {
-            let (k, v) = item.map_err(storage("reading"))?;
-            f(k.to_vec(), v.to_vec())?;
-        }
-        Ok(())
+        let _blocks = self.reading_blocks();
+        packed::for_each(self.tree(id), id, self.packs(id), f)
+    }
+
+    /// Held while a scan reads several blocks of a packed tree.
+    fn reading_blocks(&self) -> RwLockReadGuard<'_, ()> {
+        self.packed_lock
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Held while the applier replaces blocks of the packed trees.
+    pub(super) fn writing_blocks(&self) -> RwLockWriteGuard<'_, ()> {
+        self.packed_lock
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A point read outside any transaction: the newest durable value
@@ -388,10 +392,7 @@ impl Backend for SledBackend {
 
     fn scan_applied(&self, tree: TreeId, start: &[u8], limit: usize) -> Result<Rows, Error> {
         if self.packs(tree) {
-            let _blocks = self
-                .packed_lock
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _blocks = self.reading_blocks();
             return packed::scan(self.tree(tree), tree, start, limit);
         }
         let mut out = Vec::new();
@@ -405,10 +406,7 @@ impl Backend for SledBackend {
     fn scan_last(&self, tree: TreeId, limit: usize) -> Result<Rows, Error> {
         self.settle_tree(tree)?;
         if self.packs(tree) {
-            let _blocks = self
-                .packed_lock
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _blocks = self.reading_blocks();
             return packed::scan_last(self.tree(tree), tree, limit);
         }
         let mut out = Vec::new();

@@ -210,15 +210,21 @@ pub(crate) fn scan_last(tree: &sled::Tree, id: TreeId, limit: usize) -> Result<R
     Ok(out)
 }
 
-/// Every row, in key order (compaction, tests).
+/// Every row of `tree`, in key order, whether it is `packed` in blocks or
+/// holds one sled row per row (compaction, tests).
 pub(crate) fn for_each(
     tree: &sled::Tree,
     id: TreeId,
+    packed: bool,
     f: &mut dyn FnMut(Vec<u8>, Vec<u8>) -> Result<(), Error>,
 ) -> Result<(), Error> {
     for item in tree.iter() {
-        let (fence, block) = item.map_err(storage("reading"))?;
-        for (k, v) in decode(id, &fence, &block)? {
+        let (key, value) = item.map_err(storage("reading"))?;
+        if !packed {
+            f(key.to_vec(), value.to_vec())?;
+            continue;
+        }
+        for (k, v) in decode(id, &key, &value)? {
             f(k, v)?;
         }
     }
@@ -414,7 +420,7 @@ mod tests {
             );
         }
         let mut seen = Vec::new();
-        for_each(tree, TreeId::Emails, &mut |k, v| {
+        for_each(tree, TreeId::Emails, true, &mut |k, v| {
             seen.push((k, v));
             Ok(())
         })
